@@ -1,1 +1,39 @@
+//! kube-metrics-bridge: the Kubernetes Custom and External Metrics APIs, answered from
+//! templated PromQL rules.
+//!
+//! A request flows one way through these modules:
+//!
+//! - [`server`] / [`tls`]: TLS accept loop (HTTP/1.1 and HTTP/2), reloading certificates.
+//! - [`api`]: routes, content negotiation, discovery documents, Status errors, OpenAPI.
+//! - [`request`]: path and query string -> a typed request; names and selectors validated.
+//! - [`bridge`]: the request answered: rule lookup, objects, query, values, response.
+//! - [`rules`]: the rules file compiled (naming, resource association, query templates).
+//! - [`query`]: the PromQL for one request, with [`promql`] escaping and [`selector`] parsing.
+//! - [`prometheus`]: the Prometheus HTTP client and the moka value cache in front of it.
+//! - [`response`]: `MetricValueList` JSON, values as canonical [`quantity`] strings.
+//!
+//! Beside the request path: [`discovery`] relists series into the registry requests read,
+//! [`reload`] hot-reloads the rules file, [`kube`] knows resources and objects, [`config`]
+//! reads the file, [`metrics`] and [`telemetry`] report on the bridge itself, [`cli`] and
+//! [`cmd`] are the command line.
 
+pub mod api;
+pub mod bridge;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod discovery;
+pub mod kube;
+pub mod metrics;
+pub mod prometheus;
+pub mod promql;
+pub mod quantity;
+pub mod query;
+pub mod reload;
+pub mod request;
+pub mod response;
+pub mod rules;
+pub mod selector;
+pub mod server;
+pub mod telemetry;
+pub mod tls;

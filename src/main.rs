@@ -1,1 +1,40 @@
-fn main() {}
+//! Entry point: parse the command line and hand over to the subcommand.
+
+use clap::Parser;
+use kube_metrics_bridge::cli::{Cli, Command};
+use kube_metrics_bridge::{cmd, telemetry};
+
+fn main() {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let code = match cli.command {
+        Command::Check { file } => cmd::check::run(&file),
+        Command::Explain {
+            config,
+            prometheus_url,
+            path,
+        } => block_on(cmd::explain::run(&config, prometheus_url, &path)),
+        Command::Serve(args) => block_on(cmd::serve::run(args)),
+    };
+    std::process::exit(code);
+}
+
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,40 @@
+# Shared helpers for hack/ scripts. Source it; it defines functions only.
+
+# Installs Debian's prometheus package when no prometheus binary is found.
+ensure_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then
+    return 0
+  fi
+  echo "== installing Debian's prometheus package"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
+# Rust toolchain: rustup's cargo on PATH, with rustfmt and clippy.
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup" >&2; return 1; }
+}
+
+# Cargo's target dir outside the checkout, so clean clones (CI) reuse earlier builds.
+use_build_cache() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge/target}"
+  mkdir -p "$CARGO_TARGET_DIR"
+}
+
+# wait_http URL SECONDS [curl args...]: polls until URL answers 2xx.
+wait_http() {
+  local url=$1 secs=$2; shift 2
+  local deadline=$(( $(date +%s) + secs ))
+  until curl -fsS -o /dev/null --max-time 2 "$@" "$url" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "timed out waiting for $url" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit tests and the integration tests against a real
+# Prometheus (installed here if missing). `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+
+ensure_rust
+ensure_prometheus
+use_build_cache
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets 2>&1 | tee "${CARGO_TARGET_DIR}/last-test.log"

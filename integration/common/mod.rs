@@ -1,0 +1,595 @@
+//! Integration-test harness: runs the real `demo-exporter` binary and a real
+//! Prometheus (Debian's `prometheus` package) as child processes on loopback,
+//! so tests exercise actual scrapes and PromQL instead of mocks.
+//!
+//! Children are killed and reaped when their handle drops (also on panic);
+//! tokio's `kill_on_drop` is set as a second line of defence.
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long a child gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Prometheus readiness deadline (it is typically ready in well under 1 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A free loopback port. Racy by nature (released before use); callers that
+/// can, like [`Prometheus::start`], retry on "address already in use".
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0 to find a free port")
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, backing off from 20 ms to 250 ms.
+/// Panics with `what` if `timeout` passes first (a hung attempt counts too).
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(timeout, f).await {
+        Some(v) => v,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// The polling loop shared by [`wait_until`] and [`Prometheus::wait_or_fail`].
+async fn poll_until<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if let Ok(Some(v)) = tokio::time::timeout_at(deadline, f()).await {
+            return Some(v);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// HTTP client for loopback test traffic.
+///
+/// The crate enables reqwest's `rustls-no-provider`, where building a client
+/// panics unless a rustls crypto provider exists. We hand reqwest an explicit
+/// ring-backed config instead of installing a process-wide default, so tests
+/// cannot mask production code that forgets to install one.
+pub fn http_client() -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("building the test HTTP client")
+}
+
+/// Kills and reaps a child synchronously (usable from `Drop`).
+fn kill_and_reap(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = child.start_kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            _ => return,
+        }
+    }
+}
+
+/// Sends SIGTERM and waits for exit, escalating to SIGKILL after [`STOP_GRACE`].
+async fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    if let Some(pid) = child.id() {
+        // No libc in the dependency set; procps' `kill` is always present on Debian.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    if tokio::time::timeout(STOP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+fn labels_json(labels: &[(&str, &str)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect(),
+    )
+}
+
+/// A running `demo-exporter`; see its doc comment for the demo scenario.
+pub struct Exporter {
+    child: Child,
+    /// Kept open so the exporter never hits EPIPE writing to stdout.
+    _stdout: BufReader<ChildStdout>,
+    addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Exporter {
+    /// Starts the package's `demo-exporter` with the demo scenario.
+    pub async fn start() -> Exporter {
+        Exporter::start_bin(env!("CARGO_BIN_EXE_demo-exporter"), false).await
+    }
+
+    /// Starts the package's `demo-exporter` with no series.
+    pub async fn start_empty() -> Exporter {
+        Exporter::start_bin(env!("CARGO_BIN_EXE_demo-exporter"), true).await
+    }
+
+    /// Starts the exporter binary at `bin` on a kernel-chosen loopback port and
+    /// learns the port from its `listening on http://ADDR` line.
+    pub async fn start_bin(bin: impl AsRef<Path>, empty: bool) -> Exporter {
+        let bin = bin.as_ref();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .env_remove("DEMO_EXPORTER_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if empty {
+            cmd.arg("--empty");
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning demo-exporter {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), stdout.read_line(&mut line)).await;
+        let addr = match read {
+            Ok(Ok(n)) if n > 0 => line
+                .trim()
+                .strip_prefix("listening on http://")
+                .and_then(|a| a.parse::<SocketAddr>().ok()),
+            _ => None,
+        };
+        let Some(addr) = addr else {
+            kill_and_reap(&mut child);
+            panic!(
+                "demo-exporter {} did not print `listening on http://ADDR` (read {read:?}, line {line:?}, exit {:?})",
+                bin.display(),
+                child.try_wait()
+            );
+        };
+        Exporter {
+            child,
+            _stdout: stdout,
+            addr,
+            client: http_client(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `host:port` as Prometheus' `static_configs` wants it.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub async fn set_gauge(&self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let body = serde_json::json!({
+            "name": name, "labels": labels_json(labels), "type": "gauge", "value": value,
+        });
+        self.control(reqwest::Method::PUT, "/series", Some(body))
+            .await;
+    }
+
+    /// Creates or re-rates a counter that grows by `rate` per second.
+    pub async fn set_counter(&self, name: &str, labels: &[(&str, &str)], rate: f64) {
+        let body = serde_json::json!({
+            "name": name, "labels": labels_json(labels), "type": "counter", "rate": rate,
+        });
+        self.control(reqwest::Method::PUT, "/series", Some(body))
+            .await;
+    }
+
+    /// Removes one series (no error if it does not exist).
+    pub async fn remove(&self, name: &str, labels: &[(&str, &str)]) {
+        let body = serde_json::json!({ "name": name, "labels": labels_json(labels) });
+        self.control(reqwest::Method::DELETE, "/series", Some(body))
+            .await;
+    }
+
+    /// Removes every series.
+    pub async fn clear(&self) {
+        self.control(reqwest::Method::DELETE, "/series/all", None)
+            .await;
+    }
+
+    /// The current exposition text, as Prometheus would scrape it.
+    pub async fn metrics_text(&self) -> String {
+        let url = format!("{}/metrics", self.url());
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        resp.text()
+            .await
+            .unwrap_or_else(|e| panic!("reading {url}: {e}"))
+    }
+
+    async fn control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let url = format!("{}{path}", self.url());
+        let mut req = self.client.request(method.clone(), &url);
+        if let Some(body) = &body {
+            req = req.json(body);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{method} {url} with {body:?} -> {status}: {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// One element of an instant-vector result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A real Prometheus server with its own config and TSDB in a tempdir.
+pub struct Prometheus {
+    child: Option<Child>,
+    bin: PathBuf,
+    port: u16,
+    // Declared last: dropped after `Drop::drop` has reaped the process.
+    dir: tempfile::TempDir,
+    client: reqwest::Client,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping each of `targets` (`host:port`, optionally
+    /// with `http://`) every second as its own job (`target-0`, `target-1`, ..),
+    /// and waits until ready. Ready comes in ~0.1 s, but 2.42's discovery
+    /// manager hands targets over on a 5 s tick, so the first scrape lands
+    /// ~5-6 s later (after `restart` too): use [`Prometheus::wait_for_series`].
+    pub async fn start(targets: &[String]) -> Prometheus {
+        let bin = find_prometheus();
+        let dir = tempfile::Builder::new()
+            .prefix("kmb-prometheus-")
+            .tempdir()
+            .expect("creating a tempdir for Prometheus");
+        std::fs::write(dir.path().join("prometheus.yml"), config_yaml(targets))
+            .expect("writing prometheus.yml");
+        let mut prom = Prometheus {
+            child: None,
+            bin,
+            port: 0,
+            dir,
+            client: http_client(),
+        };
+        // free_port() can race with other tests; retry a few ports.
+        for attempt in 1..=3 {
+            prom.port = free_port();
+            prom.spawn();
+            match prom.try_wait_ready(READY_TIMEOUT).await {
+                Ok(()) => return prom,
+                Err(e) if attempt < 3 && prom.log_tail(20).contains("address already in use") => {
+                    eprintln!("prometheus port {} was taken ({e}); retrying", prom.port);
+                    if let Some(mut c) = prom.child.take() {
+                        kill_and_reap(&mut c);
+                    }
+                }
+                Err(e) => prom.fail(&format!("prometheus did not become ready: {e}")),
+            }
+        }
+        unreachable!("the last attempt either returns or panics")
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The running process' id; `None` while stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("prometheus.log")
+    }
+
+    /// The last `n` lines of Prometheus' log, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Stops Prometheus (SIGTERM, then wait) to simulate an outage; the port
+    /// and data dir are kept for [`Prometheus::restart`].
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child).await;
+        }
+    }
+
+    /// Starts Prometheus again on the same port and data dir; waits until ready.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.spawn();
+        if let Err(e) = self.try_wait_ready(READY_TIMEOUT).await {
+            self.fail(&format!(
+                "prometheus did not become ready after restart: {e}"
+            ));
+        }
+    }
+
+    /// Waits until `selector` matches at least one series; returns their labels.
+    pub async fn wait_for_series(
+        &self,
+        selector: &str,
+        timeout: Duration,
+    ) -> Vec<BTreeMap<String, String>> {
+        let what = format!("a series matching {selector} in prometheus {}", self.url());
+        self.wait_or_fail(&what, timeout, || async {
+            self.try_series(selector)
+                .await
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .await
+    }
+
+    /// Series currently matching `selector` (over the default lookback of `/api/v1/series`).
+    pub async fn series(&self, selector: &str) -> Vec<BTreeMap<String, String>> {
+        self.try_series(selector)
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("series {selector}: {e}")))
+    }
+
+    /// Instant query at "now"; panics (with the log tail) on error or a
+    /// non-vector result.
+    pub async fn query(&self, promql: &str) -> Vec<Sample> {
+        self.try_query(promql)
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("query {promql}: {e}")))
+    }
+
+    /// Polls `f` like [`wait_until`], but a timeout panic also shows the log tail.
+    pub async fn wait_or_fail<T, F, Fut>(&self, what: &str, timeout: Duration, f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        match poll_until(timeout, f).await {
+            Some(v) => v,
+            None => self.fail(&format!("timed out after {timeout:?} waiting for {what}")),
+        }
+    }
+
+    pub async fn try_query(&self, promql: &str) -> Result<Vec<Sample>, String> {
+        let data = self.api_get("/api/v1/query", &[("query", promql)]).await?;
+        if data["resultType"] != "vector" {
+            return Err(format!("expected a vector result, got {data}"));
+        }
+        let result = data["result"].as_array().cloned().unwrap_or_default();
+        result
+            .iter()
+            .map(|r| {
+                let labels = serde_json::from_value(r["metric"].clone())
+                    .map_err(|e| format!("bad metric labels in {r}: {e}"))?;
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .ok_or_else(|| format!("bad sample value in {r}"))?;
+                Ok(Sample { labels, value })
+            })
+            .collect()
+    }
+
+    pub async fn try_series(
+        &self,
+        selector: &str,
+    ) -> Result<Vec<BTreeMap<String, String>>, String> {
+        let data = self
+            .api_get("/api/v1/series", &[("match[]", selector)])
+            .await?;
+        serde_json::from_value(data).map_err(|e| format!("bad series response: {e}"))
+    }
+
+    /// GET a Prometheus API path and return its `data` member.
+    async fn api_get(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+    ) -> Result<serde_json::Value, String> {
+        // reqwest's `query` feature is off in this crate; build the URL directly.
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.url()), params)
+            .map_err(|e| format!("bad URL for {path}: {e}"))?;
+        let resp = self
+            .client
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("GET {url} ({status}): bad JSON: {e}"))?;
+        if body["status"] != "success" {
+            return Err(format!("GET {url} {params:?} -> {status}: {body}"));
+        }
+        Ok(body["data"].clone())
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).expect("creating prometheus.log");
+        let log_err = log.try_clone().expect("cloning the log file handle");
+        let dir = self.dir.path();
+        let child = Command::new(&self.bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", self.bin.display()));
+        self.child = Some(child);
+    }
+
+    async fn try_wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let url = format!("{}/-/ready", self.url());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("prometheus exited early with {status}"));
+                }
+            }
+            if let Ok(resp) = self.client.get(&url).send().await {
+                if resp.status() == reqwest::StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{url} not 200 within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Panics with `msg` plus the end of Prometheus' log.
+    fn fail(&self, msg: &str) -> ! {
+        panic!(
+            "{msg}\n--- last lines of {} ---\n{}",
+            self.log_path().display(),
+            self.log_tail(30)
+        )
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+fn config_yaml(targets: &[String]) -> String {
+    // scrape_timeout must not exceed scrape_interval, so set both.
+    let mut yaml = String::from(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+    );
+    for (i, target) in targets.iter().enumerate() {
+        let target = target.trim_start_matches("http://").trim_end_matches('/');
+        // honor_labels: the exporter's own namespace/pod labels are the truth.
+        yaml.push_str(&format!(
+            "  - job_name: target-{i}\n    honor_labels: true\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ));
+    }
+    yaml
+}
+
+/// `$PROMETHEUS_BIN`, else `prometheus` on `PATH`, else `/usr/bin/prometheus`.
+fn find_prometheus() -> PathBuf {
+    if let Some(p) = std::env::var_os("PROMETHEUS_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "PROMETHEUS_BIN={} is not a file", p.display());
+        return p;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("prometheus"))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_default();
+    if let Some(p) = on_path {
+        return p;
+    }
+    let fallback = PathBuf::from("/usr/bin/prometheus");
+    if fallback.is_file() {
+        return fallback;
+    }
+    panic!(
+        "no `prometheus` binary found (checked $PROMETHEUS_BIN, PATH, /usr/bin/prometheus). \
+         Run the project's test script (`bash .ci/run`), which installs it \
+         (`apt-get install -y prometheus`), or set PROMETHEUS_BIN."
+    )
+}

@@ -1,0 +1,181 @@
+//! The HTTP API kube-apiserver and the HPA controller call: routing, content negotiation,
+//! Status errors, and the per-request log line and latency metric.
+
+pub mod discovery;
+pub mod openapi;
+pub mod status;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, Method, Response, StatusCode};
+use warp::Filter;
+
+use crate::bridge::Bridge;
+use crate::request::{self, Route};
+use status::ApiError;
+
+const JSON: &str = "application/json";
+
+/// The warp filter for the secure port.
+pub fn routes(
+    bridge: Arc<Bridge>,
+) -> impl Filter<Extract = (Response<String>,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .then(
+            move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap| {
+                let bridge = bridge.clone();
+                async move { handle(&bridge, &method, path.as_str(), &query, &headers).await }
+            },
+        )
+}
+
+/// Answers one request; every outcome is a JSON body (or plain `ok` for health).
+pub async fn handle(
+    bridge: &Bridge,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+) -> Response<String> {
+    let started = Instant::now();
+    let route = request::parse(path, query);
+    let label = route.as_ref().map(Route::label).unwrap_or("other");
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let result = match route {
+        Err(e) => Err(e),
+        Ok(_) if method != Method::GET && method != Method::HEAD => {
+            Err(ApiError::method_not_allowed(method.as_str()))
+        }
+        Ok(route) if !accepts_json(accept) && !matches!(route, Route::Health(_)) => {
+            Err(ApiError::not_acceptable())
+        }
+        Ok(route) => answer(bridge, route, accept).await,
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(%path, code = e.code, message = %e.message, "request failed");
+            }
+            json_response(
+                StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                e.body(),
+            )
+        }
+    };
+    let code = response.status().as_u16();
+    bridge
+        .metrics
+        .observe_request(label, code, started.elapsed());
+    tracing::debug!(%method, %path, %query, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+async fn answer(
+    bridge: &Bridge,
+    route: Route,
+    accept: Option<&str>,
+) -> Result<Response<String>, ApiError> {
+    let registry = bridge.registry.load_full();
+    let ok = |body: String| Ok(json_response(StatusCode::OK, body));
+    match route {
+        Route::RootDiscovery if discovery::wants_aggregated(accept) => {
+            let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
+            if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
+                r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+            }
+            Ok(r)
+        }
+        Route::RootDiscovery => ok(discovery::group_list()),
+        Route::GroupDiscovery(group) => ok(discovery::api_group(group)),
+        Route::CustomResources(request::CustomVersion::V1beta1) => {
+            ok(registry.documents.custom_v1beta1.clone())
+        }
+        Route::CustomResources(request::CustomVersion::V1beta2) => {
+            ok(registry.documents.custom_v1beta2.clone())
+        }
+        Route::ExternalResources => ok(registry.documents.external_v1beta1.clone()),
+        Route::Custom(req) => ok(bridge.custom(&req).await?),
+        Route::External(req) => ok(bridge.external(&req).await?),
+        Route::OpenApiV2 => ok(openapi::v2()),
+        Route::OpenApiV3Index => ok(openapi::v3_index()),
+        Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
+        Route::Version => ok(version_json()),
+        Route::Health(which) => Ok(health_response(which, registry.discovered)),
+    }
+}
+
+/// `/healthz` and `/livez` say the process serves; `/readyz` also waits for the first
+/// discovery run, so a new replica gets traffic only once it can name metrics.
+pub fn health_response(which: &str, discovered: bool) -> Response<String> {
+    let (code, body) = if which == "readyz" && !discovered {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "[-]discovery failed: first series discovery has not finished\nreadyz check failed\n",
+        )
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    let mut r = Response::new(body.to_string());
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json_response(code: StatusCode, body: String) -> Response<String> {
+    let mut r = Response::new(body);
+    *r.status_mut() = code;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(JSON),
+    );
+    r
+}
+
+/// JSON is served for `*/*`, `application/*`, `application/json` (with any parameters) or
+/// no Accept at all; the HPA sends `application/vnd.kubernetes.protobuf, */*`.
+fn accepts_json(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return true };
+    accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim();
+        media.is_empty() || media == "*/*" || media == "application/*" || media == JSON
+    })
+}
+
+fn version_json() -> String {
+    serde_json::json!({
+        "major": "0", "minor": env!("CARGO_PKG_VERSION").split('.').nth(1).unwrap_or("0"),
+        "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")), "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        "compiler": "rustc", "goVersion": ""
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(accepts_json(None));
+        assert!(accepts_json(Some(
+            "application/vnd.kubernetes.protobuf, */*"
+        )));
+        assert!(accepts_json(Some(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
+        assert!(!accepts_json(Some("application/yaml")));
+        assert!(!accepts_json(Some("application/vnd.kubernetes.protobuf")));
+    }
+}

@@ -1,0 +1,136 @@
+//! `/openapi/v2` and `/openapi/v3`: what kube-aggregator downloads to publish our types.
+//! Small hand-written specs of the served paths and the list types.
+
+use serde_json::{json, Value};
+
+use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
+
+fn definitions() -> Value {
+    let object_ref = json!({"type": "object", "properties": {
+        "kind": {"type": "string"}, "namespace": {"type": "string"}, "name": {"type": "string"}, "apiVersion": {"type": "string"}}});
+    let quantity = json!({"type": "string", "description": "Kubernetes Quantity, canonical form (e.g. 1500m, 2k)"});
+    let selector =
+        json!({"type": "object", "x-nullable": true, "description": "metav1.LabelSelector"});
+    json!({
+        "custom.v1beta2.MetricValue": {"type": "object", "required": ["describedObject", "metric", "timestamp", "value"], "properties": {
+            "describedObject": object_ref, "metric": {"type": "object", "properties": {"name": {"type": "string"}, "selector": selector}},
+            "timestamp": {"type": "string", "format": "date-time"}, "windowSeconds": {"type": "integer", "format": "int64"}, "value": quantity}},
+        "custom.v1beta1.MetricValue": {"type": "object", "required": ["describedObject", "metricName", "timestamp", "value"], "properties": {
+            "describedObject": object_ref, "metricName": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+            "window": {"type": "integer", "format": "int64"}, "value": quantity, "selector": selector}},
+        "external.v1beta1.ExternalMetricValue": {"type": "object", "required": ["metricName", "metricLabels", "timestamp", "value"], "properties": {
+            "metricName": {"type": "string"}, "metricLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "timestamp": {"type": "string", "format": "date-time"}, "window": {"type": "integer", "format": "int64"}, "value": quantity}},
+        "MetricValueList": {"type": "object", "properties": {"kind": {"type": "string"}, "apiVersion": {"type": "string"},
+            "metadata": {"type": "object"}, "items": {"type": "array", "items": {"type": "object"}}}},
+    })
+}
+
+fn param(name: &str, location: &str, description: &str) -> Value {
+    json!({"name": name, "in": location, "required": location == "path", "type": "string", "description": description})
+}
+
+fn get(summary: &str, params: Vec<Value>, schema: &str) -> Value {
+    json!({"get": {"summary": summary, "produces": ["application/json"], "parameters": params,
+        "responses": {"200": {"description": "OK", "schema": {"$ref": format!("#/definitions/{schema}")}},
+                      "400": {"description": "bad selector or path"}, "404": {"description": "unknown metric or object"},
+                      "503": {"description": "metrics backend unavailable"}}}})
+}
+
+fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
+    let p = |n: &str, d: &str| param(n, "path", d);
+    let q = |n: &str, d: &str| param(n, "query", d);
+    let mut out = serde_json::Map::new();
+    let base = format!("/apis/{group}/{version}");
+    if group == CUSTOM_GROUP {
+        out.insert(
+            format!("{base}/namespaces/{{namespace}}/{{resource}}/{{name}}/{{metric}}"),
+            get("metric for a namespaced object, or all objects selected by labelSelector when name is *",
+                vec![p("namespace", ""), p("resource", "plural, singular, short or group-qualified"), p("name", "object name or *"), p("metric", ""),
+                     q("labelSelector", "selects the objects (with name *)"), q("metricLabelSelector", "selects series by their labels")],
+                "MetricValueList"),
+        );
+        out.insert(
+            format!("{base}/{{resource}}/{{name}}/{{metric}}"),
+            get(
+                "metric for a cluster-scoped object",
+                vec![
+                    p("resource", ""),
+                    p("name", ""),
+                    p("metric", ""),
+                    q("labelSelector", ""),
+                    q("metricLabelSelector", ""),
+                ],
+                "MetricValueList",
+            ),
+        );
+        out.insert(
+            format!("{base}/namespaces/{{namespace}}/metrics/{{metric}}"),
+            get(
+                "metric about the namespace itself",
+                vec![
+                    p("namespace", ""),
+                    p("metric", ""),
+                    q("metricLabelSelector", ""),
+                ],
+                "MetricValueList",
+            ),
+        );
+    } else {
+        out.insert(
+            format!("{base}/namespaces/{{namespace}}/{{metric}}"),
+            get(
+                "external metric",
+                vec![
+                    p("namespace", ""),
+                    p("metric", ""),
+                    q("labelSelector", "selects series by their labels"),
+                ],
+                "MetricValueList",
+            ),
+        );
+    }
+    out
+}
+
+fn info() -> Value {
+    json!({"title": "kube-metrics-bridge", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// Swagger 2.0 for everything served.
+pub fn v2() -> String {
+    let mut all = serde_json::Map::new();
+    for (g, v) in [
+        (CUSTOM_GROUP, "v1beta1"),
+        (CUSTOM_GROUP, "v1beta2"),
+        (EXTERNAL_GROUP, "v1beta1"),
+    ] {
+        all.extend(paths(g, v));
+    }
+    json!({"swagger": "2.0", "info": info(), "paths": all, "definitions": definitions()})
+        .to_string()
+}
+
+/// The v3 index: one spec per group-version.
+pub fn v3_index() -> String {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in [
+        (CUSTOM_GROUP, "v1beta1"),
+        (CUSTOM_GROUP, "v1beta2"),
+        (EXTERNAL_GROUP, "v1beta1"),
+    ] {
+        paths.insert(
+            format!("apis/{g}/{v}"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")}),
+        );
+    }
+    json!({"paths": paths}).to_string()
+}
+
+/// OpenAPI 3.0 for one group-version.
+pub fn v3(group: &str, version: &str) -> String {
+    json!({"openapi": "3.0.0", "info": info(), "paths": paths(group, version),
+           "components": {"schemas": definitions()}})
+    .to_string()
+    .replace("#/definitions/", "#/components/schemas/")
+}

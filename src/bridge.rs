@@ -1,0 +1,289 @@
+//! Answering metric requests: the request, the rule that owns the metric, the query, the
+//! value cache, and the list that goes back. This is where the one-way flow meets:
+//! request -> rule matching -> PromQL -> Prometheus/cache -> response.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::api::status::ApiError;
+use crate::config::OnMissing;
+use crate::discovery::{CustomMetric, Registry};
+use crate::kube::objects::{ObjectResolver, ObjectSet, ResolveError};
+use crate::kube::resources::{ResourceInfo, ResourceMapper};
+use crate::metrics::{unix_now, Metrics, ValueLabels};
+use crate::prometheus::{PrometheusError, QueryCache, Sample};
+use crate::query::{self, Scope};
+use crate::request::{CustomRequest, ExternalRequest, Target};
+use crate::response::{self, CustomItem, DescribedObject, ExternalValue};
+use crate::rules::Rule;
+
+/// The state every request reads. Each piece is swapped whole on reload or rediscovery.
+pub struct Bridge {
+    /// Rules and what discovery found for them, always a matching pair.
+    pub registry: Arc<ArcSwap<Registry>>,
+    /// The Prometheus client with its value cache; replaced when `[prometheus]` or `[cache]`
+    /// change on reload.
+    pub backend: Arc<ArcSwap<QueryCache>>,
+    pub mapper: Arc<dyn ResourceMapper>,
+    pub objects: Arc<dyn ObjectResolver>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A custom-metrics request worked out down to its query.
+#[derive(Debug)]
+pub struct CustomPlan {
+    pub resource: ResourceInfo,
+    pub metric: CustomMetric,
+    pub promql: String,
+    /// The objects the answer may name; None means any object that has a sample.
+    pub objects: Option<Vec<String>>,
+}
+
+impl Bridge {
+    /// Finds the rule, resolves the objects and renders the query.
+    pub async fn plan_custom(
+        &self,
+        registry: &Registry,
+        req: &CustomRequest,
+    ) -> Result<CustomPlan, ApiError> {
+        let not_found = || ApiError::metric_not_found(&req.metric, &req.resource);
+        let resource = self.mapper.lookup(&req.resource).ok_or_else(not_found)?;
+        let plural = resource.group_resource.to_string();
+        if req.namespace.is_some() && !resource.namespaced {
+            return Err(ApiError::bad_request(format!(
+                "{plural} are cluster-scoped: ask for /{plural}/... without a namespace"
+            )));
+        }
+        if req.namespace.is_none() && resource.namespaced {
+            return Err(ApiError::bad_request(format!(
+                "{plural} are namespaced: ask for /namespaces/{{namespace}}/{plural}/..."
+            )));
+        }
+        let metric = registry
+            .custom_metric(&resource.group_resource, &req.metric)
+            .cloned()
+            .ok_or_else(|| ApiError::metric_not_found(&req.metric, &plural))?;
+        let rule = rule_of(registry, metric.rule)?;
+        let namespace = req.namespace.as_deref();
+        let (scope, objects) = match &req.target {
+            Target::Named(name) => (Scope::Object(name.as_str()), Some(vec![name.clone()])),
+            Target::All(selector) => {
+                match self.objects.resolve(&resource, namespace, selector).await {
+                    Ok(ObjectSet::AllWithSamples) => (Scope::Every, None),
+                    Ok(ObjectSet::Named(names)) => (Scope::Every, Some(names)),
+                    Err(ResolveError::Unsupported(msg)) => return Err(ApiError::bad_request(msg)),
+                    Err(e @ ResolveError::Unavailable { .. }) => {
+                        tracing::warn!(error = %e, "cannot resolve labelSelector");
+                        return Err(ApiError::new(
+                            503,
+                            "ServiceUnavailable",
+                            "unable to list the selected objects",
+                        ));
+                    }
+                }
+            }
+        };
+        let promql = query::custom_query(rule, &metric, namespace, &scope, &req.metric_selector)?;
+        Ok(CustomPlan {
+            resource,
+            metric,
+            promql,
+            objects,
+        })
+    }
+
+    pub async fn custom(&self, req: &CustomRequest) -> Result<String, ApiError> {
+        let registry = self.registry.load_full();
+        let plan = self.plan_custom(&registry, req).await?;
+        let rule = rule_of(&registry, plan.metric.rule)?;
+        let result = self.query(&plan.promql).await?;
+
+        let wanted: Option<HashSet<&str>> = plan
+            .objects
+            .as_ref()
+            .map(|names| names.iter().map(String::as_str).collect());
+        let mut seen = HashSet::new();
+        let mut items = Vec::new();
+        for sample in result.samples() {
+            let Some(name) = sample.labels.get(&plan.metric.resource_label) else {
+                continue;
+            };
+            if wanted.as_ref().is_some_and(|w| !w.contains(name.as_str()))
+                || seen.contains(name.as_str())
+            {
+                continue;
+            }
+            let Some(value) = self.value_of(sample, rule) else {
+                continue;
+            };
+            seen.insert(name.as_str());
+            items.push(self.item(req, &plan.resource, name, sample.timestamp, value));
+        }
+        if rule.on_missing == OnMissing::Zero {
+            let now = unix_now();
+            for name in plan.objects.iter().flatten() {
+                if !seen.contains(name.as_str()) {
+                    items.push(self.item(req, &plan.resource, name, now, "0".to_string()));
+                }
+            }
+        }
+        let plural = plan.resource.group_resource.to_string();
+        if items.is_empty() {
+            let what = match &req.target {
+                Target::Named(name) => format!("{plural} {name}"),
+                Target::All(sel) if plan.objects.as_ref().is_some_and(Vec::is_empty) => {
+                    return Err(ApiError::not_found(format!(
+                        "no {plural} match labelSelector \"{sel}\""
+                    )))
+                }
+                Target::All(_) => plural.clone(),
+            };
+            return Err(ApiError::not_found(format!(
+                "the server could not find the metric {} for {what}{}",
+                req.metric,
+                selector_suffix(req)
+            )));
+        }
+        items.sort_by(|a, b| a.object.name.cmp(&b.object.name));
+        let selector = req.metric_selector.to_label_selector_json();
+        Ok(response::custom_list(
+            req.version,
+            &req.metric,
+            &selector,
+            rule.window,
+            &items,
+        ))
+    }
+
+    pub async fn external(&self, req: &ExternalRequest) -> Result<String, ApiError> {
+        let registry = self.registry.load_full();
+        let promql = self.plan_external(&registry, req)?;
+        let metric = registry
+            .external_metric(&req.metric)
+            .ok_or_else(|| ApiError::metric_not_found(&req.metric, "namespaces"))?;
+        let rule = rule_of(&registry, metric.rule)?;
+        let result = self.query(&promql).await?;
+        let mut items: Vec<ExternalValue> = result
+            .samples()
+            .iter()
+            .filter_map(|s| {
+                let value = self.value_of(s, rule)?;
+                let mut labels = s.labels.clone();
+                labels.remove("__name__");
+                Some(ExternalValue {
+                    labels,
+                    timestamp: s.timestamp,
+                    value,
+                })
+            })
+            .collect();
+        if items.is_empty() {
+            if rule.on_missing == OnMissing::Zero {
+                items.push(ExternalValue {
+                    labels: BTreeMap::new(),
+                    timestamp: unix_now(),
+                    value: "0".into(),
+                });
+            } else {
+                return Err(ApiError::not_found(format!(
+                    "no samples for external metric {} in namespace {}{}",
+                    req.metric,
+                    req.namespace,
+                    if req.selector.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with labelSelector \"{}\"", req.selector)
+                    }
+                )));
+            }
+        }
+        Ok(response::external_list(&req.metric, rule.window, &items))
+    }
+
+    pub fn plan_external(
+        &self,
+        registry: &Registry,
+        req: &ExternalRequest,
+    ) -> Result<String, ApiError> {
+        let metric = registry
+            .external_metric(&req.metric)
+            .ok_or_else(|| ApiError::metric_not_found(&req.metric, "namespaces"))?;
+        let rule = rule_of(registry, metric.rule)?;
+        query::external_query(rule, metric, &req.namespace, &req.selector)
+    }
+
+    async fn query(&self, promql: &str) -> Result<Arc<crate::prometheus::QueryResult>, ApiError> {
+        let backend = self.backend.load_full();
+        backend.query(promql).await.map_err(|e| match e {
+            PrometheusError::Unavailable(_) => ApiError::unavailable(),
+            PrometheusError::Query { .. } | PrometheusError::Malformed(_) => {
+                ApiError::internal("unable to fetch metrics")
+            }
+        })
+    }
+
+    /// The Quantity for a sample, or None if it has none (NaN/Inf count as missing).
+    fn value_of(&self, sample: &Sample, rule: &Rule) -> Option<String> {
+        match crate::quantity::from_f64(sample.value) {
+            Some(q) => {
+                if q.is_clamped() {
+                    self.metrics
+                        .values
+                        .get_or_create(&ValueLabels { kind: "clamped" })
+                        .inc();
+                    tracing::warn!(rule = %rule.id, value = sample.value, "value beyond what the HPA can hold; clamped");
+                }
+                Some(q.as_str().to_string())
+            }
+            None => {
+                self.metrics
+                    .values
+                    .get_or_create(&ValueLabels { kind: "non_finite" })
+                    .inc();
+                tracing::debug!(rule = %rule.id, value = sample.value, "non-finite sample treated as missing");
+                None
+            }
+        }
+    }
+
+    fn item(
+        &self,
+        req: &CustomRequest,
+        resource: &ResourceInfo,
+        name: &str,
+        timestamp: f64,
+        value: String,
+    ) -> CustomItem {
+        CustomItem {
+            object: DescribedObject {
+                kind: resource.kind.clone(),
+                namespace: if resource.namespaced {
+                    req.namespace.clone()
+                } else {
+                    None
+                },
+                name: name.to_string(),
+                api_version: resource.api_version(),
+            },
+            timestamp,
+            value,
+        }
+    }
+}
+
+fn rule_of(registry: &Registry, id: crate::rules::RuleId) -> Result<&Rule, ApiError> {
+    registry
+        .rules
+        .rule(id)
+        .ok_or_else(|| ApiError::internal(format!("{id} vanished")))
+}
+
+fn selector_suffix(req: &CustomRequest) -> String {
+    if req.metric_selector.is_empty() {
+        String::new()
+    } else {
+        format!(" with metricLabelSelector \"{}\"", req.metric_selector)
+    }
+}

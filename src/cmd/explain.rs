@@ -1,0 +1,110 @@
+//! `explain --config FILE PATH`: the PromQL a request would run, found the way the server
+//! finds it (one series discovery against the configured Prometheus).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+
+use crate::bridge::Bridge;
+use crate::discovery::{build_registry, list_series, SeriesByQuery};
+use crate::kube::objects::{ObjectResolver, ObjectSet, ResolveError};
+use crate::kube::resources::{ResourceInfo, StaticMapper};
+use crate::metrics::Metrics;
+use crate::request::{self, Route, Target};
+use crate::rules::{load_file, Overrides};
+use crate::selector::Selector;
+
+/// Answers every selector with "all objects", so the query can be shown without a cluster.
+struct ShowAll;
+
+impl ObjectResolver for ShowAll {
+    fn resolve<'a>(
+        &'a self,
+        _: &'a ResourceInfo,
+        _: Option<&'a str>,
+        _: &'a Selector,
+    ) -> BoxFuture<'a, Result<ObjectSet, ResolveError>> {
+        Box::pin(async { Ok(ObjectSet::AllWithSamples) })
+    }
+}
+
+pub async fn run(
+    config: &std::path::Path,
+    prometheus_url: Option<String>,
+    path: &str,
+) -> anyhow::Result<()> {
+    let rules = Arc::new(
+        load_file(config, &Overrides { prometheus_url }).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let backend = crate::reload::backend_for(&rules, &metrics)?;
+    let (series, errors) =
+        list_series(&rules, backend.client(), &SeriesByQuery::new(), &metrics).await;
+    for (query, e) in &errors {
+        eprintln!("warning: series_query {query:?} failed: {e}");
+    }
+    let mapper = Arc::new(StaticMapper::builtin());
+    let registry = Arc::new(build_registry(rules, &series, mapper.as_ref()));
+    let bridge = Bridge {
+        registry: Arc::new(ArcSwap::new(registry.clone())),
+        backend: Arc::new(ArcSwap::from_pointee(backend)),
+        mapper,
+        objects: Arc::new(ShowAll),
+        metrics,
+    };
+
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let path = path.trim_start_matches('/');
+    let full = if path.starts_with("apis/") {
+        format!("/{path}")
+    } else {
+        format!("/apis/{}/v1beta2/{path}", request::CUSTOM_GROUP)
+    };
+    match request::parse(&full, query).map_err(|e| anyhow::anyhow!("{}", e.message))? {
+        Route::Custom(req) => {
+            let plan = bridge
+                .plan_custom(&registry, &req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))
+                .context("explaining")?;
+            let rule = plan.metric.rule;
+            println!(
+                "request:  {full}{}",
+                if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                }
+            );
+            println!(
+                "rule:     {rule} (series {}, objects named by label {:?})",
+                plan.metric.series, plan.metric.resource_label
+            );
+            println!("promql:   {}", plan.promql);
+            match &req.target {
+                Target::Named(name) => println!("answer:   the sample whose {} is {name:?}", plan.metric.resource_label),
+                Target::All(sel) if sel.is_empty() => println!("answer:   every {} with a sample", plan.resource.kind),
+                Target::All(sel) => println!(
+                    "answer:   the samples of the {} objects matching labelSelector \"{sel}\" (resolved from Kubernetes when serving)",
+                    plan.resource.kind
+                ),
+            }
+        }
+        Route::External(req) => {
+            let promql = bridge
+                .plan_external(&registry, &req)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let rule = registry
+                .external_metric(&req.metric)
+                .map(|m| m.rule.to_string())
+                .unwrap_or_default();
+            println!("request:  {full}");
+            println!("rule:     {rule}");
+            println!("promql:   {promql}");
+        }
+        other => bail!("{full} is not a metric request ({other:?})"),
+    }
+    Ok(())
+}

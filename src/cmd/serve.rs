@@ -1,0 +1,215 @@
+//! `serve`: wires the pieces together and runs until SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Notify};
+use warp::Filter;
+
+use crate::bridge::Bridge;
+use crate::cli::ServeArgs;
+use crate::discovery::{Discoverer, Registry};
+use crate::kube::objects::{ObjectResolver, StandaloneResolver};
+use crate::kube::resources::{ResourceMapper, StaticMapper};
+use crate::metrics::{unix_now, Metrics};
+use crate::reload::{backend_for, RulesReloader};
+use crate::rules::{load_file, LoadError, Overrides};
+use crate::{api, server, tls};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    let secure_address = args.secure_address()?;
+    if !args.standalone {
+        anyhow::bail!(
+            "connecting to Kubernetes is not built yet (issue 3); run with --standalone to serve without a cluster"
+        );
+    }
+    let metrics = Arc::new(Metrics::new());
+    let overrides = Overrides {
+        prometheus_url: args.prometheus_url.clone(),
+    };
+    let rules = match load_file(&args.config, &overrides) {
+        Ok(r) => r,
+        Err(LoadError::Problems(p)) => {
+            for problem in &p.0 {
+                tracing::error!(path = %args.config.display(), %problem, "invalid rules");
+            }
+            anyhow::bail!(
+                "{}: {} problem(s); run `kube-metrics-bridge check` for the list",
+                args.config.display(),
+                p.0.len()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    metrics
+        .rules_loaded
+        .set((rules.custom.len() + rules.external.len()) as i64);
+    metrics.rules_last_reload_success.set(1);
+    metrics.rules_last_reload_timestamp.set(unix_now());
+    tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), prometheus = %rules.prometheus.url, "rules loaded");
+
+    let backend = Arc::new(ArcSwap::from_pointee(backend_for(&rules, &metrics)?));
+    let rules = Arc::new(ArcSwap::from_pointee(rules));
+    let registry = Arc::new(ArcSwap::from_pointee(Registry::empty(rules.load_full())));
+    let mapper: Arc<dyn ResourceMapper> = Arc::new(StaticMapper::builtin());
+    let objects: Arc<dyn ObjectResolver> = Arc::new(StandaloneResolver);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let discover_now = Arc::new(Notify::new());
+
+    let discoverer = Discoverer {
+        rules: rules.clone(),
+        backend: backend.clone(),
+        registry: registry.clone(),
+        mapper: mapper.clone(),
+        metrics: metrics.clone(),
+        wake: discover_now.clone(),
+    };
+    let discovery_task = tokio::spawn(discoverer.run(shutdown_rx.clone()));
+    let reloader = RulesReloader {
+        path: args.config.clone(),
+        overrides,
+        rules: rules.clone(),
+        backend: backend.clone(),
+        metrics: metrics.clone(),
+        discover_now,
+        poll_interval: args.rules_poll_interval,
+    };
+    let reload_task = tokio::spawn(reloader.run(shutdown_rx.clone()));
+
+    let bridge = Arc::new(Bridge {
+        registry: registry.clone(),
+        backend,
+        mapper,
+        objects,
+        metrics: metrics.clone(),
+    });
+
+    // Serving certificate: files (reloaded on change) or a self-signed pair in --cert-dir.
+    let source = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => tls::CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => tls::CertSource::SelfSigned {
+            dir: args.cert_dir.clone(),
+            hosts: args.tls_sans.clone(),
+        },
+    };
+    let cert_metrics = metrics.clone();
+    let certs = tls::ServingCert::start(
+        source,
+        Arc::new(move |result: Result<(), String>| {
+            cert_metrics.count(
+                &cert_metrics.cert_reloads,
+                if result.is_ok() { "success" } else { "failure" },
+            );
+        }),
+    )
+    .context("loading the serving certificate")?;
+    let tls_config = Arc::new(ArcSwap::new(tls::server_config(
+        certs.resolver(),
+        tls::ClientAuth::None,
+    )?));
+
+    let listener = tokio::net::TcpListener::bind(secure_address)
+        .await
+        .with_context(|| format!("binding the secure port {secure_address}"))?;
+    tracing::info!(address = %secure_address, standalone = args.standalone, "serving the metrics APIs over TLS");
+
+    let metrics_server = if args.metrics_bind_address.is_empty() {
+        None
+    } else {
+        let address: std::net::SocketAddr = args
+            .metrics_bind_address
+            .parse()
+            .with_context(|| format!("--metrics-bind-address {:?}", args.metrics_bind_address))?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding --metrics-bind-address {address}"))?;
+        tracing::info!(%address, "serving /metrics and health over plain HTTP");
+        let filter = metrics_routes(metrics.clone(), registry.clone());
+        let rx = shutdown_rx.clone();
+        Some(tokio::spawn(server::serve_plain(
+            listener,
+            filter,
+            wait_for(rx),
+        )))
+    };
+
+    let signal_task = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let result = server::serve_tls(
+        listener,
+        tls_config,
+        api::routes(bridge),
+        wait_for(shutdown_rx.clone()),
+    )
+    .await;
+    signal_task.abort();
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    discovery_task.abort();
+    reload_task.abort();
+    drop(certs);
+    result
+}
+
+/// `/metrics` (OpenMetrics text) and health on the plain port.
+fn metrics_routes(
+    metrics: Arc<Metrics>,
+    registry: Arc<ArcSwap<Registry>>,
+) -> impl Filter<Extract = (http::Response<String>,), Error = std::convert::Infallible>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    warp::path::full().map(move |path: warp::path::FullPath| match path.as_str() {
+        "/metrics" => {
+            let mut r = http::Response::new(metrics.encode());
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        "/readyz" => api::health_response("readyz", registry.load().discovered),
+        "/healthz" | "/livez" => api::health_response("healthz", true),
+        _ => {
+            let mut r = http::Response::new("not found\n".to_string());
+            *r.status_mut() = http::StatusCode::NOT_FOUND;
+            r
+        }
+    })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

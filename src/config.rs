@@ -1,0 +1,313 @@
+//! The rules file: its TOML shape and how it is loaded.
+//!
+//! One file carries the Prometheus connection, the cache settings and the rules, with the
+//! same meaning as prometheus-adapter's `rules` and `externalRules` spelled in snake_case.
+//! Loading is layered with figment (defaults < file < `KMB_CONFIG_*` environment) so that a
+//! Deployment can override, say, the Prometheus URL without editing the ConfigMap. This module
+//! only reads and type-checks; `rules::RuleSet::compile` checks meaning (regexes, templates,
+//! PromQL) and reports every problem with its rule and field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix for overriding file settings: `KMB_CONFIG_PROMETHEUS__URL=...`.
+pub const ENV_PREFIX: &str = "KMB_CONFIG_";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    pub prometheus: PrometheusConfig,
+    pub cache: CacheConfig,
+    pub rules: Vec<RuleConfig>,
+    pub external_rules: Vec<RuleConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrometheusConfig {
+    pub url: String,
+    /// Deadline for every call to Prometheus; requests never wait longer.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Extra headers on every call, e.g. `X-Scope-OrgID` for Mimir/Cortex tenants.
+    pub headers: BTreeMap<String, String>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+    pub method: HttpMethod,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: "http://127.0.0.1:9090".into(),
+            timeout: Duration::from_secs(5),
+            headers: BTreeMap::new(),
+            bearer_token_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            insecure_skip_verify: false,
+            method: HttpMethod::Get,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a query result is reused. Zero disables the value cache (requests still coalesce).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How often the series queries are relisted to discover metrics.
+    #[serde(with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// How far back discovery looks for series (prometheus-adapter's `--metrics-max-age`);
+    /// defaults to the discovery interval.
+    #[serde(with = "humantime_serde")]
+    pub series_max_age: Option<Duration>,
+    /// Upper bound on cached query results, a memory guard.
+    pub max_entries: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl: Duration::from_secs(10),
+            discovery_interval: Duration::from_secs(60),
+            series_max_age: None,
+            max_entries: 10_000,
+        }
+    }
+}
+
+impl CacheConfig {
+    pub fn series_max_age(&self) -> Duration {
+        self.series_max_age.unwrap_or(self.discovery_interval)
+    }
+}
+
+/// One discovery rule, for `[[rules]]` (custom metrics) and `[[external_rules]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub series_query: String,
+    pub series_filters: Vec<SeriesFilter>,
+    pub resources: ResourceMapping,
+    pub name: NameMapping,
+    pub metrics_query: String,
+    pub on_missing: OnMissing,
+    /// External rules only: whether the request's namespace becomes a matcher (default true).
+    pub namespaced: Option<bool>,
+    /// Reported to the HPA as the sample window (`windowSeconds`); omitted when unset.
+    #[serde(with = "humantime_serde")]
+    pub window: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeriesFilter {
+    pub is: Option<String>,
+    pub is_not: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceMapping {
+    pub template: Option<String>,
+    pub overrides: BTreeMap<String, GroupResourceConfig>,
+    /// prometheus-adapter spells the external rules' switch here; accepted as an alias.
+    pub namespaced: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupResourceConfig {
+    pub group: String,
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NameMapping {
+    pub matches: Option<String>,
+    #[serde(rename = "as")]
+    pub as_: Option<String>,
+}
+
+/// What an answer holds for an object that has no (finite) sample.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// Leave it out; a request that ends with no items gets 404 NotFound.
+    #[default]
+    Error,
+    /// Report 0 for every object the request named (or selected) that has no sample.
+    Zero,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("rules file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rules file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Reads and type-checks a rules file, applying `KMB_CONFIG_*` overrides.
+pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+    // figment's Toml::file silently ignores a missing file; we want a clear error instead.
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses rules-file text (the path only labels errors).
+pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+    Figment::from(Serialized::defaults(ConfigFile::default()))
+        .merge(Toml::string(text))
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .extract::<ConfigFile>()
+        .map_err(|err| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_figment_error(err),
+        })
+}
+
+/// Turns figment's errors (it may carry several) into lines that name the field, e.g.
+/// `rules[0].metrics_query: invalid type: found integer, expected a string`.
+fn describe_figment_error(err: figment::Error) -> String {
+    err.into_iter()
+        .map(|e| {
+            let path = field_path(&e.path);
+            let kind = e.kind.to_string();
+            if path.is_empty() {
+                kind
+            } else {
+                format!("{path}: {kind}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn field_path(parts: &[String]) -> String {
+    let mut out = String::new();
+    for part in parts {
+        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<ConfigFile, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn parses_design_example() {
+        let cfg = parse_str(
+            r#"
+[prometheus]
+url = "http://127.0.0.1:9090"
+timeout = "5s"
+headers = { "X-Scope-OrgID" = "team-a" }
+
+[cache]
+ttl = "10s"
+discovery_interval = "1m"
+
+[[rules]]
+series_query = 'http_requests_total{namespace!="",pod!=""}'
+series_filters = [{ is_not = "^.*_bucket$" }]
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
+name = { matches = "^(.*)_total$", as = "${1}_per_second" }
+metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+on_missing = "zero"
+
+[[external_rules]]
+series_query = 'queue_messages_ready{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+namespaced = false
+"#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.prometheus.timeout, Duration::from_secs(5));
+        assert_eq!(cfg.cache.discovery_interval, Duration::from_secs(60));
+        assert_eq!(cfg.rules.len(), 1);
+        assert_eq!(cfg.rules[0].on_missing, OnMissing::Zero);
+        assert_eq!(cfg.rules[0].name.as_.as_deref(), Some("${1}_per_second"));
+        assert_eq!(cfg.rules[0].resources.overrides["pod"].resource, "pod");
+        assert_eq!(cfg.external_rules[0].namespaced, Some(false));
+        assert_eq!(cfg.prometheus.headers["X-Scope-OrgID"], "team-a");
+    }
+
+    #[test]
+    fn defaults_apply_to_empty_file() {
+        let cfg = parse_str("").expect("parses");
+        assert_eq!(cfg, ConfigFile::default());
+        assert_eq!(cfg.cache.series_max_age(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_field_names_the_rule() {
+        let err = parse_str("[[rules]]\nseries_query = 'x'\nmetric_query = 'y'\n")
+            .expect_err("typo must fail")
+            .to_string();
+        assert!(err.contains("metric_query"), "{err}");
+        assert!(err.contains("rules[0]"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let err = parse_str("[[rules]]\nseries_query = 3\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("rules[0].series_query"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_field() {
+        let err = parse_str("[cache]\nttl = \"ten seconds\"\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("cache.ttl"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = load(Path::new("/nonexistent/rules.toml")).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/rules.toml"));
+    }
+}

@@ -1,0 +1,363 @@
+//! Series discovery: run every rule's `series_query` against `/api/v1/series`, keep what its
+//! filters keep, name the metrics and tie them to resources. The result, a `Registry`, is what
+//! requests and discovery documents read; it is swapped whole, so a request always sees one
+//! consistent pair of rules and metrics.
+//!
+//! Relisted every `discovery_interval` and right after a rules reload. A series query that
+//! fails keeps the series it found last time, so a Prometheus hiccup does not empty the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use futures::future::join_all;
+use tokio::sync::{watch, Notify};
+
+use crate::kube::resources::{GroupResource, ResourceInfo, ResourceMapper};
+use crate::metrics::{unix_now, ApiLabels, Metrics};
+use crate::prometheus::{PrometheusClient, PrometheusError, QueryCache, Series};
+use crate::rules::{RuleId, RuleSet};
+
+/// A custom metric for one resource.
+#[derive(Debug, Clone)]
+pub struct CustomMetric {
+    pub rule: RuleId,
+    /// The Prometheus series name (`<<.Series>>`).
+    pub series: String,
+    pub resource: ResourceInfo,
+    /// The series label that names the objects (`pod`).
+    pub resource_label: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExternalMetric {
+    pub rule: RuleId,
+    pub series: String,
+}
+
+/// What the running rules found in Prometheus.
+#[derive(Debug)]
+pub struct Registry {
+    pub rules: Arc<RuleSet>,
+    custom: HashMap<(GroupResource, String), CustomMetric>,
+    external: BTreeMap<String, ExternalMetric>,
+    /// Discovery documents rendered once per registry; discovery GETs only copy bytes.
+    pub documents: crate::api::discovery::Documents,
+    /// False until one discovery run has finished (successfully or not).
+    pub discovered: bool,
+}
+
+impl Registry {
+    pub fn new(
+        rules: Arc<RuleSet>,
+        custom: HashMap<(GroupResource, String), CustomMetric>,
+        external: BTreeMap<String, ExternalMetric>,
+        discovered: bool,
+    ) -> Self {
+        let documents = crate::api::discovery::Documents::render(
+            custom
+                .iter()
+                .map(|((_, metric), m)| (&m.resource, metric.as_str())),
+            external.keys().map(String::as_str),
+        );
+        Registry {
+            rules,
+            custom,
+            external,
+            documents,
+            discovered,
+        }
+    }
+
+    /// Before the first discovery: rules, no metrics.
+    pub fn empty(rules: Arc<RuleSet>) -> Self {
+        Registry::new(rules, HashMap::new(), BTreeMap::new(), false)
+    }
+
+    pub fn custom_metric(&self, resource: &GroupResource, metric: &str) -> Option<&CustomMetric> {
+        self.custom.get(&(resource.clone(), metric.to_string()))
+    }
+
+    pub fn external_metric(&self, metric: &str) -> Option<&ExternalMetric> {
+        self.external.get(metric)
+    }
+
+    pub fn custom_count(&self) -> usize {
+        self.custom.len()
+    }
+
+    pub fn external_count(&self) -> usize {
+        self.external.len()
+    }
+
+    /// Every custom metric, sorted, for `explain` and logs.
+    pub fn custom_metrics(&self) -> Vec<(&GroupResource, &str)> {
+        let mut all: Vec<_> = self.custom.keys().map(|(gr, m)| (gr, m.as_str())).collect();
+        all.sort();
+        all
+    }
+
+    pub fn external_metrics(&self) -> impl Iterator<Item = &str> {
+        self.external.keys().map(String::as_str)
+    }
+}
+
+/// Series per series query, from the last run that answered.
+pub type SeriesByQuery = HashMap<String, Arc<Vec<Series>>>;
+
+/// Lists the series of every distinct series query (concurrently), keeping the previous
+/// answer for a query that fails. Returns the merged map and the errors.
+pub async fn list_series(
+    rules: &RuleSet,
+    client: &PrometheusClient,
+    previous: &SeriesByQuery,
+    metrics: &Metrics,
+) -> (SeriesByQuery, Vec<(String, PrometheusError)>) {
+    let start = SystemTime::now()
+        .checked_sub(rules.cache.series_max_age())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut queries: Vec<&str> = rules.all_rules().map(|r| r.series_query.as_str()).collect();
+    queries.sort();
+    queries.dedup();
+    let answers = join_all(queries.iter().map(|q| async move {
+        let started = Instant::now();
+        let result = client.series(q, start).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics.observe_prometheus("series", outcome, started.elapsed());
+        (q.to_string(), result)
+    }))
+    .await;
+    let mut out = SeriesByQuery::new();
+    let mut errors = Vec::new();
+    for (query, result) in answers {
+        match result {
+            Ok(series) => {
+                out.insert(query, Arc::new(series));
+            }
+            Err(e) => {
+                if let Some(old) = previous.get(&query) {
+                    out.insert(query.clone(), old.clone());
+                }
+                errors.push((query, e));
+            }
+        }
+    }
+    (out, errors)
+}
+
+/// Builds the registry from listed series. Later rules win a name collision, as in
+/// prometheus-adapter.
+pub fn build_registry(
+    rules: Arc<RuleSet>,
+    series: &SeriesByQuery,
+    mapper: &dyn ResourceMapper,
+) -> Registry {
+    let mut custom = HashMap::new();
+    let mut resource_cache: HashMap<(usize, String), Option<ResourceInfo>> = HashMap::new();
+    for rule in &rules.custom {
+        let Some(list) = series.get(&rule.series_query) else {
+            continue;
+        };
+        for s in list.iter().filter(|s| rule.keeps_series(&s.name)) {
+            let Some(metric) = rule
+                .metric_name(&s.name)
+                .filter(|m| is_valid_metric_name(m))
+            else {
+                tracing::debug!(rule = %rule.id, series = %s.name, "series gives no usable metric name; skipped");
+                continue;
+            };
+            for label in s.labels.keys() {
+                let info = resource_cache
+                    .entry((rule.id.index, label.clone()))
+                    .or_insert_with(|| rule.resources.resource_for_label(label, mapper))
+                    .clone();
+                if let Some(resource) = info {
+                    custom.insert(
+                        (resource.group_resource.clone(), metric.clone()),
+                        CustomMetric {
+                            rule: rule.id,
+                            series: s.name.clone(),
+                            resource,
+                            resource_label: label.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    let mut external = BTreeMap::new();
+    for rule in &rules.external {
+        let Some(list) = series.get(&rule.series_query) else {
+            continue;
+        };
+        for s in list.iter().filter(|s| rule.keeps_series(&s.name)) {
+            if let Some(metric) = rule
+                .metric_name(&s.name)
+                .filter(|m| is_valid_metric_name(m))
+            {
+                external.insert(
+                    metric,
+                    ExternalMetric {
+                        rule: rule.id,
+                        series: s.name.clone(),
+                    },
+                );
+            }
+        }
+    }
+    Registry::new(rules, custom, external, true)
+}
+
+/// Metric names travel as one URL path segment.
+pub fn is_valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '%', '?', '#'])
+        && !name.chars().any(char::is_control)
+}
+
+/// What the discovery loop needs.
+pub struct Discoverer {
+    pub rules: Arc<ArcSwap<RuleSet>>,
+    /// The Prometheus client (with its cache), swapped when the rules' `[prometheus]` changes.
+    pub backend: Arc<ArcSwap<QueryCache>>,
+    pub registry: Arc<ArcSwap<Registry>>,
+    pub mapper: Arc<dyn ResourceMapper>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the loop early: a rules reload.
+    pub wake: Arc<Notify>,
+}
+
+impl Discoverer {
+    /// Runs until `shutdown` changes; one run right away.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut previous = SeriesByQuery::new();
+        loop {
+            self.run_once(&mut previous).await;
+            let interval = self.rules.load().cache.discovery_interval;
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    pub async fn run_once(&self, previous: &mut SeriesByQuery) {
+        let rules = self.rules.load_full();
+        let backend = self.backend.load_full();
+        let started = Instant::now();
+        let (series, errors) = list_series(&rules, backend.client(), previous, &self.metrics).await;
+        for (query, error) in &errors {
+            tracing::warn!(series_query = %query, %error, "series discovery failed for this query; keeping its previous series");
+        }
+        let registry = build_registry(rules, &series, self.mapper.as_ref());
+        self.metrics
+            .discovered_metrics
+            .get_or_create(&ApiLabels { api: "custom" })
+            .set(registry.custom_count() as i64);
+        self.metrics
+            .discovered_metrics
+            .get_or_create(&ApiLabels { api: "external" })
+            .set(registry.external_count() as i64);
+        if errors.is_empty() {
+            self.metrics.count(&self.metrics.discovery_runs, "success");
+            self.metrics
+                .discovery_last_success_timestamp
+                .set(unix_now());
+        } else {
+            self.metrics.count(&self.metrics.discovery_runs, "failure");
+        }
+        tracing::info!(
+            custom = registry.custom_count(),
+            external = registry.external_count(),
+            failed_queries = errors.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "series discovery finished"
+        );
+        self.registry.store(Arc::new(registry));
+        *previous = series;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::resources::StaticMapper;
+    use std::path::Path;
+
+    fn series(name: &str, labels: &[(&str, &str)]) -> Series {
+        Series {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn builds_custom_and_external_metrics() {
+        let file = crate::config::parse(
+            r#"
+[[rules]]
+series_query = 'http_requests_total{namespace!="",pod!=""}'
+series_filters = [{ is_not = "_bucket$" }]
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
+name = { matches = "^(.*)_total$", as = "${1}_per_second" }
+metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+
+[[external_rules]]
+series_query = 'queue_messages_ready'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+"#,
+            Path::new("t.toml"),
+        )
+        .expect("parse");
+        let rules = Arc::new(RuleSet::compile(&file).expect("compile"));
+        let mut by_query = SeriesByQuery::new();
+        by_query.insert(
+            r#"http_requests_total{namespace!="",pod!=""}"#.into(),
+            Arc::new(vec![
+                series(
+                    "http_requests_total",
+                    &[("namespace", "demo"), ("pod", "web-0"), ("container", "c")],
+                ),
+                series(
+                    "http_requests_bucket",
+                    &[("namespace", "demo"), ("pod", "web-0")],
+                ),
+            ]),
+        );
+        by_query.insert(
+            "queue_messages_ready".into(),
+            Arc::new(vec![series("queue_messages_ready", &[("queue", "a")])]),
+        );
+        let reg = build_registry(rules, &by_query, &StaticMapper::builtin());
+        let pods = reg
+            .custom_metric(&GroupResource::new("", "pods"), "http_requests_per_second")
+            .expect("pods metric");
+        assert_eq!(pods.resource_label, "pod");
+        assert_eq!(pods.series, "http_requests_total");
+        assert!(reg
+            .custom_metric(&GroupResource::namespaces(), "http_requests_per_second")
+            .is_some());
+        assert_eq!(reg.custom_count(), 2, "{:?}", reg.custom_metrics());
+        assert!(reg.external_metric("queue_messages_ready").is_some());
+        assert!(reg.discovered);
+    }
+
+    #[test]
+    fn metric_names_must_fit_a_path_segment() {
+        assert!(is_valid_metric_name("request_count:rate1m"));
+        assert!(!is_valid_metric_name("a/b"));
+        assert!(!is_valid_metric_name(".."));
+        assert!(!is_valid_metric_name(""));
+    }
+}

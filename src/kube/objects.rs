@@ -1,0 +1,64 @@
+//! Which objects a `*` request covers.
+//!
+//! With a label selector, only Kubernetes knows which objects match; without one, a `*`
+//! request covers every object that has a sample. `--standalone` has no cluster, so it can
+//! only answer the second kind.
+
+use futures::future::BoxFuture;
+
+use super::resources::ResourceInfo;
+use crate::selector::Selector;
+
+/// The objects a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectSet {
+    /// Every object of the resource (in the namespace) that has a sample.
+    AllWithSamples,
+    /// Exactly these names (from a label selector); objects not listed never appear.
+    Named(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The request cannot be answered in this mode (a 400 for the client).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The cluster could not be asked (a 503 for the client).
+    #[error("unable to list {resource}: {message}")]
+    Unavailable { resource: String, message: String },
+}
+
+pub trait ObjectResolver: Send + Sync {
+    /// Objects of `resource` in `namespace` (None for cluster scope) matching `selector`.
+    fn resolve<'a>(
+        &'a self,
+        resource: &'a ResourceInfo,
+        namespace: Option<&'a str>,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<ObjectSet, ResolveError>>;
+}
+
+/// `--standalone`: no cluster. An empty selector means every object with a sample; any other
+/// selector is refused with a message that says why.
+#[derive(Debug, Default)]
+pub struct StandaloneResolver;
+
+impl ObjectResolver for StandaloneResolver {
+    fn resolve<'a>(
+        &'a self,
+        _resource: &'a ResourceInfo,
+        _namespace: Option<&'a str>,
+        selector: &'a Selector,
+    ) -> BoxFuture<'a, Result<ObjectSet, ResolveError>> {
+        Box::pin(async move {
+            if selector.is_empty() {
+                Ok(ObjectSet::AllWithSamples)
+            } else {
+                Err(ResolveError::Unsupported(format!(
+                    "labelSelector \"{selector}\" needs a Kubernetes connection to find the \
+                     matching objects; this server runs with --standalone"
+                )))
+            }
+        })
+    }
+}

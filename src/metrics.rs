@@ -1,0 +1,214 @@
+//! The bridge's own Prometheus metrics, served on the plain `--metrics-bind-address` port so
+//! they are always scrapeable (prometheus-adapter hides its own behind authorization).
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// discovery, custom_object, custom_wildcard, custom_namespace, external, openapi, health, other
+    pub route: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrometheusCallLabels {
+    /// query or series
+    pub call: &'static str,
+    /// ok, unavailable, query, malformed
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValueLabels {
+    /// clamped (beyond what the HPA can hold) or non_finite (NaN/Inf, treated as missing)
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Histogram>,
+    pub prometheus_calls: Family<PrometheusCallLabels, Histogram>,
+    pub cache_lookups: Family<ResultLabels, Counter>,
+    pub rules_reloads: Family<ResultLabels, Counter>,
+    pub rules_last_reload_success: Gauge,
+    pub rules_last_reload_timestamp: Gauge<f64, AtomicU64>,
+    pub rules_loaded: Gauge,
+    pub discovered_metrics: Family<ApiLabels, Gauge>,
+    pub discovery_runs: Family<ResultLabels, Counter>,
+    pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
+    pub values: Family<ValueLabels, Counter>,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let latency = || Histogram::new(exponential_buckets(0.0005, 2.5, 12));
+        let mut registry = Registry::with_prefix("kube_metrics_bridge");
+        let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency);
+        let prometheus_calls =
+            Family::<PrometheusCallLabels, Histogram>::new_with_constructor(latency);
+        let m = Metrics {
+            requests,
+            prometheus_calls,
+            cache_lookups: Family::default(),
+            rules_reloads: Family::default(),
+            rules_last_reload_success: Gauge::default(),
+            rules_last_reload_timestamp: Gauge::default(),
+            rules_loaded: Gauge::default(),
+            discovered_metrics: Family::default(),
+            discovery_runs: Family::default(),
+            discovery_last_success_timestamp: Gauge::default(),
+            values: Family::default(),
+            cert_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "request_duration_seconds",
+            "API request latency by route and HTTP code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "prometheus_request_duration_seconds",
+            "Calls to Prometheus by call and outcome",
+            m.prometheus_calls.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Value cache lookups by result (hit or miss)",
+            m.cache_lookups.clone(),
+        );
+        registry.register(
+            "rules_reloads",
+            "Rules file reloads by result (success or failure)",
+            m.rules_reloads.clone(),
+        );
+        registry.register(
+            "rules_last_reload_success",
+            "1 if the last rules file (re)load succeeded, 0 if the running rules are older than the file",
+            m.rules_last_reload_success.clone(),
+        );
+        registry.register(
+            "rules_last_reload_timestamp_seconds",
+            "Unix time of the last rules file (re)load attempt",
+            m.rules_last_reload_timestamp.clone(),
+        );
+        registry.register(
+            "rules_loaded",
+            "Rules in the running rule set",
+            m.rules_loaded.clone(),
+        );
+        registry.register(
+            "discovered_metrics",
+            "Metrics found by series discovery, by API",
+            m.discovered_metrics.clone(),
+        );
+        registry.register(
+            "discovery_runs",
+            "Series discovery runs by result",
+            m.discovery_runs.clone(),
+        );
+        registry.register(
+            "discovery_last_success_timestamp_seconds",
+            "Unix time of the last discovery run in which every series query answered",
+            m.discovery_last_success_timestamp.clone(),
+        );
+        registry.register(
+            "values_adjusted",
+            "Sample values that were clamped to what the HPA can hold, or were NaN/Inf and treated as missing",
+            m.values.clone(),
+        );
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads by result",
+            m.cert_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn observe_request(&self, route: &str, code: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                code,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_prometheus(&self, call: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.prometheus_calls
+            .get_or_create(&PrometheusCallLabels { call, outcome })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count(&self, family: &Family<ResultLabels, Counter>, result: &'static str) {
+        family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_registered_families() {
+        let m = Metrics::new();
+        m.observe_request("discovery", 200, Duration::from_millis(3));
+        m.count(&m.cache_lookups, "hit");
+        let text = m.encode();
+        assert!(
+            text.contains("kube_metrics_bridge_request_duration_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_metrics_bridge_cache_lookups_total{result=\"hit\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,8 @@
+//! Talking to Prometheus (or any engine with its HTTP API: Thanos, Mimir, VictoriaMetrics):
+//! the client with its deadline, and the value cache in front of it.
+
+pub mod cache;
+pub mod client;
+
+pub use cache::QueryCache;
+pub use client::{PrometheusClient, PrometheusError, QueryResult, Sample, Series};

@@ -1,0 +1,429 @@
+//! Request parsing: a metrics API path and query string become a typed request, or a 400/404
+//! Status. Nothing here trusts its input: names and selectors are validated before any of
+//! them can reach a query.
+
+use crate::api::status::ApiError;
+use crate::selector::Selector;
+
+pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
+pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomVersion {
+    V1beta1,
+    V1beta2,
+}
+
+impl CustomVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CustomVersion::V1beta1 => "v1beta1",
+            CustomVersion::V1beta2 => "v1beta2",
+        }
+    }
+}
+
+/// Which object(s) a custom-metrics request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `.../{resource}/{name}/{metric}`
+    Named(String),
+    /// `.../{resource}/*/{metric}`: the objects the labelSelector picks.
+    All(Selector),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomRequest {
+    pub version: CustomVersion,
+    /// None for cluster-scoped objects and for namespace metrics.
+    pub namespace: Option<String>,
+    /// As written in the URL: `pods`, `pod`, `deployments.apps`; `namespaces` for C3.
+    pub resource: String,
+    pub target: Target,
+    pub metric: String,
+    pub metric_selector: Selector,
+    /// `namespaces/{ns}/metrics/{metric}`: a metric about the namespace itself.
+    pub namespace_metric: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRequest {
+    pub namespace: String,
+    pub metric: String,
+    pub selector: Selector,
+}
+
+/// Everything the server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    RootDiscovery,
+    GroupDiscovery(&'static str),
+    CustomResources(CustomVersion),
+    ExternalResources,
+    Custom(CustomRequest),
+    External(ExternalRequest),
+    OpenApiV2,
+    OpenApiV3Index,
+    OpenApiV3(&'static str, &'static str),
+    Health(&'static str),
+    Version,
+}
+
+impl Route {
+    /// A short name for logs and the latency metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::RootDiscovery
+            | Route::GroupDiscovery(_)
+            | Route::CustomResources(_)
+            | Route::ExternalResources => "discovery",
+            Route::Custom(c) if c.namespace_metric => "custom_namespace",
+            Route::Custom(CustomRequest {
+                target: Target::Named(_),
+                ..
+            }) => "custom_object",
+            Route::Custom(_) => "custom_wildcard",
+            Route::External(_) => "external",
+            Route::OpenApiV2 | Route::OpenApiV3Index | Route::OpenApiV3(..) => "openapi",
+            Route::Health(_) => "health",
+            Route::Version => "version",
+        }
+    }
+}
+
+/// Parses `path` (still percent-encoded) and `query` (form-encoded: `+` is a space).
+pub fn parse(path: &str, query: &str) -> Result<Route, ApiError> {
+    let segments = decode_segments(path)?;
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let params = QueryParams::parse(query);
+    match segs.as_slice() {
+        ["apis"] => Ok(Route::RootDiscovery),
+        ["apis", CUSTOM_GROUP] => Ok(Route::GroupDiscovery(CUSTOM_GROUP)),
+        ["apis", EXTERNAL_GROUP] => Ok(Route::GroupDiscovery(EXTERNAL_GROUP)),
+        ["apis", CUSTOM_GROUP, version, rest @ ..] => {
+            let version = match *version {
+                "v1beta1" => CustomVersion::V1beta1,
+                "v1beta2" => CustomVersion::V1beta2,
+                _ => return Err(ApiError::not_found_path()),
+            };
+            if rest.is_empty() {
+                return Ok(Route::CustomResources(version));
+            }
+            parse_custom(version, rest, &params).map(Route::Custom)
+        }
+        ["apis", EXTERNAL_GROUP, "v1beta1"] => Ok(Route::ExternalResources),
+        ["apis", EXTERNAL_GROUP, "v1beta1", "namespaces", namespace, metric] => {
+            validate_namespace(namespace)?;
+            validate_metric(metric)?;
+            Ok(Route::External(ExternalRequest {
+                namespace: namespace.to_string(),
+                metric: metric.to_string(),
+                selector: params.selector("labelSelector")?,
+            }))
+        }
+        ["openapi", "v2"] => Ok(Route::OpenApiV2),
+        ["openapi", "v3"] => Ok(Route::OpenApiV3Index),
+        ["openapi", "v3", "apis", CUSTOM_GROUP, "v1beta1"] => {
+            Ok(Route::OpenApiV3(CUSTOM_GROUP, "v1beta1"))
+        }
+        ["openapi", "v3", "apis", CUSTOM_GROUP, "v1beta2"] => {
+            Ok(Route::OpenApiV3(CUSTOM_GROUP, "v1beta2"))
+        }
+        ["openapi", "v3", "apis", EXTERNAL_GROUP, "v1beta1"] => {
+            Ok(Route::OpenApiV3(EXTERNAL_GROUP, "v1beta1"))
+        }
+        ["healthz", ..] => Ok(Route::Health("healthz")),
+        ["livez", ..] => Ok(Route::Health("livez")),
+        ["readyz", ..] => Ok(Route::Health("readyz")),
+        ["version"] => Ok(Route::Version),
+        _ => Err(ApiError::not_found_path()),
+    }
+}
+
+fn parse_custom(
+    version: CustomVersion,
+    rest: &[&str],
+    params: &QueryParams,
+) -> Result<CustomRequest, ApiError> {
+    let metric_selector = params.selector("metricLabelSelector")?;
+    let (namespace, resource, name, metric, namespace_metric) = match rest {
+        ["namespaces", ns, "metrics", metric] => (None, "namespaces", *ns, *metric, true),
+        // The Go framework reads `namespaces/{ns}/x` as a namespaced request without enough parts.
+        ["namespaces", _, _] | ["namespaces", _] => {
+            return Err(ApiError::bad_request("invalid request path"))
+        }
+        ["namespaces", ns, resource, name, metric] => (Some(*ns), *resource, *name, *metric, false),
+        [resource, name, metric] => (None, *resource, *name, *metric, false),
+        _ => return Err(ApiError::not_found_path()),
+    };
+    if let Some(ns) = namespace {
+        validate_namespace(ns)?;
+    }
+    validate_metric(metric)?;
+    if resource.is_empty()
+        || resource.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid resource name {resource:?}"
+        )));
+    }
+    let target = if name == "*" {
+        Target::All(params.selector("labelSelector")?)
+    } else {
+        validate_object_name(name)?;
+        Target::Named(name.to_string())
+    };
+    Ok(CustomRequest {
+        version,
+        namespace: namespace.map(str::to_string),
+        resource: resource.to_string(),
+        target,
+        metric: metric.to_string(),
+        metric_selector,
+        namespace_metric,
+    })
+}
+
+/// Splits the path and percent-decodes each segment: client-go sends `*` as `%2A`.
+fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+    path.trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| ApiError::bad_request("request path is not valid UTF-8"))
+        })
+        .collect()
+}
+
+/// The query string, form-decoded (the aggregator re-encodes spaces as `+`).
+struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    fn parse(query: &str) -> Self {
+        QueryParams(
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn selector(&self, key: &str) -> Result<Selector, ApiError> {
+        match self.get(key) {
+            None => Ok(Selector::default()),
+            Some(text) => crate::selector::parse(text)
+                .map_err(|e| ApiError::bad_request(format!("invalid {key} {text:?}: {e}"))),
+        }
+    }
+}
+
+/// Kubernetes object names: DNS-1123 subdomains, at most 253 characters. Anything else
+/// cannot exist, so it is a bad request rather than a lookup.
+pub fn validate_object_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid object name {name:?}: must be a lowercase RFC 1123 subdomain"
+        )))
+    }
+}
+
+/// Namespaces are DNS-1123 labels (at most 63 characters, no dots).
+fn validate_namespace(ns: &str) -> Result<(), ApiError> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
+        )))
+    }
+}
+
+fn validate_metric(metric: &str) -> Result<(), ApiError> {
+    if crate::discovery::is_valid_metric_name(metric) && metric.len() <= 1024 {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid metric name {metric:?}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(path: &str, query: &str) -> CustomRequest {
+        match parse(path, query) {
+            Ok(Route::Custom(c)) => c,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wildcard_pods_with_encoded_star_and_plus_spaces() {
+        let c = custom(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/%2A/http_requests",
+            "labelSelector=app+in+%28web%2Capi%29&metricLabelSelector=verb%3DGET",
+        );
+        assert_eq!(c.version, CustomVersion::V1beta2);
+        assert_eq!(c.namespace.as_deref(), Some("default"));
+        assert_eq!(c.resource, "pods");
+        assert_eq!(c.metric, "http_requests");
+        match &c.target {
+            Target::All(sel) => assert_eq!(sel.to_string(), "app in (api,web)"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.metric_selector.to_string(), "verb=GET");
+        assert!(!c.namespace_metric);
+    }
+
+    #[test]
+    fn named_object_root_scoped_and_namespace_metric() {
+        let c = custom(
+            "/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/deployments.apps/web/qps",
+            "",
+        );
+        assert_eq!(c.target, Target::Named("web".into()));
+        assert_eq!(c.resource, "deployments.apps");
+        let n = custom("/apis/custom.metrics.k8s.io/v1beta1/nodes/*/node_temp", "");
+        assert_eq!(n.namespace, None);
+        assert!(matches!(n.target, Target::All(_)));
+        let ns = custom(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/metrics/sessions",
+            "",
+        );
+        assert!(ns.namespace_metric);
+        assert_eq!(ns.resource, "namespaces");
+        assert_eq!(ns.target, Target::Named("demo".into()));
+        assert_eq!(ns.namespace, None);
+    }
+
+    #[test]
+    fn discovery_and_misc_routes() {
+        assert_eq!(parse("/apis", ""), Ok(Route::RootDiscovery));
+        assert_eq!(
+            parse("/apis/custom.metrics.k8s.io/v1beta2", ""),
+            Ok(Route::CustomResources(CustomVersion::V1beta2))
+        );
+        assert_eq!(
+            parse("/apis/external.metrics.k8s.io/v1beta1/", ""),
+            Ok(Route::ExternalResources)
+        );
+        assert_eq!(parse("/healthz", ""), Ok(Route::Health("healthz")));
+        assert_eq!(parse("/openapi/v2", ""), Ok(Route::OpenApiV2));
+    }
+
+    #[test]
+    fn external() {
+        match parse(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/queue_messages_ready",
+            "labelSelector=queue%3Dorders",
+        ) {
+            Ok(Route::External(e)) => {
+                assert_eq!(e.namespace, "demo");
+                assert_eq!(e.metric, "queue_messages_ready");
+                assert_eq!(e.selector.to_string(), "queue=orders");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_have_the_framework_codes() {
+        let code = |p: &str, q: &str| parse(p, q).err().map(|e| e.code);
+        assert_eq!(
+            code("/apis/custom.metrics.k8s.io/v1beta1/nodes/foo", ""),
+            Some(404)
+        );
+        assert_eq!(
+            code("/apis/custom.metrics.k8s.io/v1beta1/blah", ""),
+            Some(404)
+        );
+        assert_eq!(
+            code(
+                "/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/foo",
+                ""
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                "/apis/external.metrics.k8s.io/v1beta1/nonexistent-metric",
+                ""
+            ),
+            Some(404)
+        );
+        assert_eq!(
+            code("/apis/external.metrics.k8s.io/v1beta1/namespaces/foo", ""),
+            Some(404)
+        );
+        assert_eq!(
+            code(
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/foo/group/metric",
+                ""
+            ),
+            Some(404)
+        );
+        assert_eq!(
+            code("/apis/custom.metrics.k8s.io/v1beta3/pods/x/y", ""),
+            Some(404)
+        );
+        assert_eq!(
+            code(
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/m",
+                "labelSelector=a%3D%3D%3Db"
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/m",
+                "metricLabelSelector=%21%21"
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/Web%22%7D/m",
+                ""
+            ),
+            Some(400)
+        );
+        assert_eq!(
+            code(
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/De%22fault/pods/x/m",
+                ""
+            ),
+            Some(400)
+        );
+        assert_eq!(code("/nope", ""), Some(404));
+    }
+}

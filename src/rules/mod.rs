@@ -1,0 +1,462 @@
+//! Rules: the rules file compiled into something requests can use, and every problem in it
+//! reported with the rule and field it is in.
+//!
+//! A rule is compiled once when the file loads (regexes, templates, a trial render of the
+//! query parsed as PromQL), so that a broken rule fails `check` and reload, never a request.
+
+pub mod naming;
+pub mod resources;
+pub mod template;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{CacheConfig, ConfigFile, OnMissing, PrometheusConfig, RuleConfig};
+use naming::{MetricNamer, SeriesFilter};
+use resources::ResourceAssociation;
+use template::{Template, TemplateKind};
+
+/// Which API a rule serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Custom,
+    External,
+}
+
+/// `rules[3]` or `external_rules[0]`: how problems and logs name a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuleId {
+    pub api: Api,
+    pub index: usize,
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.api {
+            Api::Custom => write!(f, "rules[{}]", self.index),
+            Api::External => write!(f, "external_rules[{}]", self.index),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: RuleId,
+    pub series_query: String,
+    filters: Vec<SeriesFilter>,
+    namer: MetricNamer,
+    pub resources: ResourceAssociation,
+    pub metrics_query: Template,
+    pub on_missing: OnMissing,
+    /// External rules: add the request's namespace as a matcher.
+    pub namespaced: bool,
+    /// Label that carries the namespace, when the rule associates one.
+    pub namespace_label: Option<String>,
+    pub window: Option<Duration>,
+}
+
+impl Rule {
+    /// Series filters and the name pattern, both as prometheus-adapter applies them.
+    pub fn keeps_series(&self, series_name: &str) -> bool {
+        self.filters.iter().all(|f| f.keeps(series_name)) && self.namer.keeps(series_name)
+    }
+
+    pub fn metric_name(&self, series_name: &str) -> Option<String> {
+        self.namer.metric_name(series_name)
+    }
+}
+
+/// One thing wrong in a rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `rules[0]`, `external_rules[2]`, or a top-level section like `prometheus`.
+    pub place: String,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}: {}", self.place, self.field, self.message)
+    }
+}
+
+/// A whole problem list, for `?` at the edges.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in the rules: {}", .0.len(), .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct Problems(pub Vec<Problem>);
+
+/// Why a rules file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    File(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Problems(#[from] Problems),
+}
+
+/// Settings given on the command line that win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub prometheus_url: Option<String>,
+}
+
+/// Reads, type-checks and compiles a rules file.
+pub fn load_file(path: &std::path::Path, overrides: &Overrides) -> Result<RuleSet, LoadError> {
+    let mut file = crate::config::load(path)?;
+    if let Some(url) = &overrides.prometheus_url {
+        file.prometheus.url = url.clone();
+    }
+    Ok(RuleSet::compile(&file)?)
+}
+
+/// The compiled rules file.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub prometheus: PrometheusConfig,
+    pub cache: CacheConfig,
+    pub custom: Vec<Rule>,
+    pub external: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn compile(file: &ConfigFile) -> Result<RuleSet, Problems> {
+        let mut problems = Vec::new();
+        check_prometheus(&file.prometheus, &mut problems);
+        check_cache(&file.cache, &mut problems);
+        let compile_all = |api: Api, rules: &[RuleConfig], problems: &mut Vec<Problem>| {
+            rules
+                .iter()
+                .enumerate()
+                .filter_map(|(index, cfg)| compile_rule(RuleId { api, index }, cfg, problems))
+                .collect::<Vec<_>>()
+        };
+        let custom = compile_all(Api::Custom, &file.rules, &mut problems);
+        let external = compile_all(Api::External, &file.external_rules, &mut problems);
+        if file.rules.is_empty() && file.external_rules.is_empty() {
+            problems.push(Problem {
+                place: "rules".into(),
+                field: "rules".into(),
+                message:
+                    "the file has no [[rules]] and no [[external_rules]]; nothing would be served"
+                        .into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        Ok(RuleSet {
+            prometheus: file.prometheus.clone(),
+            cache: file.cache.clone(),
+            custom,
+            external,
+        })
+    }
+
+    pub fn rule(&self, id: RuleId) -> Option<&Rule> {
+        match id.api {
+            Api::Custom => self.custom.get(id.index),
+            Api::External => self.external.get(id.index),
+        }
+    }
+
+    pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.custom.iter().chain(self.external.iter())
+    }
+}
+
+fn check_prometheus(p: &PrometheusConfig, problems: &mut Vec<Problem>) {
+    let mut push = |field: &str, message: String| {
+        problems.push(Problem {
+            place: "prometheus".into(),
+            field: field.into(),
+            message,
+        })
+    };
+    match reqwest::Url::parse(&p.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(url) => push(
+            "url",
+            format!("scheme {:?} is not http or https", url.scheme()),
+        ),
+        Err(e) => push("url", format!("{:?} is not a URL: {e}", p.url)),
+    }
+    if p.timeout.is_zero() {
+        push(
+            "timeout",
+            "must be more than 0; every call to Prometheus needs a deadline".into(),
+        );
+    }
+    if p.client_cert_file.is_some() != p.client_key_file.is_some() {
+        push(
+            "client_cert_file",
+            "client_cert_file and client_key_file go together".into(),
+        );
+    }
+    for name in p.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(
+                "headers",
+                format!("{name:?} is not a valid HTTP header name"),
+            );
+        }
+    }
+}
+
+fn check_cache(c: &CacheConfig, problems: &mut Vec<Problem>) {
+    if c.discovery_interval < Duration::from_secs(1) {
+        problems.push(Problem {
+            place: "cache".into(),
+            field: "discovery_interval".into(),
+            message: "must be at least 1s".into(),
+        });
+    }
+}
+
+fn compile_rule(id: RuleId, cfg: &RuleConfig, problems: &mut Vec<Problem>) -> Option<Rule> {
+    let before = problems.len();
+    let mut push = |field: &str, message: String| {
+        problems.push(Problem {
+            place: id.to_string(),
+            field: field.to_string(),
+            message,
+        })
+    };
+
+    if cfg.series_query.trim().is_empty() {
+        push(
+            "series_query",
+            "is required (the selector that lists this rule's series)".into(),
+        );
+    } else if let Err(e) = check_series_query(&cfg.series_query) {
+        push("series_query", e);
+    }
+
+    let mut filters = Vec::new();
+    for (i, f) in cfg.series_filters.iter().enumerate() {
+        match SeriesFilter::new(f.is.as_deref(), f.is_not.as_deref()) {
+            Ok(filter) => filters.push(filter),
+            Err(e) => push(&format!("series_filters[{i}]"), e),
+        }
+    }
+
+    let namer = match MetricNamer::new(cfg.name.matches.as_deref(), cfg.name.as_.as_deref()) {
+        Ok(n) => Some(n),
+        Err(naming::NamingError::Matches(e)) => {
+            push("name.matches", e);
+            None
+        }
+        Err(naming::NamingError::As(e)) => {
+            push("name.as", e);
+            None
+        }
+    };
+
+    let resources =
+        match ResourceAssociation::new(&cfg.resources.overrides, cfg.resources.template.as_deref())
+        {
+            Ok(r) => Some(r),
+            Err(list) => {
+                for (field, message) in list {
+                    push(&field, message);
+                }
+                None
+            }
+        };
+
+    let namespaced = match (cfg.namespaced, cfg.resources.namespaced) {
+        (Some(a), Some(b)) if a != b => {
+            push(
+                "namespaced",
+                "differs from resources.namespaced; set one of them".into(),
+            );
+            true
+        }
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => true,
+    };
+    let rule_kind = match id.api {
+        Api::Custom => template::RuleKind::Custom,
+        Api::External => template::RuleKind::External { namespaced },
+    };
+    let metrics_query = if cfg.metrics_query.trim().is_empty() {
+        push(
+            "metrics_query",
+            "is required, e.g. 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'".into(),
+        );
+        None
+    } else {
+        match Template::compile(&cfg.metrics_query, TemplateKind::MetricsQuery) {
+            Ok(t) => {
+                match template::validate_query_for(&t, series_example(&cfg.series_query), rule_kind)
+                {
+                    Ok(()) => Some(t),
+                    Err(e) => {
+                        push("metrics_query", e);
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                push("metrics_query", e.to_string());
+                None
+            }
+        }
+    };
+
+    if id.api == Api::Custom && (cfg.namespaced.is_some() || cfg.resources.namespaced.is_some()) {
+        push(
+            "namespaced",
+            "only applies to [[external_rules]]; a custom metric's scope comes from its resource"
+                .into(),
+        );
+    }
+    if id.api == Api::Custom && resources.as_ref().is_some_and(|r| r.is_empty()) {
+        push(
+            "resources",
+            "a custom-metrics rule needs resources.overrides or resources.template to tie series to objects".into(),
+        );
+    }
+    let namespace_label = resources.as_ref().and_then(|r| r.namespace_label());
+    if id.api == Api::External && namespaced && resources.is_some() && namespace_label.is_none() {
+        push(
+            "resources",
+            "a namespaced external rule needs a label for namespaces (resources.overrides.namespace = \
+             { resource = \"namespace\" }) or namespaced = false"
+                .into(),
+        );
+    }
+    if cfg.window.is_some_and(|w| w.as_secs() == 0) {
+        push("window", "must be at least 1s".into());
+    }
+
+    if problems.len() != before {
+        return None;
+    }
+    Some(Rule {
+        id,
+        series_query: cfg.series_query.clone(),
+        filters,
+        namer: namer?,
+        resources: resources?,
+        metrics_query: metrics_query?,
+        on_missing: cfg.on_missing,
+        namespaced,
+        namespace_label,
+        window: cfg.window,
+    })
+}
+
+/// A series query must be a plain vector selector: it goes to `/api/v1/series`.
+fn check_series_query(query: &str) -> Result<(), String> {
+    match promql_parser::parser::parse(query) {
+        Ok(promql_parser::parser::Expr::VectorSelector(_)) => Ok(()),
+        Ok(_) => Err(format!(
+            "{query:?} must be a series selector like 'http_requests_total{{namespace!=\"\"}}', not an expression"
+        )),
+        Err(e) => Err(format!("{query:?} is not valid PromQL: {e}")),
+    }
+}
+
+/// A plausible series name to try-render the query with: the selector's metric name if it
+/// has one.
+fn series_example(series_query: &str) -> &str {
+    let end = series_query
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(series_query.len());
+    if end == 0 {
+        "example_series"
+    } else {
+        &series_query[..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn compile(text: &str) -> Result<RuleSet, Problems> {
+        let file = crate::config::parse(text, Path::new("t.toml")).expect("parses");
+        RuleSet::compile(&file)
+    }
+
+    const GOOD: &str = r#"
+[[rules]]
+series_query = 'http_requests_total{namespace!="",pod!=""}'
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
+name = { matches = "^(.*)_total$", as = "${1}_per_second" }
+metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+
+[[external_rules]]
+series_query = 'queue_messages_ready{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+"#;
+
+    #[test]
+    fn good_file_compiles() {
+        let set = compile(GOOD).expect("compiles");
+        assert_eq!(set.custom.len(), 1);
+        assert_eq!(set.external.len(), 1);
+        let rule = &set.custom[0];
+        assert!(rule.keeps_series("http_requests_total"));
+        assert_eq!(
+            rule.metric_name("http_requests_total").as_deref(),
+            Some("http_requests_per_second")
+        );
+        assert_eq!(rule.namespace_label.as_deref(), Some("namespace"));
+        assert!(set.external[0].namespaced);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_rule_and_field() {
+        let err = compile(
+            r#"
+[prometheus]
+url = "ftp://x"
+
+[[rules]]
+series_query = 'sum(x)'
+series_filters = [{ is = "(" }]
+name = { matches = "^(a)(b)$" }
+resources.overrides = { pod = { resource = "pod" } }
+metrics_query = 'sum(<<.Sereis>>)'
+
+[[external_rules]]
+series_query = 'q'
+metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
+"#,
+        )
+        .expect_err("broken");
+        let text: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| text.iter().any(|t| t.starts_with(needle));
+        assert!(has("prometheus.url"), "{text:#?}");
+        assert!(has("rules[0].series_query"), "{text:#?}");
+        assert!(has("rules[0].series_filters[0]"), "{text:#?}");
+        assert!(has("rules[0].name.as"), "{text:#?}");
+        assert!(has("rules[0].metrics_query"), "{text:#?}");
+        assert!(has("external_rules[0].metrics_query"), "{text:#?}");
+    }
+
+    #[test]
+    fn namespaced_external_rule_needs_namespace_label() {
+        let err = compile(
+            "[[external_rules]]\nseries_query = 'q'\nmetrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'\n",
+        )
+        .expect_err("no namespace label");
+        assert!(
+            err.0
+                .iter()
+                .any(|p| p.place == "external_rules[0]" && p.field == "resources"),
+            "{err}"
+        );
+        compile("[[external_rules]]\nseries_query = 'q'\nnamespaced = false\nmetrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'\n")
+            .expect("not namespaced: fine");
+    }
+
+    #[test]
+    fn empty_file_is_a_problem() {
+        assert!(compile("").is_err());
+    }
+}
