@@ -7,6 +7,8 @@ use kube_metrics_bridge::{cmd, telemetry};
 fn main() {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    // One rustls crypto provider (ring) for the server and the Prometheus client alike.
+    kube_metrics_bridge::tls::install_crypto_provider();
     let code = match cli.command {
         Command::Check { file } => cmd::check::run(&file),
         Command::Explain {

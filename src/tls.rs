@@ -1,6 +1,8 @@
 //! STUB (replaced by the TLS module)
 use std::sync::Arc;
-pub fn install_crypto_provider() {}
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub enum CertSource {
     Files {
         cert: std::path::PathBuf,

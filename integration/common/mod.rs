@@ -593,3 +593,4 @@ fn find_prometheus() -> PathBuf {
          (`apt-get install -y prometheus`), or set PROMETHEUS_BIN."
     )
 }
+pub mod bridge;

@@ -110,6 +110,8 @@ impl TokenFile {
 impl PrometheusClient {
     pub fn new(cfg: &PrometheusConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
+        // reqwest is built without its own crypto provider; make sure ours is installed.
+        crate::tls::install_crypto_provider();
         let mut base = reqwest::Url::parse(&cfg.url)
             .with_context(|| format!("prometheus.url {:?}", cfg.url))?;
         // Keep a path prefix (Thanos/Mimir often live under one) and join API paths below it.

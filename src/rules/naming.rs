@@ -50,9 +50,11 @@ impl MetricNamer {
             _ => match groups {
                 0 => "$0".to_string(),
                 1 => "$1".to_string(),
-                n => return Err(NamingError::As(format!(
+                n => {
+                    return Err(NamingError::As(format!(
                     "`matches` {pattern:?} has {n} capture groups, so `as` must say which to use"
-                ))),
+                )))
+                }
             },
         };
         check_references(&matches, &as_template).map_err(NamingError::As)?;

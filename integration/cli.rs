@@ -1,0 +1,156 @@
+//! The `check` and `explain` subcommands, as a user runs them.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Exporter, Prometheus};
+
+fn bridge_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+}
+
+#[test]
+fn check_accepts_the_shipped_rules() {
+    for file in ["rules/demo.toml"] {
+        let out = bridge_cmd()
+            .arg("check")
+            .arg(file)
+            .output()
+            .expect("run check");
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_rule_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[prometheus]
+url = "not a url"
+
+[[rules]]
+series_query = 'http_requests_total{namespace!=""'
+resources.overrides = { pod = { resource = "pod" } }
+name = { matches = "^(.*)_total$", as = "$1_per_second" }
+metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
+
+[[rules]]
+series_query = 'up'
+series_filters = [{ is = "(" }]
+resources.template = "kube_<<.Group>>"
+metrics_query = 'sum(<<.Sereis>>{<<.LabelMatchers>>})'
+
+[[external_rules]]
+series_query = 'queue'
+metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
+"#,
+    )
+    .expect("write");
+    let out = bridge_cmd()
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "prometheus.url",
+        "rules[0].series_query",
+        "rules[0].name.as",
+        "rules[1].series_filters[0]",
+        "rules[1].resources.template",
+        "rules[1].metrics_query: unknown field .Sereis",
+        "external_rules[0].metrics_query",
+        "external_rules[0].resources",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+
+    // Not TOML at all, and a typo in a key.
+    std::fs::write(&path, "[[rules]]\nseries_query = 'x'\nmetric_query = 'y'\n").expect("write");
+    let out = bridge_cmd()
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rules[0]") && stderr.contains("metric_query"),
+        "{stderr}"
+    );
+    let out = bridge_cmd()
+        .arg("check")
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn explain_prints_the_query() {
+    let exporter = Exporter::start().await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    prometheus
+        .wait_for_series("http_requests_total", Duration::from_secs(30))
+        .await;
+    let out = bridge_cmd()
+        .args([
+            "explain",
+            "--config",
+            "rules/demo.toml",
+            "--prometheus-url",
+            &prometheus.url(),
+        ])
+        .arg("namespaces/demo/pods/*/http_requests_per_second?metricLabelSelector=service%3Dweb")
+        .output()
+        .expect("run explain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"promql:   sum(rate(http_requests_total{service="web",namespace="demo",pod!=""}[1m])) by (pod)"#),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rules[0]"), "{stdout}");
+
+    let out = bridge_cmd()
+        .args(["explain", "--config", "rules/demo.toml", "--prometheus-url", &prometheus.url()])
+        .arg("/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/queue_messages_ready?labelSelector=queue%3Dorders")
+        .output()
+        .expect("run explain");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(r#"sum(queue_messages_ready{queue="orders",namespace="demo"}) by (queue)"#),
+        "{stdout}"
+    );
+
+    let out = bridge_cmd()
+        .args([
+            "explain",
+            "--config",
+            "rules/demo.toml",
+            "--prometheus-url",
+            &prometheus.url(),
+        ])
+        .arg("namespaces/demo/pods/*/no_such_metric")
+        .output()
+        .expect("run explain");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("could not find the metric no_such_metric")
+    );
+}
