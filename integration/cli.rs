@@ -13,15 +13,23 @@ fn bridge_cmd() -> Command {
 
 #[test]
 fn check_accepts_the_shipped_rules() {
-    for file in ["rules/demo.toml"] {
+    let mut files: Vec<_> = std::fs::read_dir("rules")
+        .expect("rules/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
         let out = bridge_cmd()
             .arg("check")
-            .arg(file)
+            .arg(&file)
             .output()
             .expect("run check");
         assert!(
             out.status.success(),
-            "{file}: {}",
+            "{}: {}",
+            file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));

@@ -85,7 +85,7 @@ impl Bridge {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        if !extra.iter().any(|a| *a == "--tls-cert-file") {
+        if !extra.contains(&"--tls-cert-file") {
             cmd.arg("--cert-dir").arg(dir.path().join("certs"));
         }
         let child = cmd.spawn().expect("starting kube-metrics-bridge");
