@@ -77,14 +77,15 @@ impl Bridge {
             .arg(port.to_string())
             .arg("--metrics-bind-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
-            .arg("--rules-poll-interval")
-            .arg("1s")
             .args(extra)
             .env("RUST_LOG", "kube_metrics_bridge=debug,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        if !extra.contains(&"--rules-poll-interval") {
+            cmd.arg("--rules-poll-interval").arg("1s");
+        }
         if !extra.contains(&"--tls-cert-file") {
             cmd.arg("--cert-dir").arg(dir.path().join("certs"));
         }
