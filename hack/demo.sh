@@ -54,11 +54,17 @@ echo "== starting kube-metrics-bridge --standalone on https://127.0.0.1:$BRIDGE_
 PIDS+=($!)
 wait_http "http://127.0.0.1:$METRICS_PORT/readyz" 60
 
-# Rates need two scrapes inside the 1m window, and discovery must have seen the series.
-echo "== waiting for the first samples"
+# A rate over [30s] reads low until the series is 30s old; wait until web-1 (3 requests/s)
+# reads at least 2.7 so the numbers below look like the steady state.
+echo "== waiting for discovery and a full 30s rate window"
 API="https://127.0.0.1:$BRIDGE_PORT/apis"
-for _ in $(seq 1 60); do
-  if curl -fsk "$API/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/%2A/http_requests_per_second" >/dev/null 2>&1; then break; fi
+for _ in $(seq 1 90); do
+  value=$(curl -fsk "$API/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/web-1/http_requests_per_second" 2>/dev/null |
+    python3 -c 'import json,sys
+s=json.load(sys.stdin)["items"][0]["value"]
+m={"n":1e-9,"u":1e-6,"m":1e-3,"k":1e3}
+print(float(s[:-1])*m[s[-1]] if s[-1] in m else float(s))' 2>/dev/null || echo 0)
+  if python3 -c "import sys; sys.exit(0 if float('$value') >= 2.7 else 1)"; then break; fi
   sleep 1
 done
 

@@ -130,7 +130,7 @@ async fn explain_prints_the_query() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(r#"promql:   sum(rate(http_requests_total{service="web",namespace="demo",pod!=""}[1m])) by (pod)"#),
+        stdout.contains(r#"promql:   sum(rate(http_requests_total{service="web",namespace="demo",pod!=""}[30s])) by (pod)"#),
         "{stdout}"
     );
     assert!(stdout.contains("rules[0]"), "{stdout}");

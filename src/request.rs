@@ -426,4 +426,20 @@ mod tests {
         );
         assert_eq!(code("/nope", ""), Some(404));
     }
+
+    proptest::proptest! {
+        /// Untrusted paths and query strings never panic, and anything accepted as a metric
+        /// request carries only validated names.
+        #[test]
+        fn arbitrary_requests_never_panic(path in "(/[a-z0-9.%*\\-]{0,12}){0,8}", query in "[ -~]{0,40}") {
+            let full = format!("/apis/custom.metrics.k8s.io/v1beta2{path}");
+            if let Ok(Route::Custom(c)) = parse(&full, &query) {
+                if let Target::Named(name) = &c.target {
+                    proptest::prop_assert!(validate_object_name(name).is_ok());
+                }
+                proptest::prop_assert!(crate::discovery::is_valid_metric_name(&c.metric));
+            }
+            let _ = parse(&path, &query);
+        }
+    }
 }
