@@ -105,6 +105,20 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
     assert_eq!(out.status.code(), Some(1));
 }
 
+fn explain(prometheus: &Prometheus, path: &str) -> std::process::Output {
+    bridge_cmd()
+        .args([
+            "explain",
+            "--config",
+            "rules/demo.toml",
+            "--prometheus-url",
+            &prometheus.url(),
+            path,
+        ])
+        .output()
+        .expect("run explain")
+}
+
 #[tokio::test]
 async fn explain_prints_the_query() {
     let exporter = Exporter::start().await;
@@ -112,17 +126,10 @@ async fn explain_prints_the_query() {
     prometheus
         .wait_for_series("http_requests_total", Duration::from_secs(30))
         .await;
-    let out = bridge_cmd()
-        .args([
-            "explain",
-            "--config",
-            "rules/demo.toml",
-            "--prometheus-url",
-            &prometheus.url(),
-        ])
-        .arg("namespaces/demo/pods/*/http_requests_per_second?metricLabelSelector=service%3Dweb")
-        .output()
-        .expect("run explain");
+    let out = explain(
+        &prometheus,
+        "namespaces/demo/pods/*/http_requests_per_second?metricLabelSelector=service%3Dweb",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -135,28 +142,14 @@ async fn explain_prints_the_query() {
     );
     assert!(stdout.contains("rules[0]"), "{stdout}");
 
-    let out = bridge_cmd()
-        .args(["explain", "--config", "rules/demo.toml", "--prometheus-url", &prometheus.url()])
-        .arg("/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/queue_messages_ready?labelSelector=queue%3Dorders")
-        .output()
-        .expect("run explain");
+    let out = explain(&prometheus, "/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/queue_messages_ready?labelSelector=queue%3Dorders");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(r#"sum(queue_messages_ready{queue="orders",namespace="demo"}) by (queue)"#),
         "{stdout}"
     );
 
-    let out = bridge_cmd()
-        .args([
-            "explain",
-            "--config",
-            "rules/demo.toml",
-            "--prometheus-url",
-            &prometheus.url(),
-        ])
-        .arg("namespaces/demo/pods/*/no_such_metric")
-        .output()
-        .expect("run explain");
+    let out = explain(&prometheus, "namespaces/demo/pods/*/no_such_metric");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("could not find the metric no_such_metric")

@@ -289,7 +289,6 @@ impl Discoverer {
 mod tests {
     use super::*;
     use crate::kube::resources::StaticMapper;
-    use std::path::Path;
 
     fn series(name: &str, labels: &[(&str, &str)]) -> Series {
         Series {
@@ -303,24 +302,7 @@ mod tests {
 
     #[test]
     fn builds_custom_and_external_metrics() {
-        let file = crate::config::parse(
-            r#"
-[[rules]]
-series_query = 'http_requests_total{namespace!="",pod!=""}'
-series_filters = [{ is_not = "_bucket$" }]
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
-name = { matches = "^(.*)_total$", as = "${1}_per_second" }
-metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
-
-[[external_rules]]
-series_query = 'queue_messages_ready'
-resources.overrides = { namespace = { resource = "namespace" } }
-metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
-"#,
-            Path::new("t.toml"),
-        )
-        .expect("parse");
-        let rules = Arc::new(RuleSet::compile(&file).expect("compile"));
+        let rules = Arc::new(crate::rules::fixtures::example());
         let mut by_query = SeriesByQuery::new();
         by_query.insert(
             r#"http_requests_total{namespace!="",pod!=""}"#.into(),
@@ -336,7 +318,7 @@ metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
             ]),
         );
         by_query.insert(
-            "queue_messages_ready".into(),
+            r#"queue_messages_ready{namespace!=""}"#.into(),
             Arc::new(vec![series("queue_messages_ready", &[("queue", "a")])]),
         );
         let reg = build_registry(rules, &by_query, &StaticMapper::builtin());

@@ -158,21 +158,31 @@ fn canonical(negative: bool, mut mantissa: i128, mut exponent: i32) -> String {
         mantissa *= 10;
         exponent -= 1;
     }
-    let suffix = match exponent {
-        -9 => "n",
-        -6 => "u",
-        -3 => "m",
-        0 => "",
-        3 => "k",
-        6 => "M",
-        9 => "G",
-        12 => "T",
-        15 => "P",
-        18 => "E",
+    let sign = if negative { "-" } else { "" };
+    match SUFFIXES.iter().find(|(e, _)| *e == exponent) {
+        Some((_, suffix)) => format!("{sign}{mantissa}{suffix}"),
         // Unreachable after the nano floor and the clamp; spell it out rather than lie.
-        e => return format!("{}{mantissa}e{e}", if negative { "-" } else { "" }),
-    };
-    format!("{}{mantissa}{suffix}", if negative { "-" } else { "" })
+        None => format!("{sign}{mantissa}e{exponent}"),
+    }
+}
+
+/// DecimalSI suffixes by base-10 exponent.
+const SUFFIXES: [(i32, &str); 10] = [
+    (-9, "n"),
+    (-6, "u"),
+    (-3, "m"),
+    (0, ""),
+    (3, "k"),
+    (6, "M"),
+    (9, "G"),
+    (12, "T"),
+    (15, "P"),
+    (18, "E"),
+];
+
+/// The exponent a DecimalSI suffix stands for.
+fn suffix_exponent(suffix: &str) -> Option<i32> {
+    SUFFIXES.iter().find(|(_, s)| *s == suffix).map(|(e, _)| *e)
 }
 
 /// Parses a DecimalSI string (`[-]digits[suffix]`, the form [`from_f64`] emits) and returns
@@ -190,19 +200,7 @@ pub fn parse_milli(s: &str) -> Option<i128> {
     if digits.is_empty() || digits.len() > 30 {
         return None;
     }
-    let exponent: i32 = match suffix {
-        "n" => -9,
-        "u" => -6,
-        "m" => -3,
-        "" => 0,
-        "k" => 3,
-        "M" => 6,
-        "G" => 9,
-        "T" => 12,
-        "P" => 15,
-        "E" => 18,
-        _ => return None,
-    };
+    let exponent = suffix_exponent(suffix)?;
     let mantissa: i128 = digits.parse().ok()?;
     let shift = exponent + 3;
     let magnitude = if shift >= 0 {
@@ -348,19 +346,7 @@ mod tests {
         let end = rest
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let exp = match &rest[end..] {
-            "n" => -9,
-            "u" => -6,
-            "m" => -3,
-            "" => 0,
-            "k" => 3,
-            "M" => 6,
-            "G" => 9,
-            "T" => 12,
-            "P" => 15,
-            "E" => 18,
-            _ => return None,
-        };
+        let exp = suffix_exponent(&rest[end..])?;
         Some((neg, rest[..end].parse().ok()?, exp))
     }
 

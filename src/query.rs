@@ -143,26 +143,9 @@ mod tests {
     use super::*;
     use crate::kube::resources::{ResourceMapper, StaticMapper};
     use crate::rules::RuleSet;
-    use std::path::Path;
 
     fn rules() -> RuleSet {
-        let file = crate::config::parse(
-            r#"
-[[rules]]
-series_query = 'http_requests_total{namespace!="",pod!=""}'
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
-name = { matches = "^(.*)_total$", as = "${1}_per_second" }
-metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
-
-[[external_rules]]
-series_query = 'queue_messages_ready'
-resources.overrides = { namespace = { resource = "namespace" } }
-metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
-"#,
-            Path::new("t.toml"),
-        )
-        .expect("parse");
-        RuleSet::compile(&file).expect("compile")
+        crate::rules::fixtures::example()
     }
 
     fn pods_metric() -> CustomMetric {

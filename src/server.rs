@@ -10,11 +10,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 /// A TLS handshake that takes longer is dropped (slowloris guard).
@@ -58,19 +58,12 @@ where
     F::Extract: warp::Reply,
 {
     let builder = connection_builder();
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, remote_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => { backoff(&e).await; continue; }
-            },
-            _ = &mut shutdown => break,
-        };
+    accept_loop(listener, shutdown, move |tcp, remote_addr, watcher| {
+        // The config is read per connection so a swapped one (new client CAs) applies to
+        // every later handshake.
         let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
-        let (filter, builder, watcher) = (filter.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
+        let (filter, builder) = (filter.clone(), builder.clone());
+        async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -103,10 +96,9 @@ where
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%remote_addr, error = %e, "connection ended with an error");
             }
-        });
-    }
-    drain(graceful).await;
-    Ok(())
+        }
+    })
+    .await
 }
 
 /// Serves `filter` over plain HTTP until `shutdown` resolves, then drains.
@@ -120,24 +112,41 @@ where
     F::Extract: warp::Reply,
 {
     let builder = connection_builder();
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, remote_addr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => { backoff(&e).await; continue; }
-            },
-            _ = &mut shutdown => break,
-        };
-        let (filter, builder, watcher) = (filter.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
+    accept_loop(listener, shutdown, move |tcp, remote_addr, watcher| {
+        let (filter, builder) = (filter.clone(), builder.clone());
+        async move {
             let service = TowerToHyperService::new(warp::service(filter));
             let conn = builder.serve_connection(TokioIo::new(tcp), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%remote_addr, error = %e, "connection ended with an error");
             }
-        });
+        }
+    })
+    .await
+}
+
+/// Accepts until `shutdown`, one task a connection, then drains them (bounded).
+async fn accept_loop<C, Fut>(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut connection: C,
+) -> anyhow::Result<()>
+where
+    C: FnMut(TcpStream, SocketAddr, Watcher) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote_addr)) => {
+                    tokio::spawn(connection(tcp, remote_addr, graceful.watcher()));
+                }
+                Err(e) => backoff(&e).await,
+            },
+            _ = &mut shutdown => break,
+        }
     }
     drain(graceful).await;
     Ok(())

@@ -371,19 +371,16 @@ fn series_example(series_query: &str) -> &str {
     }
 }
 
+/// Rule sets for unit tests elsewhere in the crate.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
+pub(crate) mod fixtures {
+    use super::{Problems, RuleSet};
 
-    fn compile(text: &str) -> Result<RuleSet, Problems> {
-        let file = crate::config::parse(text, Path::new("t.toml")).expect("parses");
-        RuleSet::compile(&file)
-    }
-
-    const GOOD: &str = r#"
+    /// One custom rule (requests per second per pod/namespace) and one external rule.
+    pub const EXAMPLE: &str = r#"
 [[rules]]
 series_query = 'http_requests_total{namespace!="",pod!=""}'
+series_filters = [{ is_not = "_bucket$" }]
 resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
 name = { matches = "^(.*)_total$", as = "${1}_per_second" }
 metrics_query = 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'
@@ -393,6 +390,20 @@ series_query = 'queue_messages_ready{namespace!=""}'
 resources.overrides = { namespace = { resource = "namespace" } }
 metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
 "#;
+
+    pub fn compile(text: &str) -> Result<RuleSet, Problems> {
+        let file = crate::config::parse(text, std::path::Path::new("t.toml")).expect("parses");
+        RuleSet::compile(&file)
+    }
+
+    pub fn example() -> RuleSet {
+        compile(EXAMPLE).expect("the example compiles")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{compile, EXAMPLE as GOOD};
 
     #[test]
     fn good_file_compiles() {
