@@ -42,6 +42,11 @@ pub struct CustomPlan {
 }
 
 impl Bridge {
+    /// Ready to answer: one series discovery done and the object caches synced.
+    pub fn ready(&self) -> bool {
+        self.registry.load().discovered && self.objects.synced()
+    }
+
     /// Finds the rule, resolves the objects and renders the query.
     pub async fn plan_custom(
         &self,

@@ -95,6 +95,9 @@ pub struct ServeArgs {
         default_value = "/healthz,/readyz,/livez"
     )]
     pub authorization_always_allow_paths: Vec<String>,
+    /// How often the cluster's API discovery (resource names, kinds, scopes) is re-read.
+    #[arg(long, env = "KMB_API_DISCOVERY_INTERVAL", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub api_discovery_interval: std::time::Duration,
     /// How often the rules file is re-read even without a change event.
     #[arg(long, env = "KMB_RULES_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub rules_poll_interval: std::time::Duration,

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use futures::future::join_all;
 use tokio::sync::{watch, Notify};
 
+use crate::kube::objects::ObjectResolver;
 use crate::kube::resources::{GroupResource, ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, ApiLabels, Metrics};
 use crate::prometheus::{PrometheusClient, PrometheusError, QueryCache, Series};
@@ -96,6 +97,23 @@ impl Registry {
         let mut all: Vec<_> = self.custom.keys().map(|(gr, m)| (gr, m.as_str())).collect();
         all.sort();
         all
+    }
+
+    /// The resources that have at least one metric (namespaces aside: a namespace metric
+    /// always names its namespace), for the object caches.
+    pub fn resources(&self) -> Vec<ResourceInfo> {
+        let mut out: Vec<ResourceInfo> = Vec::new();
+        for m in self.custom.values() {
+            if m.resource.group_resource != GroupResource::namespaces()
+                && !out
+                    .iter()
+                    .any(|r| r.group_resource == m.resource.group_resource)
+            {
+                out.push(m.resource.clone());
+            }
+        }
+        out.sort_by(|a, b| a.group_resource.cmp(&b.group_resource));
+        out
     }
 
     pub fn external_metrics(&self) -> impl Iterator<Item = &str> {
@@ -228,6 +246,8 @@ pub struct Discoverer {
     pub backend: Arc<ArcSwap<QueryCache>>,
     pub registry: Arc<ArcSwap<Registry>>,
     pub mapper: Arc<dyn ResourceMapper>,
+    /// Told which resources have metrics, so it can cache them.
+    pub objects: Arc<dyn ObjectResolver>,
     pub metrics: Arc<Metrics>,
     /// Wakes the loop early: a rules reload.
     pub wake: Arc<Notify>,
@@ -280,6 +300,7 @@ impl Discoverer {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "series discovery finished"
         );
+        self.objects.track(&registry.resources());
         self.registry.store(Arc::new(registry));
         *previous = series;
     }

@@ -109,17 +109,18 @@ async fn answer(
         Route::OpenApiV3Index => ok(openapi::v3_index()),
         Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
         Route::Version => ok(version_json()),
-        Route::Health(which) => Ok(health_response(which, registry.discovered)),
+        Route::Health(which) => Ok(health_response(which, bridge.ready())),
     }
 }
 
 /// `/healthz` and `/livez` say the process serves; `/readyz` also waits for the first
-/// discovery run, so a new replica gets traffic only once it can name metrics.
-pub fn health_response(which: &str, discovered: bool) -> Response<String> {
-    let (code, body) = if which == "readyz" && !discovered {
+/// discovery run and the object caches, so a new replica gets traffic only once it can
+/// answer.
+pub fn health_response(which: &str, ready: bool) -> Response<String> {
+    let (code, body) = if which == "readyz" && !ready {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]discovery failed: first series discovery has not finished\nreadyz check failed\n",
+            "[-]discovery failed: series discovery or object caches not ready yet\nreadyz check failed\n",
         )
     } else {
         (StatusCode::OK, "ok")

@@ -10,8 +10,10 @@ use warp::Filter;
 use crate::bridge::Bridge;
 use crate::cli::ServeArgs;
 use crate::discovery::{Discoverer, Registry};
+use crate::kube::mapper::DiscoveryMapper;
 use crate::kube::objects::{ObjectResolver, StandaloneResolver};
 use crate::kube::resources::{ResourceMapper, StaticMapper};
+use crate::kube::watch_cache::ClusterResolver;
 use crate::metrics::{unix_now, Metrics};
 use crate::reload::{backend_for, RulesReloader};
 use crate::rules::{load_file, LoadError, Overrides};
@@ -21,9 +23,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_crypto_provider();
     let secure_address = args.secure_address()?;
     if !args.standalone {
-        anyhow::bail!(
-            "connecting to Kubernetes is not built yet (issue 3); run with --standalone to serve without a cluster"
-        );
+        // Cluster mode needs delegated authentication and authorization, which are not wired
+        // yet; refuse rather than serve a cluster's metrics to anyone.
+        anyhow::bail!("serving a cluster needs authentication, which is not built yet (issue 3); run with --standalone");
     }
     let metrics = Arc::new(Metrics::new());
     let overrides = Overrides {
@@ -53,8 +55,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let backend = Arc::new(ArcSwap::from_pointee(backend_for(&rules, &metrics)?));
     let rules = Arc::new(ArcSwap::from_pointee(rules));
     let registry = Arc::new(ArcSwap::from_pointee(Registry::empty(rules.load_full())));
-    let mapper: Arc<dyn ResourceMapper> = Arc::new(StaticMapper::builtin());
-    let objects: Arc<dyn ObjectResolver> = Arc::new(StandaloneResolver);
+    let cluster = if args.standalone {
+        None
+    } else {
+        Some(Cluster::connect(&args).await?)
+    };
+    let (mapper, objects): (Arc<dyn ResourceMapper>, Arc<dyn ObjectResolver>) = match &cluster {
+        None => (
+            Arc::new(StaticMapper::builtin()),
+            Arc::new(StandaloneResolver),
+        ),
+        Some(c) => (c.mapper.clone(), c.objects.clone()),
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let discover_now = Arc::new(Notify::new());
 
@@ -63,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         backend: backend.clone(),
         registry: registry.clone(),
         mapper: mapper.clone(),
+        objects: objects.clone(),
         metrics: metrics.clone(),
         wake: discover_now.clone(),
     };
@@ -129,7 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding --metrics-bind-address {address}"))?;
         tracing::info!(%address, "serving /metrics and health over plain HTTP");
-        let filter = metrics_routes(metrics.clone(), registry.clone());
+        let filter = metrics_routes(metrics.clone(), bridge.clone());
         let rx = shutdown_rx.clone();
         Some(tokio::spawn(server::serve_plain(
             listener,
@@ -164,7 +177,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// `/metrics` (OpenMetrics text) and health on the plain port.
 fn metrics_routes(
     metrics: Arc<Metrics>,
-    registry: Arc<ArcSwap<Registry>>,
+    bridge: Arc<Bridge>,
 ) -> impl Filter<Extract = (http::Response<String>,), Error = std::convert::Infallible>
        + Clone
        + Send
@@ -181,7 +194,7 @@ fn metrics_routes(
             );
             r
         }
-        "/readyz" => api::health_response("readyz", registry.load().discovered),
+        "/readyz" => api::health_response("readyz", bridge.ready()),
         "/healthz" | "/livez" => api::health_response("healthz", true),
         _ => {
             let mut r = http::Response::new("not found\n".to_string());
@@ -211,5 +224,40 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// What a cluster connection adds: API discovery for resource names, watch caches for
+/// label selectors.
+struct Cluster {
+    mapper: Arc<DiscoveryMapper>,
+    objects: Arc<ClusterResolver>,
+    refresh: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    async fn connect(args: &ServeArgs) -> anyhow::Result<Cluster> {
+        let client = crate::kube::client::connect(args.kubeconfig.as_deref()).await?;
+        let mapper = Arc::new(DiscoveryMapper::new());
+        // Read discovery before the first series discovery so CRD-backed metrics resolve at
+        // once; if the API server is slow, the built-in table serves until the retry succeeds.
+        match mapper.refresh(&client).await {
+            Ok(n) => tracing::info!(resources = n, "API discovery read"),
+            Err(e) => {
+                tracing::warn!(error = %e, "API discovery failed; retrying in the background")
+            }
+        }
+        let refresh = mapper.spawn_refresh(client.clone(), args.api_discovery_interval);
+        Ok(Cluster {
+            mapper,
+            objects: Arc::new(ClusterResolver::new(client)),
+            refresh,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.refresh.abort();
     }
 }

@@ -4,5 +4,8 @@
 //! Both are traits so that `--standalone` runs with a built-in table and no API server,
 //! while a cluster connection fills them from API discovery and watch caches.
 
+pub mod client;
+pub mod mapper;
 pub mod objects;
 pub mod resources;
+pub mod watch_cache;

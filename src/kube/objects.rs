@@ -36,6 +36,15 @@ pub trait ObjectResolver: Send + Sync {
         namespace: Option<&'a str>,
         selector: &'a Selector,
     ) -> BoxFuture<'a, Result<ObjectSet, ResolveError>>;
+
+    /// The resources that have metrics now; a resolver may cache them (called after each
+    /// series discovery).
+    fn track(&self, _resources: &[ResourceInfo]) {}
+
+    /// Whether the caches are ready to answer (readiness).
+    fn synced(&self) -> bool {
+        true
+    }
 }
 
 /// `--standalone`: no cluster. An empty selector means every object with a sample; any other
