@@ -22,17 +22,32 @@ pub struct Bridge {
 
 /// An HTTPS client trusting only the PEM CA at `ca` (HTTP/2 when `h2`).
 pub fn tls_client(ca: &Path, h2: bool) -> reqwest::Client {
+    tls_client_with(ca, h2, None)
+}
+
+/// Like [`tls_client`], presenting the client certificate (chain, key) PEM files.
+pub fn tls_client_with(ca: &Path, h2: bool, identity: Option<(&Path, &Path)>) -> reqwest::Client {
     let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("reading {}: {e}", ca.display()));
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("CA PEM")).expect("adding CA");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                .expect("client cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert PEM");
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("client key");
+            builder.with_client_auth_cert(chain, key).expect("client identity")
+        }
+    };
     tls.alpn_protocols = if h2 {
         vec![b"h2".to_vec()]
     } else {
@@ -65,12 +80,29 @@ impl Bridge {
 
     /// Starts with an existing rules path (e.g. a ConfigMap-style symlink).
     pub async fn start_in(dir: tempfile::TempDir, rules_path: PathBuf, extra: &[&str]) -> Bridge {
+        let mut args = vec!["--standalone"];
+        args.extend_from_slice(extra);
+        Bridge::launch(dir, rules_path, &args).await
+    }
+
+    /// Starts connected to a cluster through `kubeconfig` (no `--standalone`), on loopback,
+    /// with the Service name kube-aggregator will check in the generated certificate.
+    pub async fn start_for_cluster(rules: &str, kubeconfig: &Path, service_dns: &str, extra: &[&str]) -> Bridge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules_path = dir.path().join("rules.toml");
+        std::fs::write(&rules_path, rules).expect("writing rules");
+        let kubeconfig = kubeconfig.display().to_string();
+        let mut args = vec!["--kubeconfig", &kubeconfig, "--bind-address", "127.0.0.1", "--tls-sans", service_dns];
+        args.extend_from_slice(extra);
+        Bridge::launch(dir, rules_path, &args).await
+    }
+
+    async fn launch(dir: tempfile::TempDir, rules_path: PathBuf, extra: &[&str]) -> Bridge {
         let port = free_port();
         let metrics_port = free_port();
         let log = std::fs::File::create(dir.path().join("bridge.log")).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"));
         cmd.arg("serve")
-            .arg("--standalone")
             .arg("--config")
             .arg(&rules_path)
             .arg("--secure-port")
@@ -131,6 +163,11 @@ impl Bridge {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The generated CA (PEM) that signed the serving certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("certs").join("ca.crt")
     }
 
     pub fn url(&self, path: &str) -> String {
