@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// Plain-HTTP address for /metrics, /healthz, /livez, /readyz. Empty disables it.
     #[arg(long, env = "KMB_METRICS_BIND_ADDRESS", default_value = "0.0.0.0:9464")]
     pub metrics_bind_address: String,
+    /// Start even if ConfigMap kube-system/extension-apiserver-authentication cannot be read;
+    /// client certificates (and so the front proxy) are then not trusted until it can be.
+    #[arg(long, env = "KMB_AUTHENTICATION_TOLERATE_LOOKUP_FAILURE")]
+    pub authentication_tolerate_lookup_failure: bool,
     /// Paths served without authorization.
     #[arg(
         long,

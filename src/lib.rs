@@ -5,6 +5,8 @@
 //!
 //! - [`server`] / [`tls`]: TLS accept loop (HTTP/1.1 and HTTP/2), reloading certificates.
 //! - [`api`]: routes, content negotiation, discovery documents, Status errors, OpenAPI.
+//! - [`auth`]: who sent a request (front proxy, client certificate, token) and may they
+//!   (SubjectAccessReview).
 //! - [`request`]: path and query string -> a typed request; names and selectors validated.
 //! - [`bridge`]: the request answered: rule lookup, objects, query, values, response.
 //! - [`rules`]: the rules file compiled (naming, resource association, query templates).
@@ -18,6 +20,7 @@
 //! [`cmd`] are the command line.
 
 pub mod api;
+pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod cmd;

@@ -45,7 +45,9 @@ pub fn tls_client_with(ca: &Path, h2: bool, identity: Option<(&Path, &Path)>) ->
                 .collect::<Result<Vec<_>, _>>()
                 .expect("client cert PEM");
             let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).expect("client key");
-            builder.with_client_auth_cert(chain, key).expect("client identity")
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
         }
     };
     tls.alpn_protocols = if h2 {
@@ -87,12 +89,24 @@ impl Bridge {
 
     /// Starts connected to a cluster through `kubeconfig` (no `--standalone`), on loopback,
     /// with the Service name kube-aggregator will check in the generated certificate.
-    pub async fn start_for_cluster(rules: &str, kubeconfig: &Path, service_dns: &str, extra: &[&str]) -> Bridge {
+    pub async fn start_for_cluster(
+        rules: &str,
+        kubeconfig: &Path,
+        service_dns: &str,
+        extra: &[&str],
+    ) -> Bridge {
         let dir = tempfile::tempdir().expect("tempdir");
         let rules_path = dir.path().join("rules.toml");
         std::fs::write(&rules_path, rules).expect("writing rules");
         let kubeconfig = kubeconfig.display().to_string();
-        let mut args = vec!["--kubeconfig", &kubeconfig, "--bind-address", "127.0.0.1", "--tls-sans", service_dns];
+        let mut args = vec![
+            "--kubeconfig",
+            &kubeconfig,
+            "--bind-address",
+            "127.0.0.1",
+            "--tls-sans",
+            service_dns,
+        ];
         args.extend_from_slice(extra);
         Bridge::launch(dir, rules_path, &args).await
     }

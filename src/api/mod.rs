@@ -12,25 +12,46 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
+use crate::auth::Auth;
 use crate::bridge::Bridge;
 use crate::request::{self, Route};
+use crate::server::PeerInfo;
 use status::ApiError;
 
 const JSON: &str = "application/json";
 
-/// The warp filter for the secure port.
+/// The warp filter for the secure port. `auth` is `None` only with `--standalone`.
 pub fn routes(
     bridge: Arc<Bridge>,
+    auth: Option<Arc<Auth>>,
 ) -> impl Filter<Extract = (Response<String>,), Error = Infallible> + Clone + Send + Sync + 'static
 {
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerInfo>())
         .then(
-            move |method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap| {
-                let bridge = bridge.clone();
-                async move { handle(&bridge, &method, path.as_str(), &query, &headers).await }
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  peer: Option<PeerInfo>| {
+                let (bridge, auth) = (bridge.clone(), auth.clone());
+                async move {
+                    let auth = auth.as_deref();
+                    let peer = peer.as_ref();
+                    handle(
+                        &bridge,
+                        auth,
+                        peer,
+                        &method,
+                        path.as_str(),
+                        &query,
+                        &headers,
+                    )
+                    .await
+                }
             },
         )
 }
@@ -38,6 +59,8 @@ pub fn routes(
 /// Answers one request; every outcome is a JSON body (or plain `ok` for health).
 pub async fn handle(
     bridge: &Bridge,
+    auth: Option<&Auth>,
+    peer: Option<&PeerInfo>,
     method: &Method,
     path: &str,
     query: &str,
@@ -54,10 +77,13 @@ pub async fn handle(
         Ok(_) if method != Method::GET && method != Method::HEAD => {
             Err(ApiError::method_not_allowed(method.as_str()))
         }
-        Ok(route) if !accepts_json(accept) && !matches!(route, Route::Health(_)) => {
-            Err(ApiError::not_acceptable())
-        }
-        Ok(route) => answer(bridge, route, accept).await,
+        Ok(route) => match authorize(auth, peer, headers, &route, path).await {
+            Err(e) => Err(e),
+            Ok(()) if !accepts_json(accept) && !matches!(route, Route::Health(_)) => {
+                Err(ApiError::not_acceptable())
+            }
+            Ok(()) => answer(bridge, route, accept).await,
+        },
     };
     let response = match result {
         Ok(r) => r,
@@ -77,6 +103,21 @@ pub async fn handle(
         .observe_request(label, code, started.elapsed());
     tracing::debug!(%method, %path, %query, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
+}
+
+/// Authentication and authorization (none with `--standalone`): after routing and the
+/// method check, before anything is read.
+async fn authorize(
+    auth: Option<&Auth>,
+    peer: Option<&PeerInfo>,
+    headers: &HeaderMap,
+    route: &Route,
+    path: &str,
+) -> Result<(), ApiError> {
+    match auth {
+        None => Ok(()),
+        Some(auth) => auth.check(peer, headers, route, path).await.map(|_user| ()),
+    }
 }
 
 async fn answer(

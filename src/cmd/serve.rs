@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{watch, Notify};
 use warp::Filter;
 
+use crate::auth::{Auth, AuthConfigWatch, KubeReviews, TlsReload};
 use crate::bridge::Bridge;
 use crate::cli::ServeArgs;
 use crate::discovery::{Discoverer, Registry};
@@ -22,11 +23,6 @@ use crate::{api, server, tls};
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_crypto_provider();
     let secure_address = args.secure_address()?;
-    if !args.standalone {
-        // Cluster mode needs delegated authentication and authorization, which are not wired
-        // yet; refuse rather than serve a cluster's metrics to anyone.
-        anyhow::bail!("serving a cluster needs authentication, which is not built yet (issue 3); run with --standalone");
-    }
     let metrics = Arc::new(Metrics::new());
     let overrides = Overrides {
         prometheus_url: args.prometheus_url.clone(),
@@ -126,6 +122,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tls::ClientAuth::None,
     )?));
 
+    // Delegated authentication and authorization (design §3.4): the ConfigMap is read before
+    // the port opens, and its CAs go into the TLS configuration now and on every change.
+    let (auth, _auth_watch) = match &cluster {
+        None => (None, None),
+        Some(c) => {
+            let watch = AuthConfigWatch::start(
+                c.client.clone(),
+                Some(TlsReload {
+                    resolver: certs.resolver(),
+                    server_config: tls_config.clone(),
+                }),
+                args.authentication_tolerate_lookup_failure,
+            )
+            .await?;
+            let auth = Auth::with_defaults(
+                watch.handle(),
+                Arc::new(KubeReviews::new(c.client.clone())),
+                &args.authorization_always_allow_paths,
+            )?;
+            (Some(Arc::new(auth)), Some(watch))
+        }
+    };
+
     let listener = tokio::net::TcpListener::bind(secure_address)
         .await
         .with_context(|| format!("binding the secure port {secure_address}"))?;
@@ -160,7 +179,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let result = server::serve_tls(
         listener,
         tls_config,
-        api::routes(bridge),
+        api::routes(bridge, auth),
         wait_for(shutdown_rx.clone()),
     )
     .await;
@@ -230,6 +249,7 @@ async fn wait_for_signal() {
 /// What a cluster connection adds: API discovery for resource names, watch caches for
 /// label selectors.
 struct Cluster {
+    client: kube::Client,
     mapper: Arc<DiscoveryMapper>,
     objects: Arc<ClusterResolver>,
     refresh: tokio::task::JoinHandle<()>,
@@ -249,6 +269,7 @@ impl Cluster {
         }
         let refresh = mapper.spawn_refresh(client.clone(), args.api_discovery_interval);
         Ok(Cluster {
+            client: client.clone(),
             mapper,
             objects: Arc::new(ClusterResolver::new(client)),
             refresh,
