@@ -38,3 +38,19 @@ wait_http() {
     sleep 0.5
   done
 }
+
+# Go for building the test control plane (the machine's Go; /usr/local/go when not on PATH).
+ensure_go() {
+  if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+    export PATH="/usr/local/go/bin:$PATH"
+  fi
+  command -v go >/dev/null 2>&1 || { echo "go not found: the test control plane is built from source with Go" >&2; return 1; }
+}
+
+# Builds (once, cached) etcd, kube-apiserver and kube-controller-manager; exports their dir.
+ensure_controlplane() {
+  ensure_go
+  echo "== control plane (etcd, kube-apiserver, kube-controller-manager; cached after the first build)"
+  KMB_CONTROLPLANE_BIN=$(bash integration/controlplane/build.sh)
+  export KMB_CONTROLPLANE_BIN
+}

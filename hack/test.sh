@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit tests and the integration tests against a real
-# Prometheus (installed here if missing). `.ci/run` calls this.
+# Prometheus (installed here if missing) and a real Kubernetes control plane (built from
+# source into a cache on first use, ~6-8 minutes cold). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_prometheus
 use_build_cache
+ensure_controlplane
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

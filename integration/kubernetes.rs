@@ -162,43 +162,87 @@ spec:
 }
 
 /// Pods of `app` that kube-controller-manager created; marks new ones Running (no kubelet
-/// runs) and gives each a `pod_work` sample of `value`.
-async fn tend_pods(cp: &ControlPlane, exporter: &Exporter, app: &str, value: Option<f64>) -> Vec<String> {
-    let list = cp.get_json(&format!("/api/v1/namespaces/{NS}/pods?labelSelector=app%3D{app}")).await;
+/// runs) and, given a `total` load, shares it evenly as each pod's `pod_work` sample, the way
+/// real load spreads over replicas (so the HPA settles instead of chasing its own tail).
+async fn tend_pods(
+    cp: &ControlPlane,
+    exporter: &Exporter,
+    app: &str,
+    total: Option<f64>,
+) -> Vec<String> {
+    let list = cp
+        .get_json(&format!(
+            "/api/v1/namespaces/{NS}/pods?labelSelector=app%3D{app}"
+        ))
+        .await;
     let mut names = Vec::new();
     for pod in list["items"].as_array().cloned().unwrap_or_default() {
         if pod["metadata"]["deletionTimestamp"].is_string() {
             continue;
         }
-        let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if pod["status"]["phase"] != "Running" {
             cp.set_pod_running(NS, &name).await;
         }
-        if let Some(v) = value {
-            exporter.set_gauge("pod_work", &[("namespace", NS), ("pod", &name)], v).await;
-        }
         names.push(name);
+    }
+    if let Some(total) = total {
+        for name in &names {
+            exporter
+                .set_gauge(
+                    "pod_work",
+                    &[("namespace", NS), ("pod", name)],
+                    total / names.len() as f64,
+                )
+                .await;
+        }
     }
     names.sort();
     names
 }
 
 async fn replicas(cp: &ControlPlane, name: &str) -> u64 {
-    cp.get_json(&format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}")).await["spec"]["replicas"].as_u64().unwrap_or(0)
+    cp.get_json(&format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"))
+        .await["spec"]["replicas"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
-/// Waits until the Deployment wants `want` replicas, tending its pods meanwhile.
-async fn scaled_to(cp: &ControlPlane, exporter: &Exporter, name: &str, want: u64, pod_value: Option<f64>) {
+/// Waits until the Deployment wants `want` replicas and stays there for three HPA sync
+/// periods, tending its pods meanwhile.
+async fn scaled_to(
+    cp: &ControlPlane,
+    exporter: &Exporter,
+    name: &str,
+    want: u64,
+    total_load: Option<f64>,
+) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut steady_since: Option<tokio::time::Instant> = None;
     loop {
-        tend_pods(cp, exporter, name, pod_value).await;
+        tend_pods(cp, exporter, name, total_load).await;
         let got = replicas(cp, name).await;
         if got == want {
-            return;
+            let since = *steady_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(7) {
+                return;
+            }
+        } else {
+            steady_since = None;
         }
         if tokio::time::Instant::now() > deadline {
-            let hpa = cp.get_json(&format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}")).await;
-            panic!("{name}: {got} replicas, wanted {want}; HPA status: {}", hpa["status"]);
+            let hpa = cp
+                .get_json(&format!(
+                    "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
+                ))
+                .await;
+            panic!(
+                "{name}: {got} replicas, wanted {want}; HPA status: {}",
+                hpa["status"]
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -207,64 +251,132 @@ async fn scaled_to(cp: &ControlPlane, exporter: &Exporter, name: &str, want: u64
 #[tokio::test]
 async fn aggregated_api_and_real_hpas() {
     let exporter = Exporter::start_empty().await;
-    exporter.set_gauge("service_requests", &[("namespace", NS), ("service", "object-web")], 300.0).await;
-    exporter.set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 40.0).await;
-    exporter.set_gauge("pod_work", &[("namespace", NS), ("pod", "bootstrap")], 0.0).await;
+    exporter
+        .set_gauge(
+            "service_requests",
+            &[("namespace", NS), ("service", "object-web")],
+            300.0,
+        )
+        .await;
+    exporter
+        .set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 40.0)
+        .await;
+    exporter
+        .set_gauge("pod_work", &[("namespace", NS), ("pod", "bootstrap")], 0.0)
+        .await;
     let prometheus = Prometheus::start(&[exporter.target()]).await;
     let cp = ControlPlane::start().await;
     cp.apply(BRIDGE_RBAC).await;
     let bridge_kubeconfig = cp.client_kubeconfig("kube-metrics-bridge", &[]);
-    prometheus.wait_for_series("queue_depth", Duration::from_secs(30)).await;
-    let bridge = Bridge::start_for_cluster(&rules(&prometheus), &bridge_kubeconfig, SERVICE_DNS, &[]).await;
+    prometheus
+        .wait_for_series("queue_depth", Duration::from_secs(30))
+        .await;
+    let bridge =
+        Bridge::start_for_cluster(&rules(&prometheus), &bridge_kubeconfig, SERVICE_DNS, &[]).await;
 
     // Register and wait for every APIService to become Available.
     let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
     cp.apply(&registration(&ca, bridge.port)).await;
-    cp.apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n")).await;
-    for name in ["v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"] {
-        cp.wait_for(&format!("{name} Available"), Duration::from_secs(90), || async {
-            let svc = cp.get_json(&format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}")).await;
-            let available = svc["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Available" && c["status"] == "True"));
-            available.then_some(())
-        })
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+    ))
+    .await;
+    for name in [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ] {
+        cp.wait_for(
+            &format!("{name} Available"),
+            Duration::from_secs(90),
+            || async {
+                let svc = cp
+                    .get_json(&format!(
+                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                    ))
+                    .await;
+                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True")
+                });
+                available.then_some(())
+            },
+        )
         .await;
     }
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
-    cp.apply(&[deployment("pods-web"), deployment("object-web"), deployment("external-web")].concat()).await;
+    cp.apply(
+        &[
+            deployment("pods-web"),
+            deployment("object-web"),
+            deployment("external-web"),
+        ]
+        .concat(),
+    )
+    .await;
     cp.apply(&format!("apiVersion: v1\nkind: Service\nmetadata: {{name: object-web, namespace: {NS}}}\nspec: {{selector: {{app: object-web}}, ports: [{{port: 80}}]}}\n")).await;
     let pods = wait_until("pods-web's first pod", Duration::from_secs(60), || async {
         let names = tend_pods(&cp, &exporter, "pods-web", Some(4.0)).await;
         (!names.is_empty()).then_some(names)
     })
     .await;
-    prometheus.wait_for_series(&format!("pod_work{{pod=\"{}\"}}", pods[0]), Duration::from_secs(30)).await;
+    prometheus
+        .wait_for_series(
+            &format!("pod_work{{pod=\"{}\"}}", pods[0]),
+            Duration::from_secs(30),
+        )
+        .await;
 
     // kubectl get --raw through kube-apiserver and the aggregator.
     let raw = |path: String| {
         let cp = &cp;
         async move {
             let out = cp.kubectl(&["get", "--raw", &path]).await;
-            (out.status.success(), serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null), String::from_utf8_lossy(&out.stderr).into_owned())
+            (
+                out.status.success(),
+                serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         }
     };
-    let discovery = wait_until("discovery to list pods/pod_work", Duration::from_secs(30), || async {
-        let (ok, body, _) = raw("/apis/custom.metrics.k8s.io/v1beta2".into()).await;
-        (ok && body["resources"].as_array().is_some_and(|r| r.iter().any(|e| e["name"] == "pods/pod_work"))).then_some(body)
-    })
+    let discovery = wait_until(
+        "discovery to list pods/pod_work",
+        Duration::from_secs(30),
+        || async {
+            let (ok, body, _) = raw("/apis/custom.metrics.k8s.io/v1beta2".into()).await;
+            (ok && body["resources"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|e| e["name"] == "pods/pod_work")))
+            .then_some(body)
+        },
+    )
     .await;
     assert_eq!(discovery["groupVersion"], "custom.metrics.k8s.io/v1beta2");
     let (ok, list, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web")).await;
     assert!(ok, "{err}");
-    let named: Vec<&str> = list["items"].as_array().expect("items").iter().filter_map(|i| i["describedObject"]["name"].as_str()).collect();
-    assert_eq!(named, pods.iter().map(String::as_str).collect::<Vec<_>>(), "only the Deployment's pods; not the bootstrap series");
+    let named: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["describedObject"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        named,
+        pods.iter().map(String::as_str).collect::<Vec<_>>(),
+        "only the Deployment's pods; not the bootstrap series"
+    );
     assert_eq!(list["items"][0]["value"], "4");
-    let (ok, obj, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/services/object-web/service_requests")).await;
+    let (ok, obj, err) = raw(format!(
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/services/object-web/service_requests"
+    ))
+    .await;
     assert!(ok, "{err}");
     assert_eq!(obj["items"][0]["value"], "300");
-    let (ok, nsm, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/metrics/pod_work")).await;
+    let (ok, nsm, err) = raw(format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/metrics/pod_work"
+    ))
+    .await;
     assert!(ok, "{err}");
     assert_eq!(nsm["items"][0]["describedObject"]["kind"], "Namespace");
     let (ok, ext, err) = raw(format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/queue_depth?labelSelector=queue%3Djobs")).await;
@@ -275,19 +387,78 @@ async fn aggregated_api_and_real_hpas() {
     // refuses a front-proxy request for a user without rights (its SubjectAccessReview),
     // answers one with rights, and does not believe X-Remote-User without the certificate.
     let nobody = cp.client_kubeconfig("nobody", &[]);
-    let out = cp.kubectl_as(&nobody, &["get", "--raw", &format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work")], None).await;
+    let out = cp
+        .kubectl_as(
+            &nobody,
+            &[
+                "get",
+                "--raw",
+                &format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work"),
+            ],
+            None,
+        )
+        .await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden") || String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Forbidden")
+            || String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (cert, key) = cp.front_proxy_client_paths();
     let proxy = tls_client_with(&bridge.ca_path(), false, Some((&cert, &key)));
-    let direct = bridge.url(&format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work"));
-    let r = proxy.get(&direct).header("X-Remote-User", "nobody").header("X-Remote-Group", "system:authenticated").send().await.expect("direct");
-    assert_eq!(r.status().as_u16(), 403, "{}", r.text().await.unwrap_or_default());
-    let r = proxy.get(&direct).header("X-Remote-User", "reader").send().await.expect("direct");
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
-    let forged = bridge.client().get(&direct).header("X-Remote-User", "admin").header("X-Remote-Group", "system:masters").send().await.expect("forged");
-    assert_eq!(forged.status().as_u16(), 401, "forged headers without the front-proxy certificate");
-    assert_eq!(bridge.client().get(bridge.url("/healthz")).send().await.expect("healthz").status().as_u16(), 200);
+    let direct = bridge.url(&format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work"
+    ));
+    let r = proxy
+        .get(&direct)
+        .header("X-Remote-User", "nobody")
+        .header("X-Remote-Group", "system:authenticated")
+        .send()
+        .await
+        .expect("direct");
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = proxy
+        .get(&direct)
+        .header("X-Remote-User", "reader")
+        .send()
+        .await
+        .expect("direct");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let forged = bridge
+        .client()
+        .get(&direct)
+        .header("X-Remote-User", "admin")
+        .header("X-Remote-Group", "system:masters")
+        .send()
+        .await
+        .expect("forged");
+    assert_eq!(
+        forged.status().as_u16(),
+        401,
+        "forged headers without the front-proxy certificate"
+    );
+    assert_eq!(
+        bridge
+            .client()
+            .get(bridge.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status()
+            .as_u16(),
+        200
+    );
 
     // Real HPAs (kube-controller-manager with service-account credentials).
     cp.apply(&[
@@ -297,19 +468,53 @@ async fn aggregated_api_and_real_hpas() {
     ]
     .concat())
     .await;
-    // Pods: 30 per pod against a target of 10 per pod -> 3 replicas; then 5 -> back down.
+    // Pods: a load of 30 spread over the pods, target 10 per pod -> 3 replicas; then 5 -> 1.
     scaled_to(&cp, &exporter, "pods-web", 3, Some(30.0)).await;
     // Object: 300 / 100 -> 3; External: 40 / 10 -> 4.
     scaled_to(&cp, &exporter, "object-web", 3, None).await;
     scaled_to(&cp, &exporter, "external-web", 4, None).await;
-    let status = cp.get_json(&format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/external-web")).await;
-    assert_eq!(status["status"]["currentMetrics"][0]["external"]["current"]["averageValue"], "10", "{}", status["status"]);
+    let status = cp
+        .get_json(&format!(
+            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/external-web"
+        ))
+        .await;
+    assert_eq!(
+        status["status"]["currentMetrics"][0]["external"]["current"]["averageValue"], "10",
+        "{}",
+        status["status"]
+    );
 
     scaled_to(&cp, &exporter, "pods-web", 1, Some(5.0)).await;
-    exporter.set_gauge("service_requests", &[("namespace", NS), ("service", "object-web")], 100.0).await;
+    exporter
+        .set_gauge(
+            "service_requests",
+            &[("namespace", NS), ("service", "object-web")],
+            100.0,
+        )
+        .await;
     scaled_to(&cp, &exporter, "object-web", 1, None).await;
-    exporter.set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 20.0).await;
+    exporter
+        .set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 20.0)
+        .await;
     scaled_to(&cp, &exporter, "external-web", 2, None).await;
-    let status = cp.get_json(&format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/pods-web")).await;
-    assert_eq!(status["status"]["currentMetrics"][0]["pods"]["current"]["averageValue"], "5", "{}", status["status"]);
+    let status = cp
+        .get_json(&format!(
+            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/pods-web"
+        ))
+        .await;
+    assert_eq!(
+        status["status"]["currentMetrics"][0]["pods"]["current"]["averageValue"], "5",
+        "{}",
+        status["status"]
+    );
+    let status = cp
+        .get_json(&format!(
+            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/object-web"
+        ))
+        .await;
+    assert_eq!(
+        status["status"]["currentMetrics"][0]["object"]["current"]["averageValue"], "100",
+        "{}",
+        status["status"]
+    );
 }

@@ -594,3 +594,4 @@ fn find_prometheus() -> PathBuf {
     )
 }
 pub mod bridge;
+pub mod controlplane;
