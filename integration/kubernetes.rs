@@ -485,6 +485,27 @@ async fn aggregated_api_and_real_hpas() {
     );
 
     scaled_to(&cp, &exporter, "pods-web", 1, Some(5.0)).await;
+    // The scaled-down pods are gone from the cluster but their series are still in
+    // Prometheus (the exporter still serves them): they must not be named.
+    let live = tend_pods(&cp, &exporter, "pods-web", None).await;
+    let (ok, list, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web")).await;
+    assert!(ok, "{err}");
+    let named: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["describedObject"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        named,
+        live.iter().map(String::as_str).collect::<Vec<_>>(),
+        "deleted pods never appear"
+    );
+    let series = prometheus.series("pod_work").await;
+    assert!(
+        series.len() > live.len() + 1,
+        "Prometheus still has the deleted pods' series: {series:?}"
+    );
     exporter
         .set_gauge(
             "service_requests",
