@@ -460,6 +460,62 @@ async fn aggregated_api_and_real_hpas() {
         200
     );
 
+    // Bearer tokens go to TokenReview: a ServiceAccount's token with rights is served, one
+    // without rights is refused by the SubjectAccessReview, a made-up token is 401.
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: metrics-client, namespace: {NS}}}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: stranger, namespace: {NS}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: metrics-client}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics-reader}}\n\
+         subjects: [{{kind: ServiceAccount, name: metrics-client, namespace: {NS}}}]\n"
+    ))
+    .await;
+    let token = |sa: &'static str| {
+        let cp = &cp;
+        async move {
+            cp.kubectl_ok(&["create", "token", sa, "-n", NS])
+                .await
+                .trim()
+                .to_string()
+        }
+    };
+    let good = token("metrics-client").await;
+    let r = bridge
+        .client()
+        .get(&direct)
+        .bearer_auth(&good)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let stranger = token("stranger").await;
+    let r = bridge
+        .client()
+        .get(&direct)
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = bridge
+        .client()
+        .get(&direct)
+        .bearer_auth("made-up-token")
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status().as_u16(), 401);
+
     // Real HPAs (kube-controller-manager with service-account credentials).
     cp.apply(&[
         hpa("pods-web", "  - type: Pods\n    pods: {metric: {name: pod_work}, target: {type: AverageValue, averageValue: \"10\"}}"),
