@@ -161,6 +161,14 @@ spec:
     )
 }
 
+/// Sends `request` and checks the HTTP status, showing the body when it differs.
+async fn assert_status(request: reqwest::RequestBuilder, want: u16) {
+    let r = request.send().await.expect("request to the bridge");
+    let got = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(got, want, "{body}");
+}
+
 /// Pods of `app` that kube-controller-manager created; marks new ones Running (no kubelet
 /// runs) and, given a `total` load, shares it evenly as each pod's `pod_work` sample, the way
 /// real load spreads over replicas (so the HPA settles instead of chasing its own tail).
@@ -410,31 +418,15 @@ async fn aggregated_api_and_real_hpas() {
     let direct = bridge.url(&format!(
         "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work"
     ));
-    let r = proxy
-        .get(&direct)
-        .header("X-Remote-User", "nobody")
-        .header("X-Remote-Group", "system:authenticated")
-        .send()
-        .await
-        .expect("direct");
-    assert_eq!(
-        r.status().as_u16(),
+    assert_status(
+        proxy
+            .get(&direct)
+            .header("X-Remote-User", "nobody")
+            .header("X-Remote-Group", "system:authenticated"),
         403,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    let r = proxy
-        .get(&direct)
-        .header("X-Remote-User", "reader")
-        .send()
-        .await
-        .expect("direct");
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    )
+    .await;
+    assert_status(proxy.get(&direct).header("X-Remote-User", "reader"), 200).await;
     let forged = bridge
         .client()
         .get(&direct)
@@ -480,41 +472,14 @@ async fn aggregated_api_and_real_hpas() {
         }
     };
     let good = token("metrics-client").await;
-    let r = bridge
-        .client()
-        .get(&direct)
-        .bearer_auth(&good)
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    assert_status(bridge.client().get(&direct).bearer_auth(&good), 200).await;
     let stranger = token("stranger").await;
-    let r = bridge
-        .client()
-        .get(&direct)
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(
-        r.status().as_u16(),
-        403,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
-    let r = bridge
-        .client()
-        .get(&direct)
-        .bearer_auth("made-up-token")
-        .send()
-        .await
-        .expect("token");
-    assert_eq!(r.status().as_u16(), 401);
+    assert_status(bridge.client().get(&direct).bearer_auth(&stranger), 403).await;
+    assert_status(
+        bridge.client().get(&direct).bearer_auth("made-up-token"),
+        401,
+    )
+    .await;
 
     // Real HPAs (kube-controller-manager with service-account credentials).
     cp.apply(&[
