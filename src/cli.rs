@@ -35,6 +35,8 @@ pub enum Command {
         /// The rules file.
         file: PathBuf,
     },
+    /// Check an installation in a cluster and explain what is wrong, one line a check.
+    Doctor(crate::cmd::doctor::DoctorArgs),
     /// Print the PromQL that a request path would run (asks Prometheus which series exist).
     Explain {
         #[arg(long, env = "KMB_CONFIG")]

@@ -17,8 +17,22 @@ fn main() {
             path,
         } => block_on(cmd::explain::run(&config, prometheus_url, &path)),
         Command::Serve(args) => block_on(cmd::serve::run(args)),
+        Command::Doctor(args) => block_on_code(cmd::doctor::run(args)),
     };
     std::process::exit(code);
+}
+
+fn block_on_code(fut: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
+    let mut code = 0;
+    let result = block_on(async {
+        code = fut.await?;
+        Ok(())
+    });
+    if result != 0 {
+        result
+    } else {
+        code
+    }
 }
 
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> i32 {

@@ -1,5 +1,6 @@
 //! One subcommand a file.
 
 pub mod check;
+pub mod doctor;
 pub mod explain;
 pub mod serve;

@@ -1,0 +1,426 @@
+//! `doctor`: checks a cluster installation and explains what is wrong, one line a check.
+//!
+//! It reads what kube-apiserver and the aggregator already know (APIService conditions,
+//! the Service and its endpoints), asks kube-apiserver what the bridge's ServiceAccount and
+//! the HPA controller may do (SubjectAccessReview), and checks the rules file and Prometheus
+//! the way the server would. It changes nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use crate::discovery::{build_registry, list_series, SeriesByQuery};
+use crate::kube::resources::StaticMapper;
+use crate::metrics::Metrics;
+use crate::rules::{load_file, LoadError, Overrides};
+
+/// What to check.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// kubeconfig of the cluster (else in-cluster config, then the default kubeconfig).
+    #[arg(long, env = "KMB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace the bridge is installed in.
+    #[arg(long, default_value = "custom-metrics")]
+    pub namespace: String,
+    /// Its Service, as the APIServices name it.
+    #[arg(long, default_value = "kube-metrics-bridge")]
+    pub service: String,
+    /// Its ServiceAccount, whose RBAC is checked.
+    #[arg(long, default_value = "kube-metrics-bridge")]
+    pub service_account: String,
+    /// The rules file to check and to discover metrics with (the ConfigMap's content).
+    #[arg(long, env = "KMB_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Overrides `[prometheus] url` (e.g. a port-forward to the in-cluster Prometheus).
+    #[arg(long, env = "KMB_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+}
+
+const API_SERVICES: [&str; 3] = [
+    "v1beta1.custom.metrics.k8s.io",
+    "v1beta2.custom.metrics.k8s.io",
+    "v1beta1.external.metrics.k8s.io",
+];
+const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+/// Collects results and prints them as they come.
+#[derive(Default)]
+struct Report {
+    failures: usize,
+    warnings: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str) {
+        println!("ok    {what}");
+    }
+    fn fail(&mut self, what: &str, why: &str) {
+        self.failures += 1;
+        println!("FAIL  {what}: {why}");
+    }
+    fn warn(&mut self, what: &str, why: &str) {
+        self.warnings += 1;
+        println!("warn  {what}: {why}");
+    }
+}
+
+/// Runs every check; returns the process exit code (1 if anything failed).
+pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
+    let mut report = Report::default();
+    match crate::kube::client::connect(args.kubeconfig.as_deref()).await {
+        Ok(client) => {
+            check_api_services(&client, &args, &mut report).await;
+            check_service(&client, &args, &mut report).await;
+            check_rbac(&client, &args, &mut report).await;
+        }
+        Err(e) => report.fail("cluster connection", &format!("{e:#}")),
+    }
+    if let Some(config) = &args.config {
+        check_rules_and_prometheus(config, args.prometheus_url.clone(), &mut report).await;
+    } else {
+        report.warn(
+            "rules",
+            "no --config given: rules, Prometheus and discovery not checked",
+        );
+    }
+    println!(
+        "{} failure(s), {} warning(s)",
+        report.failures, report.warnings
+    );
+    Ok(if report.failures > 0 { 1 } else { 0 })
+}
+
+async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, String> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request::<Value>(request).await {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
+    for name in API_SERVICES {
+        let what = format!("APIService {name}");
+        let svc = match get(
+            client,
+            &format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}"),
+        )
+        .await
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                report.fail(
+                    &what,
+                    "missing: the API is not registered (apply the APIServices from deploy/)",
+                );
+                continue;
+            }
+            Err(e) => {
+                report.fail(&what, &format!("cannot read it: {e}"));
+                continue;
+            }
+        };
+        let spec = &svc["spec"];
+        if spec["insecureSkipTLSVerify"] == true {
+            report.warn(&what, "insecureSkipTLSVerify is set: kube-apiserver does not check whom it talks to; set caBundle instead");
+        } else if spec["caBundle"].as_str().unwrap_or("").is_empty() {
+            report.fail(
+                &what,
+                "no caBundle: kube-apiserver cannot verify the bridge's certificate",
+            );
+        }
+        let (ns, svc_name) = (
+            spec["service"]["namespace"].as_str().unwrap_or(""),
+            spec["service"]["name"].as_str().unwrap_or(""),
+        );
+        if (ns, svc_name) != (args.namespace.as_str(), args.service.as_str()) {
+            report.warn(
+                &what,
+                &format!(
+                    "points at Service {ns}/{svc_name}, not {}/{} (another adapter owns this API?)",
+                    args.namespace, args.service
+                ),
+            );
+        }
+        let available = svc["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Available"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if available["status"] == "True" {
+            report.ok(&format!("{what} is Available"));
+        } else {
+            let reason = available["reason"].as_str().unwrap_or("no condition yet");
+            let message = available["message"].as_str().unwrap_or("");
+            report.fail(
+                &what,
+                &format!(
+                    "not Available ({reason}): {message}{}",
+                    explain_unavailable(reason, message)
+                ),
+            );
+        }
+    }
+}
+
+/// What an APIService condition usually means, in one sentence.
+fn explain_unavailable(reason: &str, message: &str) -> &'static str {
+    if message.contains("x509") || message.contains("certificate") {
+        " -- the caBundle does not match the serving certificate, or the certificate lacks the SAN <service>.<namespace>.svc"
+    } else if message.contains("connection refused")
+        || message.contains("i/o timeout")
+        || message.contains("no route")
+    {
+        " -- kube-apiserver cannot reach the pods: check the Service port, the pods' readiness, and network policies"
+    } else if message.contains(" 401") || message.contains(" 403") {
+        " -- the bridge refused kube-apiserver: check its RBAC (auth-delegator, extension-apiserver-authentication-reader)"
+    } else {
+        match reason {
+            "ServiceNotFound" => " -- create the Service the APIService names",
+            "MissingEndpoints" | "EndpointsNotFound" => " -- no ready pod behind the Service (check the Deployment and its readiness probe; port names must match)",
+            "ServicePortError" => " -- the APIService port is not a port of the Service",
+            _ => "",
+        }
+    }
+}
+
+async fn check_service(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
+    let what = format!("Service {}/{}", args.namespace, args.service);
+    let svc = match get(
+        client,
+        &format!(
+            "/api/v1/namespaces/{}/services/{}",
+            args.namespace, args.service
+        ),
+    )
+    .await
+    {
+        Ok(Some(v)) => v,
+        Ok(None) => return report.fail(&what, "missing"),
+        Err(e) => return report.fail(&what, &format!("cannot read it: {e}")),
+    };
+    if svc["spec"]["type"] == "ExternalName" {
+        return report.ok(&format!(
+            "{what} is ExternalName {}",
+            svc["spec"]["externalName"].as_str().unwrap_or("")
+        ));
+    }
+    report.ok(&format!("{what} exists"));
+    let slices = get(
+        client,
+        &format!("/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{}", args.namespace, args.service),
+    )
+    .await;
+    let ready = match slices {
+        Ok(Some(list)) => list["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+                    .filter(|e| e["conditions"]["ready"] != false)
+                    .count()
+            })
+            .unwrap_or(0),
+        Ok(None) => 0,
+        Err(e) => {
+            return report.fail(
+                &format!("{what} endpoints"),
+                &format!("cannot read them: {e}"),
+            )
+        }
+    };
+    if ready > 0 {
+        report.ok(&format!("{what} has {ready} ready endpoint(s)"));
+    } else {
+        report.fail(&format!("{what} endpoints"), "no ready endpoint: no bridge pod is ready (see `kubectl describe pod`, /readyz waits for discovery and caches)");
+    }
+}
+
+async fn access(
+    client: &kube::Client,
+    user: &str,
+    groups: &[&str],
+    attrs: Value,
+) -> Result<(bool, String), String> {
+    let mut spec = json!({"user": user, "groups": groups});
+    let key = if attrs.get("path").is_some() {
+        "nonResourceAttributes"
+    } else {
+        "resourceAttributes"
+    };
+    spec[key] = attrs;
+    let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
+    let request = http::Request::post("/apis/authorization.k8s.io/v1/subjectaccessreviews")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string().into_bytes())
+        .map_err(|e| e.to_string())?;
+    let review: Value = client.request(request).await.map_err(|e| e.to_string())?;
+    Ok((
+        review["status"]["allowed"] == true,
+        review["status"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
+    ))
+}
+
+async fn check_rbac(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
+    let bridge = format!(
+        "system:serviceaccount:{}:{}",
+        args.namespace, args.service_account
+    );
+    let bridge_groups = ["system:serviceaccounts", "system:authenticated"];
+    let checks: Vec<(String, &str, &[&str], Value, &str)> = vec![
+        (format!("{bridge} may create TokenReviews"), &bridge, &bridge_groups,
+         json!({"verb": "create", "group": "authentication.k8s.io", "resource": "tokenreviews"}), "bind ClusterRole system:auth-delegator"),
+        (format!("{bridge} may create SubjectAccessReviews"), &bridge, &bridge_groups,
+         json!({"verb": "create", "group": "authorization.k8s.io", "resource": "subjectaccessreviews"}), "bind ClusterRole system:auth-delegator"),
+        (format!("{bridge} may read the authentication ConfigMap"), &bridge, &bridge_groups,
+         json!({"verb": "watch", "resource": "configmaps", "namespace": "kube-system", "name": "extension-apiserver-authentication"}),
+         "bind Role extension-apiserver-authentication-reader in kube-system"),
+        (format!("{bridge} may list and watch pods"), &bridge, &bridge_groups,
+         json!({"verb": "watch", "resource": "pods"}), "give it list/watch on the resources its rules name"),
+        ("the HPA controller may read custom metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
+         json!({"verb": "get", "group": "custom.metrics.k8s.io", "resource": "pods", "subresource": "any", "name": "*", "namespace": "default"}),
+         "bind a ClusterRole with get/list on custom.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
+        ("the HPA controller may read external metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
+         json!({"verb": "list", "group": "external.metrics.k8s.io", "resource": "any", "namespace": "default"}),
+         "bind a ClusterRole with get/list on external.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
+    ];
+    for (what, user, groups, attrs, fix) in checks {
+        match access(client, user, groups, attrs).await {
+            Ok((true, _)) => report.ok(&what),
+            Ok((false, reason)) => report.fail(
+                &what,
+                &format!(
+                    "denied{}: {fix}",
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({reason})")
+                    }
+                ),
+            ),
+            Err(e) => report.fail(&what, &format!("cannot ask: {e}")),
+        }
+    }
+}
+
+async fn check_rules_and_prometheus(
+    config: &std::path::Path,
+    prometheus_url: Option<String>,
+    report: &mut Report,
+) {
+    let rules = match load_file(config, &Overrides { prometheus_url }) {
+        Ok(r) => {
+            report.ok(&format!(
+                "rules {} ({} custom, {} external)",
+                config.display(),
+                r.custom.len(),
+                r.external.len()
+            ));
+            Arc::new(r)
+        }
+        Err(LoadError::File(e)) => return report.fail("rules", &e.to_string()),
+        Err(LoadError::Problems(p)) => {
+            for problem in &p.0 {
+                report.fail("rules", &problem.to_string());
+            }
+            return;
+        }
+    };
+    let metrics = Metrics::new();
+    let client = match crate::prometheus::PrometheusClient::new(&rules.prometheus) {
+        Ok(c) => c,
+        Err(e) => return report.fail("Prometheus client", &format!("{e:#}")),
+    };
+    match client.query("vector(1)").await {
+        Ok(_) => report.ok(&format!(
+            "Prometheus at {} answers queries",
+            rules.prometheus.url
+        )),
+        Err(e) => {
+            return report.fail(
+                &format!("Prometheus at {}", rules.prometheus.url),
+                &e.to_string(),
+            )
+        }
+    }
+    let (series, errors) = list_series(&rules, &client, &SeriesByQuery::new(), &metrics).await;
+    for (query, e) in &errors {
+        report.fail(&format!("series_query {query:?}"), &e.to_string());
+    }
+    let registry = build_registry(rules.clone(), &series, &StaticMapper::builtin());
+    for rule in rules.all_rules() {
+        let found = series
+            .get(&rule.series_query)
+            .map(|s| s.iter().filter(|s| rule.keeps_series(&s.name)).count())
+            .unwrap_or(0);
+        if found == 0 {
+            report.warn(
+                &rule.id.to_string(),
+                &format!(
+                    "series_query {:?} finds no series (after filters): it serves no metric",
+                    rule.series_query
+                ),
+            );
+        }
+    }
+    let custom: Vec<String> = registry
+        .custom_metrics()
+        .iter()
+        .map(|(gr, m)| format!("{gr}/{m}"))
+        .collect();
+    let external: Vec<&str> = registry.external_metrics().collect();
+    report.ok(&format!(
+        "discovery: {} custom metric(s) {}",
+        custom.len(),
+        preview(&custom)
+    ));
+    report.ok(&format!(
+        "discovery: {} external metric(s) {}",
+        external.len(),
+        preview(&external)
+    ));
+}
+
+fn preview<S: AsRef<str>>(names: &[S]) -> String {
+    let shown: Vec<&str> = names.iter().take(8).map(AsRef::as_ref).collect();
+    let more = names.len().saturating_sub(shown.len());
+    if shown.is_empty() {
+        String::new()
+    } else if more > 0 {
+        format!("({} and {more} more)", shown.join(", "))
+    } else {
+        format!("({})", shown.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_common_conditions() {
+        assert!(explain_unavailable(
+            "FailedDiscoveryCheck",
+            "x509: certificate signed by unknown authority"
+        )
+        .contains("caBundle"));
+        assert!(explain_unavailable(
+            "FailedDiscoveryCheck",
+            "dial tcp 10.0.0.1:443: connect: connection refused"
+        )
+        .contains("reach"));
+        assert!(explain_unavailable("MissingEndpoints", "").contains("ready pod"));
+        assert_eq!(explain_unavailable("Passed", ""), "");
+        assert_eq!(preview(&["a", "b"]), "(a, b)");
+        assert!(preview(&(0..10).map(|i| i.to_string()).collect::<Vec<_>>()).contains("2 more"));
+    }
+}
