@@ -48,81 +48,66 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
     )
 }
 
-/// RBAC for the bridge's own identity: delegated auth, the auth ConfigMap, and reading
-/// the objects its rules name.
-const BRIDGE_RBAC: &str = r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "kube-metrics-bridge:system:auth-delegator"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:auth-delegator"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-metrics-bridge}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: "kube-metrics-bridge:auth-reader", namespace: kube-system}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-metrics-bridge}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "kube-metrics-bridge:reader"}
-rules:
-- {apiGroups: [""], resources: [pods, services, namespaces, nodes], verbs: [get, list, watch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "kube-metrics-bridge:reader"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "kube-metrics-bridge:reader"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-metrics-bridge}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "metrics-reader"}
-rules:
-- {apiGroups: [custom.metrics.k8s.io, external.metrics.k8s.io], resources: ["*"], verbs: [get, list]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "metrics-reader:reader"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "metrics-reader"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: reader}]
-"#;
+/// What deploy/ ships, minus what runs the bridge in a pod (here it runs on the host): the
+/// Namespace, ServiceAccount, RBAC and APIServices, exactly as users apply them.
+fn shipped_objects() -> String {
+    let out = std::process::Command::new("bash")
+        .args(["deploy/render.sh", "base"])
+        .output()
+        .expect("deploy/render.sh base");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    let keep = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "APIService",
+    ];
+    let docs: Vec<&str> = yaml
+        .split("\n---\n")
+        .filter(|doc| {
+            doc.lines().any(|l| {
+                l.strip_prefix("kind: ")
+                    .is_some_and(|k| keep.contains(&k.trim()))
+            })
+        })
+        .collect();
+    assert!(
+        docs.len() >= 10,
+        "the shipped RBAC and APIServices: {docs:#?}"
+    );
+    docs.join("\n---\n")
+}
 
-fn registration(ca_pem: &[u8], port: u16) -> String {
+/// The test-only parts: a Service kube-apiserver can route to the host with, the caBundle of
+/// the bridge's generated CA and its loopback port in the shipped APIServices, and a user
+/// `reader` bound to the shipped metrics-reader role.
+async fn register(cp: &ControlPlane, ca_pem: &[u8], port: u16) {
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
+         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {port}}}]}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: test-reader}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \"kube-metrics-bridge:metrics-reader\"}}\n\
+         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: reader}}]\n"
+    ))
+    .await;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let api_service = |group: &str, version: &str, priority: u32| {
-        format!(
-            r#"---
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: {version}.{group}}}
-spec:
-  group: {group}
-  version: {version}
-  service: {{namespace: custom-metrics, name: kube-metrics-bridge, port: {port}}}
-  caBundle: {ca}
-  groupPriorityMinimum: 100
-  versionPriority: {priority}
-"#
-        )
-    };
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: custom-metrics}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}
-spec:
-  type: ExternalName
-  externalName: 127.0.0.1
-  ports: [{{name: https, port: {port}, targetPort: {port}}}]
-{}{}{}"#,
-        api_service("custom.metrics.k8s.io", "v1beta1", 100),
-        api_service("custom.metrics.k8s.io", "v1beta2", 200),
-        api_service("external.metrics.k8s.io", "v1beta1", 100),
-    )
+    let patch = format!(r#"{{"spec":{{"caBundle":"{ca}","service":{{"port":{port}}}}}}}"#);
+    for name in [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ] {
+        cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])
+            .await;
+    }
 }
 
 fn deployment(name: &str) -> String {
@@ -274,8 +259,16 @@ async fn aggregated_api_and_real_hpas() {
         .await;
     let prometheus = Prometheus::start(&[exporter.target()]).await;
     let cp = ControlPlane::start().await;
-    cp.apply(BRIDGE_RBAC).await;
-    let bridge_kubeconfig = cp.client_kubeconfig("kube-metrics-bridge", &[]);
+    cp.apply(&shipped_objects()).await;
+    // The shipped RBAC binds the ServiceAccount; a certificate for the same user and groups
+    // lets the bridge on the host act as it.
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
     prometheus
         .wait_for_series("queue_depth", Duration::from_secs(30))
         .await;
@@ -284,7 +277,7 @@ async fn aggregated_api_and_real_hpas() {
 
     // Register and wait for every APIService to become Available.
     let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
-    cp.apply(&registration(&ca, bridge.port)).await;
+    register(&cp, &ca, bridge.port).await;
     cp.apply(&format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ))
@@ -458,7 +451,7 @@ async fn aggregated_api_and_real_hpas() {
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: metrics-client, namespace: {NS}}}\n---\n\
          apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: stranger, namespace: {NS}}}\n---\n\
          apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: metrics-client}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: metrics-reader}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \"kube-metrics-bridge:metrics-reader\"}}\n\
          subjects: [{{kind: ServiceAccount, name: metrics-client, namespace: {NS}}}]\n"
     ))
     .await;

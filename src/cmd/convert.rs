@@ -1,0 +1,145 @@
+//! `convert FILE`: a prometheus-adapter config (its config.yaml, a ConfigMap holding one, or
+//! the Helm chart's values) as our rules file. The TOML goes to stdout (or `--output`), notes
+//! and problems to stderr. The result is compiled like `check` does, so a file that `check`
+//! would reject is never written without saying so.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::convert::{convert, Conversion};
+use crate::rules::RuleSet;
+
+/// Returns the exit code: 0 when the result is a good rules file; 1 when the input could not
+/// be read or converted, when it had no rules to convert, or when the result has problems
+/// (it is still written, with the problems listed on stderr).
+pub fn run(file: &Path, output: Option<&Path>, prometheus_url: Option<&str>) -> i32 {
+    let (text, source) = if file == Path::new("-") {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("error: reading stdin: {e}");
+            return 1;
+        }
+        (text, "stdin".to_string())
+    } else {
+        match std::fs::read_to_string(file) {
+            Ok(t) => (t, file.display().to_string()),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return 1;
+            }
+        }
+    };
+    let conversion = match convert(&text, &source, prometheus_url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {source}: {e}");
+            return 1;
+        }
+    };
+    report(&source, &conversion)
+        .and_then(|code| write(output, &conversion.toml).map(|()| code))
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            1
+        })
+}
+
+/// Notes, problems and the summary on stderr; the exit code.
+fn report(source: &str, c: &Conversion) -> Result<i32, String> {
+    for note in &c.notes {
+        eprintln!("note: {note}");
+    }
+    let (custom, external) = (c.config.rules.len(), c.config.external_rules.len());
+    if custom + external == 0 {
+        return Err(format!(
+            "{source}: nothing to convert: no rules and no externalRules{}",
+            if c.had_resource_rules {
+                " (only resourceRules, which are out of scope)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if c.url_is_placeholder {
+        eprintln!(
+            "note: [prometheus] url is a placeholder; prometheus-adapter took it from --prometheus-url, \
+             so set it in the file or pass --prometheus-url to `convert` or `serve`"
+        );
+    }
+    match RuleSet::compile(&c.config) {
+        Ok(_) => {
+            eprintln!("converted {custom} rule(s) and {external} external rule(s) from {source}");
+            Ok(0)
+        }
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("problem: {p}");
+            }
+            eprintln!(
+                "converted {custom} rule(s) and {external} external rule(s) from {source}, but the result \
+                 has {} problem(s) that `kube-metrics-bridge check` will report; fix them before serving",
+                problems.0.len()
+            );
+            Ok(1)
+        }
+    }
+}
+
+fn write(output: Option<&Path>, toml: &str) -> Result<(), String> {
+    match output {
+        None => {
+            print!("{toml}");
+            Ok(())
+        }
+        Some(path) => {
+            std::fs::write(path, toml).map_err(|e| format!("writing {}: {e}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(f.path(), text).expect("write");
+        f
+    }
+
+    #[test]
+    fn good_config_exits_zero_and_writes_a_file_check_accepts() {
+        let input = file(
+            "rules:\n- seriesQuery: 'http_requests_total{namespace!=\"\",pod!=\"\"}'\n  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}\n  name: {matches: '^(.*)_total$', as: '${1}_per_second'}\n  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'\nresourceRules:\n  window: 3m\n",
+        );
+        let out = tempfile::NamedTempFile::new().expect("tmp");
+        assert_eq!(run(input.path(), Some(out.path()), None), 0);
+        assert_eq!(crate::cmd::check::run(out.path()), 0);
+    }
+
+    #[test]
+    fn only_resource_rules_is_an_error() {
+        let input = file("resourceRules:\n  window: 3m\n");
+        let out = tempfile::NamedTempFile::new().expect("tmp");
+        assert_eq!(run(input.path(), Some(out.path()), None), 1);
+    }
+
+    #[test]
+    fn problems_are_exit_one_but_the_file_is_written() {
+        let input = file("rules:\n- seriesQuery: 'x{pod!=\"\"}'\n  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>})'\n");
+        let out = tempfile::NamedTempFile::new().expect("tmp");
+        assert_eq!(
+            run(input.path(), Some(out.path()), Some("http://p:9090")),
+            1
+        );
+        let written = std::fs::read_to_string(out.path()).expect("read");
+        assert!(written.contains("[[rules]]"), "{written}");
+    }
+
+    #[test]
+    fn unreadable_or_unknown_keys_exit_one() {
+        assert_eq!(run(Path::new("/nonexistent/adapter.yaml"), None, None), 1);
+        let input = file("rules:\n- seriesQuery: x\n  metricsQuerry: y\n");
+        assert_eq!(run(input.path(), None, None), 1);
+    }
+}
