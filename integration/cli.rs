@@ -155,3 +155,40 @@ async fn explain_prints_the_query() {
         String::from_utf8_lossy(&out.stderr).contains("could not find the metric no_such_metric")
     );
 }
+
+#[test]
+fn convert_writes_a_file_check_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("converted.toml");
+    let out = bridge_cmd()
+        .args([
+            "convert",
+            "integration/testdata/adapter/helm-values.yaml",
+            "--prometheus-url",
+            "http://prometheus:9090",
+            "-o",
+        ])
+        .arg(&out_path)
+        .output()
+        .expect("run convert");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_path).expect("converted file");
+    assert!(
+        text.contains("[[rules]]") && text.contains("http://prometheus:9090"),
+        "{text}"
+    );
+    let check = bridge_cmd()
+        .arg("check")
+        .arg(&out_path)
+        .output()
+        .expect("run check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

@@ -35,6 +35,18 @@ pub enum Command {
         /// The rules file.
         file: PathBuf,
     },
+    /// Convert a prometheus-adapter config (its config.yaml, a ConfigMap holding one, or the Helm
+    /// chart's values) into a rules file. resourceRules are out of scope and reported.
+    Convert {
+        /// The prometheus-adapter YAML (`-` for stdin).
+        file: PathBuf,
+        /// Write the rules file here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// `[prometheus] url` to write (prometheus-adapter's --prometheus-url); else a placeholder.
+        #[arg(long)]
+        prometheus_url: Option<String>,
+    },
     /// Check an installation in a cluster and explain what is wrong, one line a check.
     Doctor(crate::cmd::doctor::DoctorArgs),
     /// Print the PromQL that a request path would run (asks Prometheus which series exist).

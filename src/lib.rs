@@ -17,7 +17,7 @@
 //! Beside the request path: [`discovery`] relists series into the registry requests read,
 //! [`reload`] hot-reloads the rules file, [`kube`] knows resources and objects, [`config`]
 //! reads the file, [`metrics`] and [`telemetry`] report on the bridge itself, [`cli`] and
-//! [`cmd`] are the command line.
+//! [`cmd`] are the command line, and [`convert`] turns prometheus-adapter configs into rules files.
 
 pub mod api;
 pub mod auth;
@@ -25,6 +25,7 @@ pub mod bridge;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod convert;
 pub mod discovery;
 pub mod kube;
 pub mod metrics;

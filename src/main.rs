@@ -16,6 +16,11 @@ fn main() {
             prometheus_url,
             path,
         } => block_on(cmd::explain::run(&config, prometheus_url, &path)),
+        Command::Convert {
+            file,
+            output,
+            prometheus_url,
+        } => cmd::convert::run(&file, output.as_deref(), prometheus_url.as_deref()),
         Command::Serve(args) => block_on(cmd::serve::run(args)),
         Command::Doctor(args) => block_on_code(cmd::doctor::run(args)),
     };
