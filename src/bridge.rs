@@ -139,9 +139,16 @@ impl Bridge {
             let what = match &req.target {
                 Target::Named(name) => format!("{plural} {name}"),
                 Target::All(sel) if plan.objects.as_ref().is_some_and(Vec::is_empty) => {
-                    return Err(ApiError::not_found(format!(
-                        "no {plural} match labelSelector \"{sel}\""
-                    )))
+                    let scope = req
+                        .namespace
+                        .as_deref()
+                        .map(|ns| format!(" in namespace {ns}"))
+                        .unwrap_or_default();
+                    return Err(ApiError::not_found(if sel.is_empty() {
+                        format!("no {plural} exist{scope}")
+                    } else {
+                        format!("no {plural}{scope} match labelSelector \"{sel}\"")
+                    }));
                 }
                 Target::All(_) => plural.clone(),
             };
