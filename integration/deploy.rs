@@ -203,6 +203,38 @@ async fn doctor_explains_a_broken_installation() {
         report.contains("APIService v1beta2.custom.metrics.k8s.io"),
         "{report}"
     );
+    assert!(
+        has(&report, "ok    serving certificate for APIService v1beta2.custom.metrics.k8s.io is trusted by its caBundle"),
+        "{report}"
+    );
+    // A caBundle that did not sign the serving certificate is caught and explained.
+    let other_ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(cp.ca_pem_path()).expect("cluster CA"));
+    cp.kubectl_ok(&[
+        "patch",
+        "apiservice",
+        "v1beta1.external.metrics.k8s.io",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{{"caBundle":"{other_ca}"}}}}"#),
+    ])
+    .await;
+    let (_, report) = doctor(&cp, &[]);
+    assert!(
+        has(
+            &report,
+            "FAIL  serving certificate for APIService v1beta1.external.metrics.k8s.io"
+        ),
+        "{report}"
+    );
+    assert!(
+        has(
+            &report,
+            "ok    serving certificate for APIService v1beta1.custom.metrics.k8s.io"
+        ),
+        "{report}"
+    );
 }
 
 /// The hack/ workflow against a real control plane: develop.sh registers a bridge running on

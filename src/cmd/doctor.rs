@@ -8,6 +8,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::client::danger::ServerCertVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
 use crate::discovery::{build_registry, list_series, SeriesByQuery};
@@ -73,6 +76,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
         Ok(client) => {
             check_api_services(&client, &args, &mut report).await;
             check_service(&client, &args, &mut report).await;
+            check_certificate(&client, &args, &mut report).await;
             check_rbac(&client, &args, &mut report).await;
         }
         Err(e) => report.fail("cluster connection", &format!("{e:#}")),
@@ -240,6 +244,86 @@ async fn check_service(client: &kube::Client, args: &DoctorArgs, report: &mut Re
     } else {
         report.fail(&format!("{what} endpoints"), "no ready endpoint: no bridge pod is ready (see `kubectl describe pod`, /readyz waits for discovery and caches)");
     }
+}
+
+/// The serving certificate in the Secret the shipped manifests use, checked the way
+/// kube-aggregator checks it: against each APIService's caBundle, for `<svc>.<ns>.svc`.
+async fn check_certificate(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
+    use base64::Engine as _;
+    let secret_name = format!("{}-tls", args.service);
+    let secret = match get(client, &format!("/api/v1/namespaces/{}/secrets/{secret_name}", args.namespace)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return report.warn(
+                "serving certificate",
+                &format!("no Secret {}/{secret_name}: certificate not checked (cert-manager or another Secret name?)", args.namespace),
+            )
+        }
+        Err(e) => return report.warn("serving certificate", &format!("cannot read Secret {secret_name}: {e}")),
+    };
+    let decode = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or(""))
+            .unwrap_or_default()
+    };
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&decode(&secret["data"]["tls.crt"]))
+            .filter_map(Result::ok)
+            .collect();
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return report.fail(
+            "serving certificate",
+            &format!("Secret {secret_name} has no tls.crt certificate"),
+        );
+    };
+    let dns = format!("{}.{}.svc", args.service, args.namespace);
+    for name in API_SERVICES {
+        let what = format!("serving certificate for APIService {name}");
+        let bundle = match get(
+            client,
+            &format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}"),
+        )
+        .await
+        {
+            Ok(Some(svc)) => decode(&svc["spec"]["caBundle"]),
+            _ => continue, // reported by the APIService check
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&bundle).filter_map(Result::ok) {
+            let _ = roots.add(ca);
+        }
+        if roots.is_empty() {
+            continue;
+        }
+        match verify_serving(leaf, intermediates, roots, &dns) {
+            Ok(()) => report.ok(&format!("{what} is trusted by its caBundle for {dns}")),
+            Err(e) => report.fail(&what, &format!("{e} -- kube-apiserver will refuse it; put the CA that signed tls.crt into caBundle (hack/deploy.sh does)")),
+        }
+    }
+}
+
+fn verify_serving(
+    leaf: &CertificateDer<'static>,
+    intermediates: &[CertificateDer<'static>],
+    roots: rustls::RootCertStore,
+    dns: &str,
+) -> Result<(), String> {
+    crate::tls::install_crypto_provider();
+    let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let server =
+        rustls_pki_types::ServerName::try_from(dns.to_string()).map_err(|e| e.to_string())?;
+    verifier
+        .verify_server_cert(
+            leaf,
+            intermediates,
+            &server,
+            &[],
+            rustls_pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 async fn access(
