@@ -222,6 +222,16 @@ mod tests {
         auth: Authenticator,
     }
 
+    /// The fixture's configuration and reviewer with other token options.
+    fn with_options(f: &Fixture, options: TokenOptions) -> Authenticator {
+        Authenticator::new(
+            f.auth.config.clone(),
+            Some(f.reviews.clone() as Arc<dyn Reviews>),
+            options,
+        )
+        .expect("authenticator")
+    }
+
     fn fixture(allowed: &[&str]) -> Fixture {
         let proxy_ca = TestCa::new("front-proxy-ca");
         let client_ca = TestCa::new("kubernetes-ca");
@@ -412,12 +422,7 @@ mod tests {
             cache_ttl: Duration::from_millis(30),
             ..TokenOptions::default()
         };
-        let auth = Authenticator::new(
-            f.auth.config.clone(),
-            Some(f.reviews.clone() as Arc<dyn Reviews>),
-            options,
-        )
-        .expect("authenticator");
+        let auth = with_options(&f, options);
         let h = headers(&[("authorization", "Bearer good-token")]);
         auth.authenticate(&[], &h).await.expect("first");
         auth.authenticate(&[], &h).await.expect("cached");
@@ -454,12 +459,7 @@ mod tests {
             deadline: Duration::from_millis(50),
             ..TokenOptions::default()
         };
-        let auth = Authenticator::new(
-            f.auth.config.clone(),
-            Some(f.reviews.clone() as Arc<dyn Reviews>),
-            options,
-        )
-        .expect("authenticator");
+        let auth = with_options(&f, options);
         let h = headers(&[("authorization", "Bearer good-token")]);
         let err = auth.authenticate(&[], &h).await.expect_err("deadline");
         assert!(err.to_string().contains("within 50ms"), "{err}");
