@@ -7,6 +7,15 @@ use std::time::Duration;
 
 use common::{Exporter, Prometheus};
 
+/// `kube-metrics-bridge check FILE`.
+fn check(file: impl AsRef<std::ffi::OsStr>) -> std::process::Output {
+    bridge_cmd()
+        .arg("check")
+        .arg(file)
+        .output()
+        .expect("run check")
+}
+
 fn bridge_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
 }
@@ -21,11 +30,7 @@ fn check_accepts_the_shipped_rules() {
     files.sort();
     assert!(!files.is_empty());
     for file in files {
-        let out = bridge_cmd()
-            .arg("check")
-            .arg(&file)
-            .output()
-            .expect("run check");
+        let out = check(&file);
         assert!(
             out.status.success(),
             "{}: {}",
@@ -64,11 +69,7 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
 "#,
     )
     .expect("write");
-    let out = bridge_cmd()
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run check");
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -86,11 +87,7 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
 
     // Not TOML at all, and a typo in a key.
     std::fs::write(&path, "[[rules]]\nseries_query = 'x'\nmetric_query = 'y'\n").expect("write");
-    let out = bridge_cmd()
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run check");
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -181,11 +178,7 @@ fn convert_writes_a_file_check_accepts() {
         text.contains("[[rules]]") && text.contains("http://prometheus:9090"),
         "{text}"
     );
-    let check = bridge_cmd()
-        .arg("check")
-        .arg(&out_path)
-        .output()
-        .expect("run check");
+    let check = check(&out_path);
     assert!(
         check.status.success(),
         "{}",

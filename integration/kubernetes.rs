@@ -146,6 +146,19 @@ spec:
     )
 }
 
+/// `describedObject.name` of every item of a MetricValueList.
+fn described_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i["describedObject"]["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Sends `request` and checks the HTTP status, showing the body when it differs.
 async fn assert_status(request: reqwest::RequestBuilder, want: u16) {
     let r = request.send().await.expect("request to the bridge");
@@ -356,15 +369,9 @@ async fn aggregated_api_and_real_hpas() {
     assert_eq!(discovery["groupVersion"], "custom.metrics.k8s.io/v1beta2");
     let (ok, list, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web")).await;
     assert!(ok, "{err}");
-    let named: Vec<&str> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["describedObject"]["name"].as_str())
-        .collect();
     assert_eq!(
-        named,
-        pods.iter().map(String::as_str).collect::<Vec<_>>(),
+        described_names(&list),
+        pods,
         "only the Deployment's pods; not the bootstrap series"
     );
     assert_eq!(list["items"][0]["value"], "4");
@@ -504,17 +511,7 @@ async fn aggregated_api_and_real_hpas() {
     let live = tend_pods(&cp, &exporter, "pods-web", None).await;
     let (ok, list, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web")).await;
     assert!(ok, "{err}");
-    let named: Vec<&str> = list["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|i| i["describedObject"]["name"].as_str())
-        .collect();
-    assert_eq!(
-        named,
-        live.iter().map(String::as_str).collect::<Vec<_>>(),
-        "deleted pods never appear"
-    );
+    assert_eq!(described_names(&list), live, "deleted pods never appear");
     let series = prometheus.series("pod_work").await;
     assert!(
         series.len() > live.len() + 1,
