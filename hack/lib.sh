@@ -1,15 +1,22 @@
 # Shared helpers for hack/ scripts. Source it; it defines functions only.
 
-# Installs Debian's prometheus package when no prometheus binary is found.
-ensure_prometheus() {
-  if command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ]; then
-    return 0
-  fi
-  echo "== installing Debian's prometheus package"
+# apt_install_missing COMMAND:PACKAGE...: installs each Debian PACKAGE whose COMMAND is missing.
+apt_install_missing() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "== installing Debian packages: ${missing[*]}" >&2
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Installs Debian's prometheus package when no prometheus binary is found.
+ensure_prometheus() {
+  apt_install_missing prometheus:prometheus
 }
 
 # Rust toolchain: rustup's cargo on PATH, with rustfmt and clippy.
@@ -53,4 +60,11 @@ ensure_controlplane() {
   echo "== control plane (etcd, kube-apiserver, kube-controller-manager; cached after the first build)"
   KMB_CONTROLPLANE_BIN=$(bash integration/controlplane/build.sh)
   export KMB_CONTROLPLANE_BIN
+}
+
+# Builds the Dockerfile into an image archive (hack/image.sh; cached) and exports its path.
+ensure_image() {
+  echo "== container image (Dockerfile via buildah; cached builder and cargo caches)"
+  KMB_IMAGE_ARCHIVE=$(bash hack/image.sh)
+  export KMB_IMAGE_ARCHIVE
 }

@@ -112,28 +112,45 @@ impl Bridge {
     }
 
     async fn launch(dir: tempfile::TempDir, rules_path: PathBuf, extra: &[&str]) -> Bridge {
+        let program = Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"));
+        let dir_inside = dir.path().to_path_buf();
+        let mut args: Vec<String> = vec!["serve".into(), "--config".into()];
+        args.push(rules_path.display().to_string());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Bridge::launch_program(dir, rules_path, program, &dir_inside, args).await
+    }
+
+    /// Starts `program args...` as the bridge, adding ports, log level and (unless given) a
+    /// certificate directory. `dir_inside` is where the process sees `dir` (they differ when
+    /// it runs in another root filesystem); the generated CA is read from `dir` either way.
+    pub async fn launch_program(
+        dir: tempfile::TempDir,
+        rules_path: PathBuf,
+        mut cmd: Command,
+        dir_inside: &Path,
+        args: Vec<String>,
+    ) -> Bridge {
         let port = free_port();
         let metrics_port = free_port();
         let log = std::fs::File::create(dir.path().join("bridge.log")).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&rules_path)
+        let given = |flag: &str| args.iter().any(|a| a == flag);
+        let rules_poll = !given("--rules-poll-interval");
+        let cert_dir = !given("--tls-cert-file");
+        cmd.args(&args)
             .arg("--secure-port")
             .arg(port.to_string())
             .arg("--metrics-bind-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
-            .args(extra)
             .env("RUST_LOG", "kube_metrics_bridge=debug,info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
-        if !extra.contains(&"--rules-poll-interval") {
+        if rules_poll {
             cmd.arg("--rules-poll-interval").arg("1s");
         }
-        if !extra.contains(&"--tls-cert-file") {
-            cmd.arg("--cert-dir").arg(dir.path().join("certs"));
+        if cert_dir {
+            cmd.arg("--cert-dir").arg(dir_inside.join("certs"));
         }
         let child = cmd.spawn().expect("starting kube-metrics-bridge");
         let plain = super::http_client();
@@ -152,6 +169,11 @@ impl Bridge {
             bridge.client = tls_client(&ca, false);
         }
         bridge
+    }
+
+    /// The process id of what was started (the bridge itself when wrappers `exec` it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Replaces the client, e.g. to trust a CA a test made.
