@@ -384,3 +384,147 @@ async fn hack_scripts_work_against_a_control_plane() {
     // Not something deploy.sh created: left alone.
     assert_eq!(cp.get("/api/v1/namespaces/kube-system").await.0, 200);
 }
+
+/// The pid of a `kube-metrics-bridge` process whose command line has `--secure-port PORT`.
+fn bridge_on_port(port: &str) -> Option<u32> {
+    let needle = format!("--secure-port\0{port}\0");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("kube-metrics-bridge\0serve\0") && cmdline.contains(&needle))
+                .then_some(pid)
+        })
+}
+
+/// develop.sh's loop for real: it builds the bridge from a copy of this checkout, rebuilds and
+/// restarts it when a source file changes, and keeps the running one when a build fails.
+#[tokio::test]
+async fn develop_sh_rebuilds_and_restarts_on_change() {
+    let exporter = Exporter::start().await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    let cp = ControlPlane::start_with(Options {
+        skip_controller_manager: true,
+        ..Options::default()
+    })
+    .await;
+    // A fixed place, copied with mtimes kept, so cargo finds its earlier build of it fresh.
+    let src = std::env::temp_dir().join("kube-metrics-bridge-develop-loop");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let copied = Command::new("cp")
+        .args([
+            "-a",
+            "Cargo.toml",
+            "Cargo.lock",
+            "src",
+            "rules",
+            "hack",
+            "integration",
+        ])
+        .arg(&src)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    // Its own target dir: the copy's binary must not replace the one the other tests run.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("kube-metrics-bridge-develop-loop-target");
+    let logs = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port().to_string();
+    let log_path = logs.path().join("develop.log");
+    let develop = tokio::process::Command::new("bash")
+        .arg("hack/develop.sh")
+        .current_dir(&src)
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .env("KMB_DEV_PORT", &port)
+        .env("KMB_PROMETHEUS_URL", prometheus.url())
+        .env("XDG_CACHE_HOME", logs.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("KMB_BRIDGE_BIN")
+        .stdout(std::fs::File::create(&log_path).expect("log"))
+        .stderr(std::fs::File::create(logs.path().join("develop.err")).expect("log"))
+        .kill_on_drop(true)
+        .process_group(0)
+        .spawn()
+        .expect("hack/develop.sh");
+    let _group = KillGroup(develop.id().unwrap_or(0));
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let served = || async {
+        let out = cp
+            .kubectl(&["get", "--raw", "/apis/custom.metrics.k8s.io/v1beta2"])
+            .await;
+        out.status.success()
+    };
+    // On a timeout, show what develop.sh said.
+    let until = |what: &'static str, secs: u64| {
+        let err = logs.path().join("develop.err");
+        move |found: bool| {
+            let tail = std::fs::read_to_string(&err).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(30).collect();
+            assert!(
+                found,
+                "no {what} within {secs}s; develop.sh stderr (last lines first):\n{}",
+                tail.join("\n")
+            );
+        }
+    };
+
+    let check = until("bridge built, started and registered", 600);
+    let first = common::poll(Duration::from_secs(600), || async {
+        let pid = bridge_on_port(&port)?;
+        (log().contains("== running") && served().await).then_some(pid)
+    })
+    .await;
+    check(first.is_some());
+    let first = first.unwrap_or_default();
+    let exe = std::fs::read_link(format!("/proc/{first}/exe")).expect("exe");
+    let built = std::fs::metadata(&exe)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+
+    // A change to the source: rebuilt, and the new binary restarted in place of the old.
+    let main_rs = src.join("src/main.rs");
+    let original = std::fs::read_to_string(&main_rs).expect("main.rs");
+    std::fs::write(
+        &main_rs,
+        format!("{original}\n// changed by the develop loop test\n"),
+    )
+    .expect("editing main.rs");
+    let check = until("rebuilt bridge in place of the first one", 600);
+    let second = common::poll(Duration::from_secs(600), || async {
+        let pid = bridge_on_port(&port).filter(|pid| *pid != first)?;
+        served().await.then_some(pid)
+    })
+    .await;
+    check(second.is_some());
+    let second = second.unwrap_or_default();
+    assert!(
+        log().contains("== change detected: rebuilding"),
+        "{}",
+        log()
+    );
+    let rebuilt = std::fs::metadata(&exe)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert!(rebuilt > built, "the binary was not rebuilt");
+
+    // A change that does not compile: the running bridge stays and keeps answering.
+    std::fs::write(&main_rs, format!("{original}\nfn broken(\n")).expect("editing main.rs");
+    let check = until("report of the failed build", 300);
+    let reported = common::poll(Duration::from_secs(300), || async {
+        log()
+            .contains("== build failed; the previous binary keeps running")
+            .then_some(())
+    })
+    .await;
+    check(reported.is_some());
+    assert_eq!(bridge_on_port(&port), Some(second), "{}", log());
+    assert!(served().await, "the previous bridge stopped answering");
+    drop(_group);
+    let _ = std::fs::remove_dir_all(&src);
+}

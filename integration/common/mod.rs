@@ -38,14 +38,15 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    match poll_until(timeout, f).await {
+    match poll(timeout, f).await {
         Some(v) => v,
         None => panic!("timed out after {timeout:?} waiting for {what}"),
     }
 }
 
-/// The polling loop shared by [`wait_until`] and [`Prometheus::wait_or_fail`].
-async fn poll_until<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
+/// The polling loop shared by [`wait_until`] and [`Prometheus::wait_or_fail`]: `Some` as soon
+/// as `f` gives it, `None` after `timeout`.
+pub async fn poll<T, F, Fut>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -426,7 +427,7 @@ impl Prometheus {
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        match poll_until(timeout, f).await {
+        match poll(timeout, f).await {
             Some(v) => v,
             None => self.fail(&format!("timed out after {timeout:?} waiting for {what}")),
         }
