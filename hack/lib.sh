@@ -27,9 +27,14 @@ ensure_rust() {
   command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust with rustup" >&2; return 1; }
 }
 
-# Cargo's target dir outside the checkout, so clean clones (CI) reuse earlier builds.
+# Cargo's target dir outside the checkout, so clean clones (CI) reuse earlier builds. One per
+# checkout path: cargo stores source paths relative to the workspace, so a build made in one
+# checkout looks fresh in another whose files are older, while `env!("CARGO_MANIFEST_DIR")`
+# in it still names the first checkout (tests then read fixtures from the wrong place).
 use_build_cache() {
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge/target}"
+  local key
+  key=$(pwd -P | sha256sum | cut -c1-8)
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge/target-$key}"
   mkdir -p "$CARGO_TARGET_DIR"
 }
 
