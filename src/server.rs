@@ -478,6 +478,15 @@ mod tests {
         pair(&["localhost", "127.0.0.1", "::1"])
     }
 
+    /// A certificate resolver serving `pair`, loaded from files as `serve` loads it.
+    fn resolver_for(pair: &tls::Generated) -> Arc<tls::CertResolver> {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&cert, &pair.chain_pem).unwrap();
+        std::fs::write(&key, &pair.key_pem).unwrap();
+        Arc::new(tls::CertResolver::new(tls::load_pair(&cert, &key).unwrap()))
+    }
+
     /// Writes through a temporary file and rename, as a careful operator or tool would.
     fn replace(path: &std::path::Path, text: &str) {
         let tmp = path.with_extension("new");
@@ -582,11 +591,7 @@ mod tests {
         let client_cert = params.signed_by(&client_key, &issuer).unwrap();
         let identity = format!("{}{}", client_cert.pem(), client_key.serialize_pem());
 
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.chain_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let resolver = Arc::new(tls::CertResolver::new(tls::load_pair(&cert, &key).unwrap()));
+        let resolver = resolver_for(&serving);
         let mut roots = RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(client_ca.pem().as_bytes()).unwrap())
@@ -716,11 +721,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_lets_an_in_flight_request_finish() {
         let serving = local_pair();
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.chain_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let resolver = Arc::new(tls::CertResolver::new(tls::load_pair(&cert, &key).unwrap()));
+        let resolver = resolver_for(&serving);
         let config = tls::server_config(resolver, ClientAuth::None).unwrap();
         let started = Arc::new(Notify::new());
         let server = start_tls(
@@ -759,11 +760,7 @@ mod tests {
     #[tokio::test]
     async fn the_drain_is_bounded_and_stalled_handshakes_are_dropped() {
         let serving = local_pair();
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.chain_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let resolver = Arc::new(tls::CertResolver::new(tls::load_pair(&cert, &key).unwrap()));
+        let resolver = resolver_for(&serving);
         let config = tls::server_config(resolver, ClientAuth::None).unwrap();
         let started = Arc::new(Notify::new());
         let options = ServerOptions {
