@@ -73,3 +73,12 @@ ensure_image() {
   KMB_IMAGE_ARCHIVE=$(bash hack/image.sh)
   export KMB_IMAGE_ARCHIVE
 }
+
+# Builds (once, cached) cert-manager's controller and CA injector and copies its CRDs, for the
+# Helm chart's certManager test (integration/certmanager/); exports their dir.
+ensure_certmanager() {
+  ensure_go
+  echo "== cert-manager (controller, cainjector, CRDs; cached after the first build)"
+  KMB_CERTMANAGER_BIN=$(bash integration/certmanager/build.sh)
+  export KMB_CERTMANAGER_BIN
+}

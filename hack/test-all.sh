@@ -12,6 +12,7 @@ ensure_prometheus
 use_build_cache
 ensure_controlplane
 ensure_image
+ensure_certmanager
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

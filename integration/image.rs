@@ -30,26 +30,8 @@ const EXPECTED_FILES: &[&str] = &[
 const MAX_ARCHIVE_BYTES: u64 = 40 * 1024 * 1024;
 
 /// The image archive: built by hack/image.sh unless the environment names one.
-fn archive() -> PathBuf {
-    if let Some(path) = std::env::var_os("KMB_IMAGE_ARCHIVE") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = StdCommand::new("bash")
-        .arg(root.join("hack/image.sh"))
-        .current_dir(root)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("running hack/image.sh");
-    assert!(out.status.success(), "hack/image.sh failed: {}", out.status);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("hack/image.sh printed no path")
-            .trim(),
-    )
+async fn archive() -> PathBuf {
+    common::cached_build("KMB_IMAGE_ARCHIVE", "hack/image.sh", "the image archive").await
 }
 
 fn run(cmd: &mut StdCommand) {
@@ -168,7 +150,7 @@ async fn image_is_one_static_non_root_binary_that_serves_metrics() {
         running_as_root(),
         "this test runs the image with unshare/chroot and needs root (CI runs as root)"
     );
-    let archive = archive();
+    let archive = archive().await;
     let size = std::fs::metadata(&archive).expect("archive").len();
     assert!(
         size <= MAX_ARCHIVE_BYTES,

@@ -679,35 +679,12 @@ fn spawn(name: &'static str, bin: &Path, args: &[String], root: &Path, log: &Pat
 async fn binaries() -> PathBuf {
     static BIN: tokio::sync::OnceCell<PathBuf> = tokio::sync::OnceCell::const_new();
     let dir = BIN
-        .get_or_init(|| async {
-            if let Some(dir) = std::env::var_os("KMB_CONTROLPLANE_BIN") {
-                return PathBuf::from(dir);
-            }
-            let script =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/controlplane/build.sh");
-            eprintln!(
-                "resolving control plane binaries with {} (a cold build takes ~6 min)",
-                script.display()
-            );
-            // stderr is inherited so that a cold build shows its progress.
-            let out = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{} failed with {} (its output is above); stdout:\n{stdout}",
-                script.display(),
-                out.status
-            );
-            let last = stdout.lines().last().unwrap_or_default().trim();
-            PathBuf::from(last)
+        .get_or_init(|| {
+            super::cached_build(
+                "KMB_CONTROLPLANE_BIN",
+                "integration/controlplane/build.sh",
+                "the control plane binaries",
+            )
         })
         .await;
     for b in ["etcd", "kube-apiserver", "kube-controller-manager"] {

@@ -22,6 +22,41 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Prometheus readiness deadline (it is typically ready in well under 1 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What one of the repository's caching build scripts produces: `$ENV` when it is set, else
+/// the last line `SCRIPT` (relative to the repository) prints; the script builds on first use
+/// and reuses its cache after, and its progress and errors show on stderr.
+pub async fn cached_build(env: &str, script: &str, what: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
+        return PathBuf::from(path);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    eprintln!(
+        "resolving {what} with {} (set {env} to skip; a cold build takes minutes)",
+        script.display()
+    );
+    // spawn + wait_with_output, not output(): tokio's output() pipes stderr whatever was set.
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()))
+        .wait_with_output()
+        .await
+        .unwrap_or_else(|e| panic!("waiting for {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} failed with {} (its output is above); stdout:\n{stdout}",
+        script.display(),
+        out.status
+    );
+    PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
+}
+
 /// A free loopback port. Racy by nature (released before use); callers that
 /// can, like [`Prometheus::start`], retry on "address already in use".
 pub fn free_port() -> u16 {
