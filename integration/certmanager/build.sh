@@ -27,17 +27,8 @@ cd "$here"
 
 log() { printf 'certmanager/build.sh: %s\n' "$*" >&2; }
 
-go=${GO:-}
-if [[ -z $go ]]; then
-    if command -v go >/dev/null 2>&1; then
-        go=go
-    elif [[ -x /usr/local/go/bin/go ]]; then
-        go=/usr/local/go/bin/go
-    else
-        log "no Go toolchain found (set GO=/path/to/go or put go on PATH)"
-        exit 1
-    fi
-fi
+. ../cached-go-build.sh
+find_go
 
 binaries=(cert-manager-controller cert-manager-cainjector)
 crds=(
@@ -48,15 +39,10 @@ crds=(
     acme.cert-manager.io_challenges.yaml
     acme.cert-manager.io_orders.yaml
 )
-go_version=$("$go" env GOVERSION)
 key=$({
-    cat go.mod go.sum build.sh cmd/*/*.go
+    cat go.mod go.sum build.sh ../cached-go-build.sh cmd/*/*.go
     printf '%s\n' "$go_version"
 } | sha256sum | cut -c1-16)
-cache_root=${KMB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge}
-dest=$cache_root/certmanager/$key
-bin=$dest/bin
-
 complete() {
     local f
     for f in "${binaries[@]}"; do
@@ -67,24 +53,7 @@ complete() {
     done
 }
 
-if complete; then
-    log "up to date: $bin"
-    printf '%s\n' "$bin"
-    exit 0
-fi
-
-mkdir -p "$dest"
-# Another build of the same key may be running (parallel test binaries).
-exec 9>"$dest/.lock"
-if ! flock -n 9; then
-    log "waiting for another build of $key to finish"
-    flock 9
-fi
-if complete; then
-    log "built by a concurrent run: $bin"
-    printf '%s\n' "$bin"
-    exit 0
-fi
+cache_begin certmanager "$key"
 
 # -mod=readonly: go.mod and go.sum must already be complete (`go mod tidy`).
 version=$("$go" list -mod=readonly -m -f '{{.Version}}' github.com/cert-manager/cert-manager)
@@ -94,9 +63,6 @@ if [[ -z $module_dir || ! -d $module_dir/deploy/crds ]]; then
     log "cannot find deploy/crds of github.com/cert-manager/cert-manager@$version (module dir '$module_dir')"
     exit 1
 fi
-
-tmp=$(mktemp -d "$dest/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 
 log "building cert-manager-controller and cert-manager-cainjector from cert-manager $version with $go_version"
 log "into $bin (cold: ~0.4 GB of modules to download and ~2 minutes on 2 cores)"
@@ -116,12 +82,5 @@ for f in "${crds[@]}"; do
     cp "$module_dir/deploy/crds/$f" "$tmp/crds/$f"
 done
 chmod -R u+w "$tmp/crds" # the module cache is read-only
-{
-    printf 'cert-manager %s\n%s\nbuilt %s in %ss\n' \
-        "$version" "$go_version" "$(date -u +%FT%TZ)" "$elapsed"
-} >"$tmp/BUILD-INFO"
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-log "built in ${elapsed}s: $bin"
-printf '%s\n' "$bin"
+cache_finish "$(printf 'cert-manager %s\n%s\nbuilt %s in %ss' \
+    "$version" "$go_version" "$(date -u +%FT%TZ)" "$elapsed")"

@@ -24,28 +24,14 @@ cd "$here"
 
 log() { printf 'controlplane/build.sh: %s\n' "$*" >&2; }
 
-go=${GO:-}
-if [[ -z $go ]]; then
-    if command -v go >/dev/null 2>&1; then
-        go=go
-    elif [[ -x /usr/local/go/bin/go ]]; then
-        go=/usr/local/go/bin/go
-    else
-        log "no Go toolchain found (set GO=/path/to/go or put go on PATH)"
-        exit 1
-    fi
-fi
+. ../cached-go-build.sh
+find_go
 
 binaries=(etcd kube-apiserver kube-controller-manager)
-go_version=$("$go" env GOVERSION)
 key=$({
-    cat go.mod go.sum build.sh cmd/etcd/main.go
+    cat go.mod go.sum build.sh ../cached-go-build.sh cmd/etcd/main.go
     printf '%s\n' "$go_version"
 } | sha256sum | cut -c1-16)
-cache_root=${KMB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge}
-dest=$cache_root/controlplane/$key
-bin=$dest/bin
-
 complete() {
     local b
     for b in "${binaries[@]}"; do
@@ -53,24 +39,7 @@ complete() {
     done
 }
 
-if complete; then
-    log "up to date: $bin"
-    printf '%s\n' "$bin"
-    exit 0
-fi
-
-mkdir -p "$dest"
-# Another build of the same key may be running (parallel test binaries).
-exec 9>"$dest/.lock"
-if ! flock -n 9; then
-    log "waiting for another build of $key to finish"
-    flock 9
-fi
-if complete; then
-    log "built by a concurrent run: $bin"
-    printf '%s\n' "$bin"
-    exit 0
-fi
+cache_begin controlplane "$key"
 
 k8s_version=$("$go" list -m -f '{{.Version}}' k8s.io/kubernetes)
 etcd_version=$("$go" list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
@@ -90,9 +59,6 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitTreeState=clean"
 done
 
-tmp=$(mktemp -d "$dest/bin.tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-
 log "building kube-apiserver and kube-controller-manager $k8s_version, etcd $etcd_version with $go_version"
 log "into $bin (cold: ~0.6 GB of modules to download and ~6 minutes on 2 cores)"
 start=$(date +%s)
@@ -105,12 +71,5 @@ elapsed=$(($(date +%s) - start))
 for b in "${binaries[@]}"; do
     [[ -x $tmp/$b ]] || { log "go build did not produce $b"; exit 1; }
 done
-{
-    printf 'kubernetes %s\netcd %s\n%s\nbuilt %s in %ss\n' \
-        "$k8s_version" "$etcd_version" "$go_version" "$(date -u +%FT%TZ)" "$elapsed"
-} >"$tmp/BUILD-INFO"
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-log "built in ${elapsed}s: $bin"
-printf '%s\n' "$bin"
+cache_finish "$(printf 'kubernetes %s\netcd %s\n%s\nbuilt %s in %ss' \
+    "$k8s_version" "$etcd_version" "$go_version" "$(date -u +%FT%TZ)" "$elapsed")"
