@@ -1,5 +1,6 @@
 # Sourced by the build scripts that compile Go programs the tests and benchmarks run
-# (integration/controlplane/build.sh, integration/certmanager/build.sh): the parts they share.
+# (integration/controlplane/build.sh, integration/certmanager/build.sh,
+# hack/bench/adapter/build.sh): the parts they share.
 #
 #   find_go                      sets $go and $go_version (GO, else go on PATH, else /usr/local/go)
 #   cache_begin NAME KEY         sets $dest=<cache>/NAME/KEY and $bin=$dest/bin; when the caller's
@@ -8,6 +9,8 @@
 #                                is waited for) and makes $tmp, the directory to build into
 #   cache_finish INFO            writes INFO to $tmp/BUILD-INFO, moves $tmp to $bin, prints $bin
 #
+# "Prints $bin" means the last stdout line is $bin, or $bin/$result when the caller sets
+# `result` (a script whose product is one file).
 # The cache root is ${KMB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge}. Old
 # keys are never deleted here. Scripts define `log` before sourcing this.
 
@@ -32,7 +35,7 @@ cache_begin() {
     bin=$dest/bin
     if complete; then
         log "up to date: $bin"
-        printf '%s\n' "$bin"
+        print_result
         exit 0
     fi
     mkdir -p "$dest"
@@ -44,7 +47,7 @@ cache_begin() {
     fi
     if complete; then
         log "built by a concurrent run: $bin"
-        printf '%s\n' "$bin"
+        print_result
         exit 0
     fi
     tmp=$(mktemp -d "$dest/bin.tmp.XXXXXX")
@@ -57,5 +60,9 @@ cache_finish() {
     mv "$tmp" "$bin"
     trap - EXIT
     log "done: $bin"
-    printf '%s\n' "$bin"
+    print_result
+}
+
+print_result() {
+    printf '%s\n' "$bin${result:+/$result}"
 }

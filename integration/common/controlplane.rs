@@ -647,16 +647,7 @@ fn spawn(name: &'static str, bin: &Path, args: &[String], root: &Path, log: &Pat
     let file_err = file
         .try_clone()
         .unwrap_or_else(|e| panic!("duplicating the handle of {}: {e}", log.display()));
-    // setpriv makes the kernel SIGKILL the component when the thread that
-    // spawned it dies, even if this process is killed before Drop runs.
-    let setpriv = Path::new("/usr/bin/setpriv");
-    let mut cmd = if setpriv.is_file() {
-        let mut c = Command::new(setpriv);
-        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = super::command_dying_with_parent(bin);
     let child = cmd
         .args(args)
         .current_dir(root)

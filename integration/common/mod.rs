@@ -57,6 +57,20 @@ pub async fn cached_build(env: &str, script: &str, what: &str) -> PathBuf {
     PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
 }
 
+/// A command for `bin` that the kernel SIGKILLs when the thread that spawned it dies (through
+/// `setpriv --pdeathsig`, which execs, so the pid is `bin`'s), even if this process is killed
+/// before any Drop runs. Plain `bin` where there is no setpriv.
+pub fn command_dying_with_parent(bin: &Path) -> Command {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if setpriv.is_file() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
 /// A free loopback port. Racy by nature (released before use); callers that
 /// can, like [`Prometheus::start`], retry on "address already in use".
 pub fn free_port() -> u16 {

@@ -1,0 +1,1450 @@
+//! `cargo bench --bench compare` (or `hack/bench.sh`): kube-metrics-bridge against
+//! prometheus-adapter v0.12.0, measured in the same run, on the same parts and the same load.
+//!
+//! What runs (all real, all on loopback; the integration harness in `integration/common/`):
+//! - the `demo-exporter` with an `http_requests_total` counter for each of `KMB_BENCH_PODS`
+//!   pods in namespace `bench` (and a quarter as many in `bench-other`), scraped every second
+//!   by Debian's Prometheus;
+//! - etcd and kube-apiserver from `integration/controlplane/` holding those Pods, with an
+//!   audit log that records every request made by the servers' users;
+//! - prometheus-adapter's own server binary (`hack/bench/adapter/build.sh`) and the bridge's
+//!   release binary, both with their defaults; and (unless `KMB_BENCH_VARIANTS=0`) each again
+//!   with the knob that limits it most turned off: prometheus-adapter with client-go's
+//!   5 requests/s throttle to kube-apiserver lifted (`--client-qps`), the bridge with its
+//!   value cache off (`ttl = 0`). They run the same rule: the prometheus-adapter YAML below,
+//!   and the TOML `kube-metrics-bridge convert` makes of it.
+//!
+//! Each server is called directly over TLS with a client certificate of a `system:masters`
+//! user, so each does its normal authentication (the client CA from
+//! `kube-system/extension-apiserver-authentication`) and authorization. Requests are what an
+//! HPA controller sends (`Accept: application/vnd.kubernetes.protobuf, */*`): `pods/*` for the
+//! whole namespace, `pods/*` with a `labelSelector`, and a single named pod (cycling through
+//! every pod, as many Object/Pods HPAs would). For each scenario and concurrency level every
+//! server gets a warm-up and then a timed phase, one server after the other; figures come from
+//! the processes themselves (`/proc`), from Prometheus' own counters and from the audit log.
+//!
+//! Nothing here asserts on speed. It fails (non-zero exit) when a server errors, answers with
+//! the wrong number of items under load, or names the wrong pods or values (each pod's counter
+//! grows at a known rate) when asked the same requests before the load.
+//!
+//! Under `cargo test --all-targets` this binary runs without `--bench` and returns at once.
+
+#[path = "../integration/common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::bridge::tls_client_with;
+use common::controlplane::{ControlPlane, Options};
+use common::{cached_build, free_port, Exporter, Prometheus};
+use serde_json::{json, Value};
+use tokio::process::Child;
+
+const NS: &str = "bench";
+const OTHER_NS: &str = "bench-other";
+const METRIC: &str = "http_requests_per_second";
+/// What the HPA controller's client-go sends.
+const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
+/// The label selector scenario picks one shard of four.
+const SELECTOR: &str = "shard=1";
+/// Every n-th successful answer under load is checked for its item count.
+const CHECK_EVERY: u64 = 8;
+
+/// The rule both servers run, in prometheus-adapter's format; the bridge gets
+/// `kube-metrics-bridge convert` of it.
+const ADAPTER_CONFIG: &str = r#"rules:
+- seriesQuery: 'http_requests_total{namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: "namespace"}
+      pod: {resource: "pod"}
+  name:
+    matches: "^(.*)_total$"
+    as: "${1}_per_second"
+  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[15s])) by (<<.GroupBy>>)'
+"#;
+/// The rule's rate window: 15 samples per series at the 1 s scrape interval (what a `[2m]`
+/// window holds at an 8 s interval). The servers start once every series covers it, so the
+/// values are steady and the same whenever they are read.
+const WINDOW_SECS: u64 = 15;
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs benches without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!(
+            "compare: a benchmark; run it with `cargo bench --bench compare` or hack/bench.sh"
+        );
+        return;
+    }
+    let settings = Settings::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let failures = runtime.block_on(run(settings));
+    drop(runtime);
+    if !failures.is_empty() {
+        eprintln!("\nBENCHMARK FAILED: a server errored or answered wrong:");
+        for f in &failures {
+            eprintln!("  - {f}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Knobs, from the environment (see `hack/bench/README.md`).
+#[derive(Debug, Clone)]
+struct Settings {
+    pods: usize,
+    other_pods: usize,
+    duration: Duration,
+    warmup: Duration,
+    concurrency: Vec<usize>,
+    http2: bool,
+    variants: bool,
+    adapter_args: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        }
+        fn num<T: std::str::FromStr>(name: &str, default: T) -> T {
+            var(name).map_or(default, |v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+            })
+        }
+        let secs = |name: &str, default: f64| Duration::from_secs_f64(num(name, default));
+        let pods: usize = num("KMB_BENCH_PODS", 200);
+        assert!(pods >= 4, "KMB_BENCH_PODS must be at least 4");
+        Settings {
+            pods,
+            other_pods: pods / 4,
+            duration: secs("KMB_BENCH_DURATION", 3.0),
+            warmup: secs("KMB_BENCH_WARMUP", 1.0),
+            concurrency: var("KMB_BENCH_CONCURRENCY")
+                .unwrap_or_else(|| "1,8,32".into())
+                .split(',')
+                .map(|c| {
+                    c.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("KMB_BENCH_CONCURRENCY: bad number {c:?}"))
+                })
+                .collect(),
+            http2: var("KMB_BENCH_HTTP").is_none_or(|v| v != "1"),
+            variants: var("KMB_BENCH_VARIANTS").is_none_or(|v| v != "0"),
+            adapter_args: var("KMB_BENCH_ADAPTER_ARGS")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The request kinds, as an HPA sends them (client-go writes `*` as `%2A`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scenario {
+    All,
+    Selector,
+    Named,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 3] = [Scenario::All, Scenario::Selector, Scenario::Named];
+
+    fn key(self) -> &'static str {
+        match self {
+            Scenario::All => "pods-all",
+            Scenario::Selector => "pods-selector",
+            Scenario::Named => "pod-named",
+        }
+    }
+
+    fn describe(self, pods: usize) -> String {
+        match self {
+            Scenario::All => format!("pods/* ({pods} pods)"),
+            Scenario::Selector => format!(
+                "pods/*?labelSelector={SELECTOR} ({} pods)",
+                self.expected_items(pods)
+            ),
+            Scenario::Named => format!("pods/<name> (1 pod, cycling through {pods})"),
+        }
+    }
+
+    /// The request path; `i` picks the pod of a named request.
+    fn path(self, i: usize, pods: usize) -> String {
+        let base = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods");
+        match self {
+            Scenario::All => format!("{base}/%2A/{METRIC}"),
+            Scenario::Selector => format!("{base}/%2A/{METRIC}?labelSelector=shard%3D1"),
+            Scenario::Named => format!("{base}/{}/{METRIC}", pod_name(i % pods)),
+        }
+    }
+
+    fn expected_items(self, pods: usize) -> usize {
+        match self {
+            Scenario::All => pods,
+            // Pods with i % 4 == 1.
+            Scenario::Selector => (pods + 2) / 4,
+            Scenario::Named => 1,
+        }
+    }
+}
+
+fn pod_name(i: usize) -> String {
+    format!("web-{i}")
+}
+
+/// Requests per second each pod's counter grows by: 0.5 to 4.25 in steps of 0.25.
+fn pod_rate(i: usize) -> f64 {
+    0.5 + (i % 16) as f64 * 0.25
+}
+
+/// One of the servers under test, as a child process.
+struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    /// The Kubernetes user it acts as (its kubeconfig's certificate CN); audit-log key.
+    kube_user: String,
+    log: PathBuf,
+    startup: Duration,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id().expect("server is running")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited with {status}; its log ends:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+}
+
+/// Spawns `bin args` so that it dies with the benchmark, logging to `log`.
+fn spawn(bin: &Path, args: &[String], envs: &[(&str, &str)], log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("server log");
+    let err = file.try_clone().expect("log handle");
+    let mut cmd = common::command_dying_with_parent(bin);
+    // Every bridge flag also reads `KMB_*`; keep the caller's settings out.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KMB_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()))
+}
+
+/// CPU time (user + system) and memory of one process, from `/proc`.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcSample {
+    cpu: Duration,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+fn proc_sample(pid: u32) -> ProcSample {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = tick(11) + tick(12);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    ProcSample {
+        cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64),
+        rss_kib: kib("VmRSS:"),
+        hwm_kib: kib("VmHWM:"),
+    }
+}
+
+/// Counts kube-apiserver audit events per user from where the last call stopped.
+struct AuditLog {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl AuditLog {
+    /// Requests since the last call: per user, per `verb resource`.
+    fn take(&mut self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return out;
+        };
+        let _ = file.seek(SeekFrom::Start(self.offset));
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        // Only whole lines; a partly written last line is read next time.
+        let complete = text.rfind('\n').map_or(0, |i| i + 1);
+        self.offset += complete as u64;
+        for line in text[..complete].lines() {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            // A watch is counted when it starts (it may never end); anything else when it ends.
+            let watch = event["verb"] == "watch";
+            let stage = if watch {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            };
+            if event["stage"] != stage {
+                continue;
+            }
+            let user = event["user"]["username"].as_str().unwrap_or("?").to_owned();
+            let what = format!(
+                "{} {}",
+                event["verb"].as_str().unwrap_or("?"),
+                event["objectRef"]["resource"]
+                    .as_str()
+                    .or(event["requestURI"].as_str())
+                    .unwrap_or("?")
+            );
+            *out.entry(user).or_default().entry(what).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// Prometheus' own count of instant queries it has answered.
+async fn prometheus_queries(prometheus: &Prometheus) -> f64 {
+    let text = common::http_client()
+        .get(format!("{}/metrics", prometheus.url()))
+        .send()
+        .await
+        .expect("Prometheus /metrics")
+        .text()
+        .await
+        .expect("Prometheus /metrics body");
+    text.lines()
+        .filter(|l| {
+            l.starts_with("prometheus_http_requests_total{")
+                && l.contains("handler=\"/api/v1/query\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What a timed phase produced on the client side.
+#[derive(Default)]
+struct Load {
+    latencies_us: Vec<u64>,
+    ok: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+    checked: u64,
+    elapsed: Duration,
+    /// Of the first successful answer.
+    content_type: Option<String>,
+    /// Body bytes of the successful answers.
+    bytes: u64,
+}
+
+/// `concurrency` workers send `scenario` requests to `server` until `duration` has passed;
+/// each finishes the request it has in flight.
+async fn load(
+    client: &reqwest::Client,
+    server: &Server,
+    scenario: Scenario,
+    pods: usize,
+    concurrency: usize,
+    duration: Duration,
+) -> Load {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let next_pod = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Mutex::new(Load::default()));
+    let expected = scenario.expected_items(pods);
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next_pod, answered, shared) = (
+            client.clone(),
+            next_pod.clone(),
+            answered.clone(),
+            shared.clone(),
+        );
+        let base = server.url("");
+        workers.push(tokio::spawn(async move {
+            let mut mine = Load::default();
+            while Instant::now() < deadline {
+                let i = next_pod.fetch_add(1, Ordering::Relaxed);
+                let url = format!("{base}{}", scenario.path(i, pods));
+                let t0 = Instant::now();
+                let result = async {
+                    let resp = client
+                        .get(&url)
+                        .header("Accept", HPA_ACCEPT)
+                        .send()
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    let status = resp.status();
+                    let content_type = resp
+                        .headers()
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = resp.bytes().await.map_err(|e| format!("{e:#}"))?;
+                    if !status.is_success() {
+                        return Err(format!(
+                            "{status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(300)])
+                        ));
+                    }
+                    Ok((body, content_type))
+                }
+                .await;
+                let took = t0.elapsed();
+                match result {
+                    Ok((body, content_type)) => {
+                        mine.ok += 1;
+                        mine.bytes += body.len() as u64;
+                        if mine.content_type.is_none() {
+                            mine.content_type = content_type;
+                        }
+                        mine.latencies_us.push(took.as_micros() as u64);
+                        if answered.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == 0 {
+                            mine.checked += 1;
+                            let items = count_items(&body);
+                            if items != expected {
+                                mine.errors += 1;
+                                if mine.error_samples.len() < 3 {
+                                    mine.error_samples
+                                        .push(format!("{url}: {items} items, expected {expected}"));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        mine.errors += 1;
+                        if mine.error_samples.len() < 3 {
+                            mine.error_samples.push(format!("{url}: {e}"));
+                        }
+                    }
+                }
+            }
+            let mut all = shared.lock().expect("load results");
+            all.latencies_us.extend(mine.latencies_us);
+            all.ok += mine.ok;
+            all.bytes += mine.bytes;
+            all.errors += mine.errors;
+            all.checked += mine.checked;
+            all.error_samples.extend(mine.error_samples);
+            if all.content_type.is_none() {
+                all.content_type = mine.content_type;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("load worker");
+    }
+    let mut result = std::mem::take(&mut *shared.lock().expect("load results"));
+    result.elapsed = start.elapsed();
+    result.latencies_us.sort_unstable();
+    result
+}
+
+/// Items in a `MetricValueList`, JSON or protobuf: each names one `web-<i>` pod, and nothing
+/// else in the answer contains `web-`.
+fn count_items(body: &[u8]) -> usize {
+    body.windows(4).filter(|w| w == b"web-").count()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+/// Everything measured about one server in one phase.
+#[derive(Debug, Clone)]
+struct Phase {
+    requests: u64,
+    errors: u64,
+    checked: u64,
+    seconds: f64,
+    rps: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    promql_queries: f64,
+    kube_requests: u64,
+    kube_breakdown: BTreeMap<String, u64>,
+    cpu_s: f64,
+    prometheus_cpu_s: f64,
+    apiserver_cpu_s: f64,
+    loadgen_cpu_s: f64,
+    rss_mib: f64,
+    hwm_mib: f64,
+    content_type: Option<String>,
+    answer_bytes: f64,
+    error_samples: Vec<String>,
+}
+
+impl Phase {
+    fn to_json(&self) -> Value {
+        json!({
+            "requests": self.requests, "errors": self.errors, "checked_answers": self.checked,
+            "seconds": self.seconds, "requests_per_second": self.rps,
+            "latency_ms": {"p50": self.p50_ms, "p95": self.p95_ms, "p99": self.p99_ms, "max": self.max_ms},
+            "promql_queries": self.promql_queries,
+            "kube_apiserver_requests": self.kube_requests,
+            "kube_apiserver_requests_by_kind": self.kube_breakdown,
+            "cpu_seconds": self.cpu_s,
+            "cpu_us_per_request": self.cpu_per_request_us(),
+            "prometheus_cpu_seconds": self.prometheus_cpu_s,
+            "kube_apiserver_cpu_seconds": self.apiserver_cpu_s,
+            "load_generator_cpu_seconds": self.loadgen_cpu_s,
+            "vm_rss_mib": self.rss_mib, "vm_hwm_mib": self.hwm_mib,
+            "content_type": self.content_type,
+            "mean_answer_bytes": self.answer_bytes,
+            "error_samples": self.error_samples,
+        })
+    }
+
+    fn cpu_per_request_us(&self) -> f64 {
+        if self.requests == 0 {
+            f64::NAN
+        } else {
+            self.cpu_s * 1e6 / self.requests as f64
+        }
+    }
+}
+
+/// The shared parts every phase reads from.
+struct Rig {
+    prometheus: Prometheus,
+    apiserver_pid: u32,
+    audit: AuditLog,
+    client: reqwest::Client,
+    settings: Settings,
+}
+
+impl Rig {
+    /// Warm-up, then a timed phase of `scenario` at `concurrency` against `server`.
+    async fn phase(
+        &mut self,
+        server: &mut Server,
+        scenario: Scenario,
+        concurrency: usize,
+    ) -> Phase {
+        let pods = self.settings.pods;
+        if !self.settings.warmup.is_zero() {
+            load(
+                &self.client,
+                server,
+                scenario,
+                pods,
+                concurrency,
+                self.settings.warmup,
+            )
+            .await;
+        }
+        server.assert_running();
+        let queries0 = prometheus_queries(&self.prometheus).await;
+        let prom_pid = self.prometheus.pid().expect("Prometheus runs");
+        let (s0, p0, a0, l0) = (
+            proc_sample(server.pid()),
+            proc_sample(prom_pid),
+            proc_sample(self.apiserver_pid),
+            proc_sample(std::process::id()),
+        );
+        self.audit.take();
+        let run = load(
+            &self.client,
+            server,
+            scenario,
+            pods,
+            concurrency,
+            self.settings.duration,
+        )
+        .await;
+        let (s1, p1, a1, l1) = (
+            proc_sample(server.pid()),
+            proc_sample(prom_pid),
+            proc_sample(self.apiserver_pid),
+            proc_sample(std::process::id()),
+        );
+        let queries1 = prometheus_queries(&self.prometheus).await;
+        // The audit log backend writes as requests complete; give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let kube_breakdown = self
+            .audit
+            .take()
+            .remove(&server.kube_user)
+            .unwrap_or_default();
+        server.assert_running();
+        let lat = &run.latencies_us;
+        let seconds = run.elapsed.as_secs_f64();
+        Phase {
+            requests: run.ok + run.errors,
+            errors: run.errors,
+            checked: run.checked,
+            seconds,
+            rps: run.ok as f64 / seconds,
+            p50_ms: percentile(lat, 50.0),
+            p95_ms: percentile(lat, 95.0),
+            p99_ms: percentile(lat, 99.0),
+            max_ms: lat.last().map_or(f64::NAN, |v| *v as f64 / 1000.0),
+            // This process asks Prometheus nothing during a phase.
+            promql_queries: queries1 - queries0,
+            kube_requests: kube_breakdown.values().sum(),
+            kube_breakdown,
+            cpu_s: (s1.cpu.saturating_sub(s0.cpu)).as_secs_f64(),
+            prometheus_cpu_s: (p1.cpu.saturating_sub(p0.cpu)).as_secs_f64(),
+            apiserver_cpu_s: (a1.cpu.saturating_sub(a0.cpu)).as_secs_f64(),
+            loadgen_cpu_s: (l1.cpu.saturating_sub(l0.cpu)).as_secs_f64(),
+            rss_mib: s1.rss_kib as f64 / 1024.0,
+            hwm_mib: s1.hwm_kib as f64 / 1024.0,
+            content_type: run.content_type,
+            answer_bytes: run.bytes as f64 / run.ok.max(1) as f64,
+            error_samples: run.error_samples,
+        }
+    }
+}
+
+/// A CA and a serving certificate for 127.0.0.1 signed by it, written to `dir`:
+/// `(ca.crt, tls.crt, tls.key)`.
+fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kmb-bench-serving-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("serving key");
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("serving certificate parameters");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kmb-bench-server");
+    let cert = params
+        .signed_by(&key, &issuer)
+        .expect("serving certificate");
+    let paths = (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&paths.0, ca_cert.pem()).expect("writing ca.crt");
+    std::fs::write(&paths.1, cert.pem()).expect("writing tls.crt");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("writing tls.key");
+    paths
+}
+
+/// Creates the namespaces and Pods through the API, a few at a time.
+async fn create_pods(cp: &ControlPlane, settings: &Settings) {
+    let client = cp.admin_client();
+    for ns in [NS, OTHER_NS] {
+        let url = format!("{}/api/v1/namespaces", cp.server_url());
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let r = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST namespace");
+        assert!(r.status().is_success(), "namespace {ns}: {}", r.status());
+        // No controller manager runs to make it, and admission wants it for every pod.
+        let url = format!("{}/api/v1/namespaces/{ns}/serviceaccounts", cp.server_url());
+        let body =
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+        let r = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST serviceaccount");
+        assert!(
+            r.status().is_success(),
+            "serviceaccount {ns}/default: {}",
+            r.status()
+        );
+    }
+    let mut pods: Vec<(String, String, usize)> = (0..settings.pods)
+        .map(|i| (NS.to_owned(), pod_name(i), i))
+        .collect();
+    pods.extend((0..settings.other_pods).map(|i| (OTHER_NS.to_owned(), format!("api-{i}"), i)));
+    let create = |(ns, name, i): (String, String, usize)| async move {
+        let url = format!("{}/api/v1/namespaces/{ns}/pods", cp.server_url());
+        let body = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "web", "shard": (i % 4).to_string()}},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+            },
+        });
+        let r = client
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST pod");
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "pod {ns}/{name}: {status}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    };
+    use futures::StreamExt as _;
+    futures::stream::iter(pods)
+        .map(create)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// `describedObject.name` -> value of a JSON `MetricValueList`.
+fn values_of(list: &Value) -> BTreeMap<String, f64> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let name = item["describedObject"]["name"].as_str().unwrap_or("?");
+            let value = item["value"].as_str().unwrap_or("?");
+            let milli = kube_metrics_bridge::quantity::parse_milli(value)
+                .unwrap_or_else(|| panic!("{name}: value {value:?} is not a quantity"));
+            (name.to_owned(), milli as f64 / 1000.0)
+        })
+        .collect()
+}
+
+async fn get_json(client: &reqwest::Client, server: &Server, path: &str) -> (u16, Value) {
+    let resp = client
+        .get(server.url(path))
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{}: GET {path}: {e:#}", server.name));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Waits until `server` answers `pods/*` with every pod; adds the time to its startup.
+async fn wait_serving(client: &reqwest::Client, server: &mut Server, pods: usize) {
+    let t0 = Instant::now();
+    let path = Scenario::All.path(0, pods);
+    let deadline = t0 + Duration::from_secs(90);
+    loop {
+        server.assert_running();
+        let ready = client
+            .get(server.url(&path))
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .ok();
+        if let Some(resp) = ready {
+            if resp.status() == 200 {
+                let body: Value = resp.json().await.unwrap_or(Value::Null);
+                if values_of(&body).len() == pods {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not answer {path} with {pods} pods within 90 s; its log ends:\n{}",
+            server.name,
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.startup += t0.elapsed();
+}
+
+/// Asks every server the same requests (JSON) and compares the answers: the pods named must be
+/// the expected ones, and every value must be the pod's true rate within 1% (prometheus-adapter
+/// truncates to milli-units; the counters are linear, so `rate()` over a covered window is
+/// exact up to float noise).
+async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) -> Vec<String> {
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    let mut worst = 0f64;
+    for scenario in Scenario::ALL {
+        let probes: Vec<usize> = match scenario {
+            Scenario::Named => vec![0, 1, pods / 2, pods - 1],
+            _ => vec![0],
+        };
+        for i in probes {
+            let path = scenario.path(i, pods);
+            let want: BTreeSet<String> = (0..pods)
+                .filter(|p| match scenario {
+                    Scenario::All => true,
+                    Scenario::Selector => p % 4 == 1,
+                    Scenario::Named => *p == i % pods,
+                })
+                .map(pod_name)
+                .collect();
+            for server in servers {
+                let (status, body) = get_json(client, server, &path).await;
+                if status != 200 {
+                    failures.push(format!("{}: GET {path} -> {status}: {body}", server.name));
+                    continue;
+                }
+                let values = values_of(&body);
+                let got: BTreeSet<String> = values.keys().cloned().collect();
+                if got != want {
+                    failures.push(format!(
+                        "{}: GET {path} named {} pods, expected {}; missing {:?}, extra {:?}",
+                        server.name,
+                        got.len(),
+                        want.len(),
+                        want.difference(&got).take(5).collect::<Vec<_>>(),
+                        got.difference(&want).take(5).collect::<Vec<_>>()
+                    ));
+                }
+                for (pod, v) in &values {
+                    let Some(n) = pod.strip_prefix("web-").and_then(|n| n.parse().ok()) else {
+                        continue;
+                    };
+                    let truth = pod_rate(n);
+                    let diff = (v - truth).abs() / truth;
+                    worst = worst.max(diff);
+                    if diff > 0.01 {
+                        failures.push(format!(
+                            "{}: GET {path}: {pod} is {v}, its counter grows by {truth}/s",
+                            server.name
+                        ));
+                    }
+                }
+            }
+            report.push(format!(
+                "{:<60} {} pods",
+                path.trim_start_matches("/apis/custom.metrics.k8s.io/v1beta1/"),
+                want.len()
+            ));
+        }
+    }
+    println!("\n== agreement: the same requests to every server, JSON answers compared");
+    for line in &report {
+        println!("  {line}");
+    }
+    println!(
+        "  every server named exactly these pods; largest difference from a pod's true rate: {:.3}% (allowed: 1%)",
+        worst * 100.0
+    );
+    if failures.len() > 10 {
+        let more = failures.len() - 10;
+        failures.truncate(10);
+        failures.push(format!("... and {more} more disagreements"));
+    }
+    failures
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn fmt_ratio(ours: f64, theirs: f64) -> String {
+    if ours.is_nan() || theirs.is_nan() || theirs == 0.0 {
+        if ours == 0.0 && theirs == 0.0 {
+            "=".into()
+        } else {
+            "-".into()
+        }
+    } else {
+        let r = ours / theirs;
+        if r >= 10.0 {
+            format!("{r:.0}x")
+        } else if r >= 0.1 {
+            format!("{r:.2}x")
+        } else {
+            format!("{r:.3}x")
+        }
+    }
+}
+
+/// The header of a table: the first column `width` wide, then the servers in pairs, each
+/// pair followed by a ratio column.
+fn header_line(width: usize, first: &str, headers: &[&str]) -> String {
+    let mut line = format!("{first:<width$}");
+    for pair in headers.chunks(2) {
+        for h in pair {
+            let _ = write!(line, " {h:>20}");
+        }
+        if pair.len() == 2 {
+            let _ = write!(line, " {:>7}", "ratio");
+        }
+        line.push_str("  ");
+    }
+    line
+}
+
+/// One table: a metric per row; the servers in pairs (prometheus-adapter, kube-metrics-bridge),
+/// each pair followed by the ratio bridge / adapter.
+fn table(title: &str, headers: &[&str], rows: &[(&str, Vec<f64>)]) -> String {
+    let mut out = format!("\n== {title}\n");
+    let line = header_line(34, "metric", headers);
+    out.push_str(line.trim_end());
+    out.push('\n');
+    for (metric, values) in rows {
+        let mut line = format!("{metric:<34}");
+        for pair in values.chunks(2) {
+            for v in pair {
+                let _ = write!(line, " {:>20}", fmt_num(*v));
+            }
+            if let [adapter, bridge] = pair {
+                let _ = write!(line, " {:>7}", fmt_ratio(*bridge, *adapter));
+            }
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, Vec<f64>)> {
+    let col = |f: &dyn Fn(&Phase) -> f64| phases.iter().map(f).collect::<Vec<f64>>();
+    vec![
+        ("requests/s (higher is better)", col(&|p| p.rps)),
+        ("latency p50 ms", col(&|p| p.p50_ms)),
+        ("latency p95 ms", col(&|p| p.p95_ms)),
+        ("latency p99 ms", col(&|p| p.p99_ms)),
+        (
+            "requests answered",
+            col(&|p| (p.requests - p.errors) as f64),
+        ),
+        ("errors", col(&|p| p.errors as f64)),
+        ("answer size bytes (mean)", col(&|p| p.answer_bytes)),
+        (
+            "PromQL queries sent to Prometheus",
+            col(&|p| p.promql_queries),
+        ),
+        (
+            "PromQL queries per request",
+            col(&|p| p.promql_queries / p.requests.max(1) as f64),
+        ),
+        (
+            "requests to kube-apiserver",
+            col(&|p| p.kube_requests as f64),
+        ),
+        ("server CPU s", col(&|p| p.cpu_s)),
+        (
+            "server CPU us per request",
+            col(&|p| p.cpu_per_request_us()),
+        ),
+        ("Prometheus CPU s", col(&|p| p.prometheus_cpu_s)),
+        ("kube-apiserver CPU s", col(&|p| p.apiserver_cpu_s)),
+        ("load generator CPU s", col(&|p| p.loadgen_cpu_s)),
+        ("VmRSS after MiB", col(&|p| p.rss_mib)),
+        ("VmHWM (peak RSS so far) MiB", col(&|p| p.hwm_mib)),
+    ]
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // <target>/release/deps/compare-<hash>
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": cpu,
+        "loadavg_at_start": load.trim(),
+    })
+}
+
+/// One server to measure: which program, as which Kubernetes user, with what changed.
+struct Variant {
+    /// Key in the JSON figures.
+    name: &'static str,
+    /// Column header.
+    header: &'static str,
+    /// Its kubeconfig's user (certificate CN): how the audit log tells them apart.
+    user: &'static str,
+    adapter: bool,
+    args: Vec<String>,
+    envs: Vec<(&'static str, &'static str)>,
+}
+
+/// Columns come in pairs (prometheus-adapter, kube-metrics-bridge): first as shipped, then
+/// each without the knob that limits it most.
+fn variants(settings: &Settings) -> Vec<Variant> {
+    let mut v = vec![
+        Variant {
+            name: "prometheus-adapter",
+            header: "prometheus-adapter",
+            user: "bench-adapter",
+            adapter: true,
+            args: settings.adapter_args.clone(),
+            envs: vec![],
+        },
+        Variant {
+            name: "kube-metrics-bridge",
+            header: "kube-metrics-bridge",
+            user: "bench-bridge",
+            adapter: false,
+            args: vec![],
+            envs: vec![],
+        },
+    ];
+    if settings.variants {
+        let mut args = settings.adapter_args.clone();
+        args.extend(["--client-qps=10000".into(), "--client-burst=10000".into()]);
+        v.push(Variant {
+            name: "prometheus-adapter-unthrottled",
+            header: "adapter, qps=10000",
+            user: "bench-adapter-unthrottled",
+            adapter: true,
+            args,
+            envs: vec![],
+        });
+        v.push(Variant {
+            name: "kube-metrics-bridge-ttl0",
+            header: "bridge, ttl=0",
+            user: "bench-bridge-ttl0",
+            adapter: false,
+            args: vec![],
+            envs: vec![("KMB_CONFIG_CACHE__TTL", "0s")],
+        });
+    }
+    v
+}
+
+async fn run(settings: Settings) -> Vec<String> {
+    let started = std::time::SystemTime::now();
+    let t0 = Instant::now();
+    let machine = machine();
+    eprintln!("compare: {settings:?}");
+    let adapter_bin = cached_build(
+        "KMB_BENCH_ADAPTER_BIN",
+        "hack/bench/adapter/build.sh",
+        "prometheus-adapter",
+    )
+    .await;
+    let bridge_bin = PathBuf::from(env!("CARGO_BIN_EXE_kube-metrics-bridge"));
+    let variants = variants(&settings);
+    let dir = tempfile::Builder::new()
+        .prefix("kmb-bench-")
+        .tempdir()
+        .expect("tempdir");
+    let root = dir.path();
+
+    // Series: a counter per pod, in two namespaces.
+    let exporter = Exporter::start_empty().await;
+    for i in 0..settings.pods {
+        exporter
+            .set_counter(
+                "http_requests_total",
+                &[("namespace", NS), ("pod", &pod_name(i))],
+                pod_rate(i),
+            )
+            .await;
+    }
+    for i in 0..settings.other_pods {
+        exporter
+            .set_counter(
+                "http_requests_total",
+                &[("namespace", OTHER_NS), ("pod", &format!("api-{i}"))],
+                pod_rate(i),
+            )
+            .await;
+    }
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+
+    // The cluster, auditing what the servers' users ask of it.
+    let audit_policy = root.join("audit-policy.yaml");
+    let audit_path = root.join("audit.log");
+    let users: Vec<&str> = variants.iter().map(|v| v.user).collect();
+    std::fs::write(
+        &audit_policy,
+        format!(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
+             rules:\n- level: Metadata\n  users: [{}]\n- level: None\n",
+            users.join(", ")
+        ),
+    )
+    .expect("audit policy");
+    let cp = ControlPlane::start_with(Options {
+        apiserver_args: vec![
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_path.display()),
+        ],
+        skip_controller_manager: true,
+        ..Options::default()
+    })
+    .await;
+    let apiserver_pid = cp
+        .pids()
+        .into_iter()
+        .find(|(name, _)| *name == "kube-apiserver")
+        .map(|(_, pid)| pid)
+        .expect("kube-apiserver pid");
+    create_pods(&cp, &settings).await;
+
+    // Rules: prometheus-adapter's YAML, and the bridge's TOML converted from it.
+    let adapter_config = root.join("adapter.yaml");
+    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
+    let rules = root.join("rules.toml");
+    let out = std::process::Command::new(&bridge_bin)
+        .arg("convert")
+        .arg(&adapter_config)
+        .args(["--prometheus-url", &prometheus.url(), "-o"])
+        .arg(&rules)
+        .output()
+        .expect("kube-metrics-bridge convert");
+    assert!(
+        out.status.success(),
+        "convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (serving_ca, tls_crt, tls_key) = serving_pair(root);
+    let pki = cp.dir().join("pki");
+    let client = tls_client_with(
+        &serving_ca,
+        settings.http2,
+        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
+    );
+
+    // Every series must cover the rule's window before the servers start: then both discover
+    // the metric on their first relist and every answer is the steady rate.
+    let t_wait = Instant::now();
+    prometheus
+        .wait_or_fail(
+            "every pod's series to cover the rate window",
+            Duration::from_secs(90),
+            || async {
+                let q = format!(
+                    "count(count_over_time(http_requests_total{{namespace=\"{NS}\"}}[{}s]) >= {})",
+                    WINDOW_SECS + 10,
+                    WINDOW_SECS + 2
+                );
+                let n = prometheus.try_query(&q).await.ok()?.first()?.value;
+                (n as usize == settings.pods).then_some(())
+            },
+        )
+        .await;
+    eprintln!(
+        "compare: series cover the {WINDOW_SECS} s window (waited {:.1?})",
+        t_wait.elapsed()
+    );
+
+    // One at a time, so no start-up competes with another for the CPUs.
+    let mut servers = Vec::new();
+    for variant in &variants {
+        let kubeconfig = cp.client_kubeconfig(variant.user, &["system:masters"]);
+        let port = free_port();
+        let log = root.join(format!("{}.log", variant.name));
+        let mut args = vec![
+            format!("--tls-cert-file={}", tls_crt.display()),
+            format!("--tls-private-key-file={}", tls_key.display()),
+            format!("--secure-port={port}"),
+            "--bind-address=127.0.0.1".to_owned(),
+        ];
+        let t = Instant::now();
+        let child = if variant.adapter {
+            let k = kubeconfig.display();
+            args.extend([
+                format!("--cert-dir={}", root.join("adapter-certs").display()),
+                format!("--lister-kubeconfig={k}"),
+                format!("--authentication-kubeconfig={k}"),
+                format!("--authorization-kubeconfig={k}"),
+                format!("--prometheus-url={}", prometheus.url()),
+                format!("--config={}", adapter_config.display()),
+                // The bridge's default discovery interval (1m); theirs is 10m.
+                "--metrics-relist-interval=1m".to_owned(),
+            ]);
+            args.extend(variant.args.iter().cloned());
+            spawn(&adapter_bin, &args, &variant.envs, &log)
+        } else {
+            let mut all = vec![
+                "serve".to_owned(),
+                format!("--config={}", rules.display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+            ];
+            all.extend(args);
+            all.extend(variant.args.iter().cloned());
+            spawn(&bridge_bin, &all, &variant.envs, &log)
+        };
+        let mut server = Server {
+            name: variant.name,
+            child,
+            port,
+            kube_user: variant.user.to_owned(),
+            log,
+            startup: t.elapsed(),
+        };
+        wait_serving(&client, &mut server, settings.pods).await;
+        servers.push(server);
+    }
+    let mut failures = agreement(&client, &servers, settings.pods).await;
+
+    let mut rig = Rig {
+        prometheus,
+        apiserver_pid,
+        audit: AuditLog {
+            path: audit_path,
+            offset: 0,
+        },
+        client,
+        settings: settings.clone(),
+    };
+    // Start-up: memory and what each did on its own until now.
+    let setup_audit = rig.audit.take();
+    let idle: Vec<ProcSample> = servers.iter().map(|s| proc_sample(s.pid())).collect();
+    let headers: Vec<&str> = variants.iter().map(|v| v.header).collect();
+    let startup_kube = |s: &Server| {
+        setup_audit
+            .get(&s.kube_user)
+            .map_or(0, |m| m.values().sum::<u64>()) as f64
+    };
+    let general = vec![
+        (
+            "time to first answer s",
+            servers.iter().map(|s| s.startup.as_secs_f64()).collect(),
+        ),
+        (
+            "CPU s used until then",
+            idle.iter().map(|s| s.cpu.as_secs_f64()).collect(),
+        ),
+        (
+            "VmRSS after start-up MiB",
+            idle.iter().map(|s| s.rss_kib as f64 / 1024.0).collect(),
+        ),
+        (
+            "kube-apiserver requests until then",
+            servers.iter().map(startup_kube).collect(),
+        ),
+    ];
+    let mut report = table(
+        "start-up (ratio: kube-metrics-bridge / prometheus-adapter)",
+        &headers,
+        &general,
+    );
+    print!("{report}");
+
+    let mut results = Vec::new();
+    for scenario in Scenario::ALL {
+        for &c in &settings.concurrency {
+            let mut phases = Vec::new();
+            for server in servers.iter_mut() {
+                let phase = rig.phase(server, scenario, c).await;
+                if phase.errors > 0 {
+                    failures.push(format!(
+                        "{} {} concurrency {c}: {} errors of {} requests, e.g. {:?}",
+                        server.name,
+                        scenario.key(),
+                        phase.errors,
+                        phase.requests,
+                        phase.error_samples
+                    ));
+                }
+                phases.push(phase);
+            }
+            let title = format!(
+                "{}, concurrency {c}, {} s",
+                scenario.describe(settings.pods),
+                fmt_num(settings.duration.as_secs_f64())
+            );
+            let t = table(&title, &headers, &phase_rows(&phases));
+            print!("{t}");
+            report.push_str(&t);
+            results.push(json!({
+                "scenario": scenario.key(),
+                "description": scenario.describe(settings.pods),
+                "concurrency": c,
+                "servers": servers
+                    .iter()
+                    .zip(&phases)
+                    .map(|(s, p)| (s.name.to_owned(), p.to_json()))
+                    .collect::<serde_json::Map<_, _>>(),
+            }));
+        }
+    }
+
+    // Summary: requests/s per phase, with the PromQL queries each request cost.
+    let mut summary = String::from(
+        "\n== summary: requests/s (PromQL queries per request), ratio bridge / adapter\n",
+    );
+    let line = header_line(46, "phase", &headers);
+    summary.push_str(line.trim_end());
+    summary.push('\n');
+    for r in &results {
+        let mut line = format!(
+            "{:<46}",
+            format!(
+                "{} c={}",
+                r["scenario"].as_str().unwrap_or(""),
+                r["concurrency"]
+            )
+        );
+        let cells: Vec<(f64, f64)> = servers
+            .iter()
+            .map(|s| {
+                let p = &r["servers"][s.name];
+                let num = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+                (
+                    num("requests_per_second"),
+                    num("promql_queries") / num("requests").max(1.0),
+                )
+            })
+            .collect();
+        for pair in cells.chunks(2) {
+            for (rps, q) in pair {
+                let _ = write!(
+                    line,
+                    " {:>20}",
+                    format!("{} ({})", fmt_num(*rps), fmt_num(*q))
+                );
+            }
+            if let [(a, _), (b, _)] = pair {
+                let _ = write!(line, " {:>7}", fmt_ratio(*b, *a));
+            }
+            line.push_str("  ");
+        }
+        summary.push_str(line.trim_end());
+        summary.push('\n');
+    }
+    print!("{summary}");
+
+    let timestamp = humantime::format_rfc3339_seconds(started).to_string();
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir).expect("creating the bench output dir");
+    let out = out_dir.join(format!("compare-{}.json", timestamp.replace(':', "-")));
+    let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let document = json!({
+        "started": timestamp,
+        "wall_seconds": t0.elapsed().as_secs_f64(),
+        "machine": machine,
+        "loadavg_at_end": loadavg_end.trim(),
+        "settings": {
+            "pods": settings.pods,
+            "other_namespace_pods": settings.other_pods,
+            "phase_seconds": settings.duration.as_secs_f64(),
+            "warmup_seconds": settings.warmup.as_secs_f64(),
+            "concurrency": settings.concurrency,
+            "http2": settings.http2,
+            "accept": HPA_ACCEPT,
+            "rule": ADAPTER_CONFIG,
+        },
+        "versions": {
+            "prometheus_adapter": std::fs::read_to_string(adapter_bin.with_file_name("BUILD-INFO"))
+                .unwrap_or_default(),
+            "kube_metrics_bridge": env!("CARGO_PKG_VERSION"),
+        },
+        "servers": variants
+            .iter()
+            .zip(&servers)
+            .zip(&idle)
+            .map(|((v, s), i)| {
+                let info = json!({
+                    "column": v.header,
+                    "extra_args": v.args,
+                    "env": v.envs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+                    "seconds_to_first_answer": s.startup.as_secs_f64(),
+                    "startup_cpu_seconds": i.cpu.as_secs_f64(),
+                    "startup_vm_rss_mib": i.rss_kib as f64 / 1024.0,
+                    "startup_kube_apiserver_requests": setup_audit.get(&s.kube_user).cloned().unwrap_or_default(),
+                });
+                (v.name.to_owned(), info)
+            })
+            .collect::<serde_json::Map<_, _>>(),
+        "phases": results,
+        "failures": failures,
+        "report": report + &summary,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&document).expect("JSON"))
+        .expect("writing the results");
+    println!(
+        "\nfigures written to {} ({:.0} s in all; load average at the start {}, now {})",
+        out.display(),
+        t0.elapsed().as_secs_f64(),
+        document["machine"]["loadavg_at_start"]
+            .as_str()
+            .unwrap_or("?"),
+        loadavg_end.trim()
+    );
+    drop(servers);
+    drop(rig);
+    drop(cp);
+    drop(exporter);
+    failures
+}

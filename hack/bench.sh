@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Benchmarks kube-metrics-bridge against prometheus-adapter v0.12.0 in the same run: the same
+# Prometheus, the same control plane, the same pods, rule and request mix (benches/compare.rs;
+# hack/bench/README.md says what is measured). Prints tables and writes the figures as JSON to
+# $CARGO_TARGET_DIR/bench/compare-<time>.json. Takes ~3.5 minutes on 2 cores once the caches are
+# warm (the first prometheus-adapter build adds ~1.5); not part of hack/test-all.sh.
+#
+# Knobs (environment):
+#   KMB_BENCH_PODS=200            pods in namespace `bench` (plus a quarter as many in `bench-other`)
+#   KMB_BENCH_DURATION=3          seconds of each timed phase
+#   KMB_BENCH_WARMUP=1            seconds of warm-up before each phase
+#   KMB_BENCH_CONCURRENCY=1,8,32  concurrency levels
+#   KMB_BENCH_VARIANTS=1          0: only the two servers as shipped, not also prometheus-adapter
+#                                 without its client throttle and the bridge without its cache
+#   KMB_BENCH_HTTP=2              1: HTTP/1.1 (a connection per concurrent request) instead of HTTP/2
+#   KMB_BENCH_ADAPTER_ARGS=       extra prometheus-adapter flags, e.g. "--client-qps=100 --client-burst=200"
+#   KMB_BENCH_ADAPTER_BIN=        a prometheus-adapter binary to use instead of building one
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+
+ensure_rust
+ensure_prometheus
+use_build_cache
+ensure_controlplane
+echo "== prometheus-adapter v0.12.0 (hack/bench/adapter; cached after the first build)"
+KMB_BENCH_ADAPTER_BIN=${KMB_BENCH_ADAPTER_BIN:-$(bash hack/bench/adapter/build.sh)}
+export KMB_BENCH_ADAPTER_BIN
+
+echo "== cargo bench --bench compare"
+cargo bench --locked --bench compare "$@"
