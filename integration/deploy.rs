@@ -72,9 +72,13 @@ struct KillGroup(u32);
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        if self.0 != 0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", self.0)])
+        if self.0 > 1 {
+            // bash's builtin, not procps' `kill`: Debian 12's procps-ng 4.0.2 turns
+            // `kill -TERM -<pgid>` into kill(-1, SIGTERM), which signals every process
+            // on the machine.
+            let _ = Command::new("bash")
+                .args(["-c", "kill -s TERM -- \"-$1\"", "kill-group"])
+                .arg(self.0.to_string())
                 .status();
         }
     }
