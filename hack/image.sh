@@ -100,5 +100,7 @@ mkdir -p "$(dirname "$output")"
 rm -f "$output"
 b push "$tag" "docker-archive:$output:$tag" >/dev/null 2>&1 \
   || { b push "$tag" "docker-archive:$output:$tag" >&2; exit 1; }
+# Earlier builds of the tag are left untagged: drop them so the cache does not grow per build.
+b rmi --prune >/dev/null 2>&1 || true
 log "wrote $output ($(du -h "$output" | cut -f1))"
 printf '%s\n' "$output"
