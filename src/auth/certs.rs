@@ -158,6 +158,14 @@ pub(crate) mod testing {
     };
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+    /// ConfigMap `data` from pairs, as the auth ConfigMap's tests write it.
+    pub fn configmap_data(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     pub struct TestCa {
         pub pem: String,
         params: CertificateParams,

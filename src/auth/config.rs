@@ -184,15 +184,8 @@ fn headers(
 
 #[cfg(test)]
 mod tests {
-    use super::super::certs::testing::TestCa;
+    use super::super::certs::testing::{configmap_data as data, TestCa};
     use super::*;
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn full_configmap() {

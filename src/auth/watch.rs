@@ -199,10 +199,9 @@ fn apply(
 
 #[cfg(test)]
 mod tests {
-    use super::super::certs::testing::TestCa;
+    use super::super::certs::testing::{configmap_data as data, TestCa};
     use super::super::config::{CLIENT_CA, REQUESTHEADER_CA};
     use super::*;
-    use std::collections::BTreeMap;
 
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConnection};
@@ -277,13 +276,6 @@ mod tests {
     fn first_cert(pem: &str) -> CertificateDer<'static> {
         use rustls_pki_types::pem::PemObject;
         CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem")
-    }
-
-    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
