@@ -41,10 +41,40 @@ pub struct CustomPlan {
     pub objects: Option<Vec<String>>,
 }
 
-impl Bridge {
-    /// Ready to answer: one series discovery done and the object caches synced.
+/// What `/readyz` reports: each check and, when it fails, why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub checks: Vec<(&'static str, Result<(), String>)>,
+}
+
+impl Readiness {
     pub fn ready(&self) -> bool {
-        self.registry.load().discovered && self.objects.synced()
+        self.checks.iter().all(|(_, r)| r.is_ok())
+    }
+}
+
+impl Bridge {
+    /// Ready to answer: one series discovery done, and every watch cache past its first list.
+    /// Caches that failed (forbidden, gone, kube-apiserver down) do not hold readiness: their
+    /// resources are answered per request, so one bad resource never takes the API down.
+    pub fn readiness(&self) -> Readiness {
+        let discovery = if self.registry.load().discovered {
+            Ok(())
+        } else {
+            Err("the first series discovery has not finished".to_string())
+        };
+        let starting = self.objects.starting();
+        let caches = if starting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "waiting for the first list of {}",
+                starting.join(", ")
+            ))
+        };
+        Readiness {
+            checks: vec![("series-discovery", discovery), ("watch-caches", caches)],
+        }
     }
 
     /// Finds the rule, resolves the objects and renders the query.
@@ -73,20 +103,21 @@ impl Bridge {
         let rule = rule_of(registry, metric.rule)?;
         let namespace = req.namespace.as_deref();
         let (scope, objects) = match &req.target {
-            Target::Named(name) => (Scope::Object(name.as_str()), Some(vec![name.clone()])),
+            Target::Named(name) => {
+                // A synced cache knows every object: a deleted pod's lingering series must not
+                // answer for it. Without one, Prometheus is all there is (documented).
+                if self.objects.exists(&resource, namespace, name) == Some(false) {
+                    return Err(ApiError::not_found(format!(
+                        "{plural} \"{name}\" not found"
+                    )));
+                }
+                (Scope::Object(name.as_str()), Some(vec![name.clone()]))
+            }
             Target::All(selector) => {
                 match self.objects.resolve(&resource, namespace, selector).await {
                     Ok(ObjectSet::AllWithSamples) => (Scope::Every, None),
                     Ok(ObjectSet::Named(names)) => (Scope::Every, Some(names)),
-                    Err(ResolveError::Unsupported(msg)) => return Err(ApiError::bad_request(msg)),
-                    Err(e @ ResolveError::Unavailable { .. }) => {
-                        tracing::warn!(error = %e, "cannot resolve labelSelector");
-                        return Err(ApiError::new(
-                            503,
-                            "ServiceUnavailable",
-                            "unable to list the selected objects",
-                        ));
-                    }
+                    Err(e) => return Err(resolve_error(e)),
                 }
             }
         };
@@ -281,6 +312,35 @@ impl Bridge {
             },
             timestamp,
             value,
+        }
+    }
+}
+
+/// The Status for objects that could not be resolved.
+fn resolve_error(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::Unsupported(msg) => ApiError::bad_request(msg),
+        ResolveError::Forbidden { resource } => {
+            tracing::warn!(%resource, "cannot list the selected objects: the bridge's RBAC does not allow it");
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "unable to list {resource}: kube-metrics-bridge is not allowed to list {resource}; \
+                     grant list and watch on {resource} to its ServiceAccount"
+                ),
+            )
+        }
+        ResolveError::Gone { resource } => ApiError::not_found(format!(
+            "the server could not find the requested resource {resource}: it no longer exists in the cluster"
+        )),
+        e @ ResolveError::Unavailable { .. } => {
+            tracing::warn!(error = %e, "cannot resolve labelSelector");
+            ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "unable to list the selected objects",
+            )
         }
     }
 }

@@ -37,6 +37,14 @@ pub struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchCacheLabels {
+    /// `pods`, `deployments.apps`
+    pub resource: String,
+    /// starting, synced, forbidden, failing
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ValueLabels {
     /// clamped (beyond what the HPA can hold) or non_finite (NaN/Inf, treated as missing)
     pub kind: &'static str,
@@ -56,6 +64,7 @@ pub struct Metrics {
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
+    pub watch_caches: Family<WatchCacheLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +99,7 @@ impl Metrics {
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
             cert_reloads: Family::default(),
+            watch_caches: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +162,11 @@ impl Metrics {
             "Serving certificate reloads by result",
             m.cert_reloads.clone(),
         );
+        registry.register(
+            "watch_cache_state",
+            "1 for the state each resource's watch cache is in (starting, synced, forbidden, failing), 0 for the others",
+            m.watch_caches.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -172,6 +187,24 @@ impl Metrics {
 
     pub fn count(&self, family: &Family<ResultLabels, Counter>, result: &'static str) {
         family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The gauge of one watch cache state.
+    pub fn watch_cache_state(&self, resource: &str, state: &'static str) -> Gauge {
+        self.watch_caches
+            .get_or_create(&WatchCacheLabels {
+                resource: resource.to_string(),
+                state,
+            })
+            .clone()
+    }
+
+    /// Drops a watch cache state series (the resource is no longer tracked).
+    pub fn forget_watch_cache_state(&self, resource: &str, state: &'static str) {
+        self.watch_caches.remove(&WatchCacheLabels {
+            resource: resource.to_string(),
+            state,
+        });
     }
 
     /// OpenMetrics text.

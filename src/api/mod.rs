@@ -13,7 +13,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
 use crate::auth::Auth;
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, Readiness};
 use crate::request::{self, Route};
 use crate::server::PeerInfo;
 use status::ApiError;
@@ -150,23 +150,29 @@ async fn answer(
         Route::OpenApiV3Index => ok(openapi::v3_index()),
         Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
         Route::Version => ok(version_json()),
-        Route::Health(which) => Ok(health_response(which, bridge.ready())),
+        Route::Health(which) => Ok(health_response(which, &bridge.readiness())),
     }
 }
 
 /// `/healthz` and `/livez` say the process serves; `/readyz` also waits for the first
-/// discovery run and the object caches, so a new replica gets traffic only once it can
-/// answer.
-pub fn health_response(which: &str, ready: bool) -> Response<String> {
-    let (code, body) = if which == "readyz" && !ready {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]discovery failed: series discovery or object caches not ready yet\nreadyz check failed\n",
-        )
+/// discovery run and the object caches' first lists, so a new replica gets traffic only once
+/// it can answer. A failing check is named with its reason, as kube-apiserver's verbose
+/// health output does.
+pub fn health_response(which: &str, readiness: &Readiness) -> Response<String> {
+    let (code, body) = if which == "readyz" && !readiness.ready() {
+        let mut body = String::new();
+        for (name, result) in &readiness.checks {
+            match result {
+                Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+                Err(why) => body.push_str(&format!("[-]{name} failed: {why}\n")),
+            }
+        }
+        body.push_str("readyz check failed\n");
+        (StatusCode::INTERNAL_SERVER_ERROR, body)
     } else {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_string())
     };
-    let mut r = Response::new(body.to_string());
+    let mut r = Response::new(body);
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
