@@ -419,6 +419,63 @@ async fn aggregated_api_and_real_hpas() {
         401,
         "forged headers without the front-proxy certificate"
     );
+    // Authentication comes first: without credentials, every kind of bad request (unknown
+    // path, wrong method, bad selector, bad name, unacceptable type) is the same 401, so
+    // nothing about routes, methods or validation leaks.
+    let unauthorized = bridge
+        .client()
+        .get(&direct)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    let apis = "/apis/custom.metrics.k8s.io/v1beta2";
+    for (method, path, accept) in [
+        ("GET", "/no/such/path".to_string(), "*/*"),
+        (
+            "DELETE",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work"),
+            "*/*",
+        ),
+        ("POST", apis.to_string(), "*/*"),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3D%3D%3D"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/Bad_NS/pods/%2A/pod_work"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/no-such-metric"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work"),
+            "application/yaml",
+        ),
+        ("GET", "/version".to_string(), "*/*"),
+    ] {
+        let r = bridge
+            .client()
+            .request(method.parse().expect("method"), bridge.url(&path))
+            .header("Accept", accept)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+        assert_eq!(
+            r.text().await.expect("body"),
+            unauthorized,
+            "{method} {path}"
+        );
+    }
     assert_eq!(
         bridge
             .client()

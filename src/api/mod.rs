@@ -12,7 +12,7 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
-use crate::auth::Auth;
+use crate::auth::{attributes_for, Auth};
 use crate::bridge::{Bridge, Readiness};
 use crate::request::{self, Route};
 use crate::server::PeerInfo;
@@ -56,7 +56,9 @@ pub fn routes(
         )
 }
 
-/// Answers one request; every outcome is a JSON body (or plain `ok` for health).
+/// Answers one request; every outcome is a JSON body (or plain `ok` for health). The order
+/// is kube-apiserver's: authenticate (401) -> route and validate (400, 404, 405) -> authorize
+/// (403) -> answer, so a client without credentials learns nothing about the API.
 pub async fn handle(
     bridge: &Bridge,
     auth: Option<&Auth>,
@@ -67,29 +69,40 @@ pub async fn handle(
     headers: &HeaderMap,
 ) -> Response<String> {
     let started = Instant::now();
-    let route = request::parse(path, query);
-    let label = route.as_ref().map(Route::label).unwrap_or("other");
     let accept = headers
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let result = match route {
-        Err(e) => Err(e),
-        Ok(_) if method != Method::GET && method != Method::HEAD => {
-            Err(ApiError::method_not_allowed(method.as_str()))
+    let mut label = "unauthenticated";
+    let mut caller = String::new();
+    let result = async {
+        let user = match auth {
+            Some(auth) => Some(auth.authenticate(peer, headers, path).await?),
+            None => None,
+        };
+        if let Some(user) = &user {
+            caller.clone_from(&user.name);
         }
-        Ok(route) => match authorize(auth, peer, headers, &route, path).await {
-            Err(e) => Err(e),
-            Ok(()) if !accepts_json(accept) && !matches!(route, Route::Health(_)) => {
-                Err(ApiError::not_acceptable())
-            }
-            Ok(()) => answer(bridge, route, accept).await,
-        },
-    };
+        let route = request::parse(path, query);
+        label = route.as_ref().map(Route::label).unwrap_or("other");
+        let route = route?;
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        if let (Some(auth), Some(user)) = (auth, &user) {
+            auth.authorize(peer, user, &attributes_for(&route, path))
+                .await?;
+        }
+        if !accepts_json(accept) && !matches!(route, Route::Health(_)) {
+            return Err(ApiError::not_acceptable());
+        }
+        answer(bridge, route, accept).await
+    }
+    .await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
-                tracing::warn!(%path, code = e.code, message = %e.message, "request failed");
+                tracing::warn!(%path, user = %caller, code = e.code, message = %e.message, "request failed");
             }
             json_response(
                 StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -101,23 +114,8 @@ pub async fn handle(
     bridge
         .metrics
         .observe_request(label, code, started.elapsed());
-    tracing::debug!(%method, %path, %query, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(%method, %path, %query, user = %caller, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
-}
-
-/// Authentication and authorization (none with `--standalone`): after routing and the
-/// method check, before anything is read.
-async fn authorize(
-    auth: Option<&Auth>,
-    peer: Option<&PeerInfo>,
-    headers: &HeaderMap,
-    route: &Route,
-    path: &str,
-) -> Result<(), ApiError> {
-    match auth {
-        None => Ok(()),
-        Some(auth) => auth.check(peer, headers, route, path).await.map(|_user| ()),
-    }
 }
 
 async fn answer(

@@ -45,7 +45,6 @@ pub use watch::{AuthConfigWatch, ConfigHandle, TlsReload};
 /// Authentication then authorization of each request.
 #[derive(Debug)]
 pub struct Auth {
-    config: ConfigHandle,
     authenticator: Authenticator,
     authorizer: Authorizer,
 }
@@ -60,7 +59,6 @@ impl Auth {
         let authenticator = Authenticator::new(config.config(), Some(reviews.clone()), token)
             .map_err(anyhow::Error::msg)?;
         Ok(Auth {
-            config,
             authenticator,
             authorizer: Authorizer::new(reviews, authorization),
         })
@@ -85,11 +83,6 @@ impl Auth {
         )
     }
 
-    /// The authentication configuration has been loaded (for `/readyz`).
-    pub fn ready(&self) -> bool {
-        self.config.is_ready()
-    }
-
     /// Who made this GET of `path` (parsed as `route`), if they may: the user, or the 401,
     /// 403 (or 500 when no review could be had) Status to answer with.
     pub async fn check(
@@ -99,37 +92,65 @@ impl Auth {
         route: &Route,
         path: &str,
     ) -> Result<User, ApiError> {
-        self.check_attributes(peer, headers, &attributes_for(route, path))
-            .await
+        let user = self.authenticate(peer, headers, path).await?;
+        self.authorize(peer, &user, &attributes_for(route, path))
+            .await?;
+        Ok(user)
     }
 
-    /// [`Auth::check`] for attributes already worked out.
-    pub async fn check_attributes(
+    /// Who sent the request, before anything about it is looked at (design §3.4: 401 before
+    /// any routing or validation, so an unauthenticated client learns nothing of the API).
+    /// Anonymous requests pass only for the always-allowed paths (health); every one that
+    /// fails gets the same 401 body.
+    pub async fn authenticate(
         &self,
         peer: Option<&PeerInfo>,
         headers: &HeaderMap,
-        attrs: &RequestAttributes,
+        path: &str,
     ) -> Result<User, ApiError> {
         let chain = peer.map(|p| p.client_certs.as_slice()).unwrap_or(&[]);
         let remote = peer.map(|p| p.remote_addr);
         let user = match self.authenticator.authenticate(chain, headers).await {
             Ok(user) => user,
             Err(why) => {
-                tracing::info!(remote = ?remote, reason = %why, "request not authenticated");
+                // Debug, not info: anyone can send bad credentials as fast as they like. The
+                // request metric counts them (code 401, route "unauthenticated").
+                tracing::debug!(remote = ?remote, reason = %why, "request not authenticated");
                 return Err(status::unauthorized());
             }
         };
         // No anonymous access (design §3.4: unauthenticated requests get 401), except to the
         // always-allowed health paths. Everything kube-apiserver proxies carries the
         // front-proxy certificate, so nothing legitimate is anonymous.
-        if user.is_anonymous() && !self.authorizer.always_allows(attrs) {
-            tracing::info!(remote = ?remote, "request without credentials");
+        if user.is_anonymous()
+            && !self
+                .authorizer
+                .always_allows(&attributes::non_resource(path))
+        {
+            tracing::debug!(remote = ?remote, "request without credentials");
             return Err(status::unauthorized());
         }
-        match self.authorizer.authorize(&user, attrs).await {
-            Ok(Verdict::Allowed) => Ok(user),
+        Ok(user)
+    }
+
+    /// May `user` do what `attrs` say: Ok, or the 403 (or 500 when no review could be had)
+    /// Status to answer with.
+    pub async fn authorize(
+        &self,
+        peer: Option<&PeerInfo>,
+        user: &User,
+        attrs: &RequestAttributes,
+    ) -> Result<(), ApiError> {
+        let remote = peer.map(|p| p.remote_addr);
+        // An always-allowed non-resource path let an anonymous user through authentication;
+        // the routed request must still be one of those.
+        if user.is_anonymous() && !self.authorizer.always_allows(attrs) {
+            return Err(status::unauthorized());
+        }
+        match self.authorizer.authorize(user, attrs).await {
+            Ok(Verdict::Allowed) => Ok(()),
             Ok(Verdict::Forbidden(reason)) => {
-                let error = status::forbidden(&user, attrs, &reason);
+                let error = status::forbidden(user, attrs, &reason);
                 tracing::debug!(remote = ?remote, message = %error.message, "request forbidden");
                 Err(error)
             }
@@ -316,12 +337,8 @@ mod tests {
     }
 
     #[test]
-    fn readiness_follows_the_config() {
+    fn always_allowed_paths_are_validated() {
         let reviews = Arc::new(CountingReviews::default());
-        let waiting =
-            Auth::with_defaults(ConfigHandle::new(), reviews.clone(), &["/healthz"]).expect("auth");
-        assert!(!waiting.ready());
-        assert!(fixture().auth.ready());
         assert!(Auth::with_defaults(ConfigHandle::new(), reviews, &["/a*b"]).is_err());
     }
 }
