@@ -444,7 +444,7 @@ async fn check_rules_and_prometheus(
     for rule in rules.all_rules() {
         let found = series
             .get(&rule.series_query)
-            .map(|s| s.iter().filter(|s| rule.keeps_series(&s.name)).count())
+            .map(|s| s.names().filter(|(n, _)| rule.keeps_series(n)).count())
             .unwrap_or(0);
         if found == 0 {
             report.warn(
