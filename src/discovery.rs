@@ -155,14 +155,10 @@ fn warn_about_dropped(query: &str, set: &SeriesSet, metrics: &Metrics) {
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     let mut fresh = |examples: &[String], kind: &str| -> Vec<String> {
-        let new: Vec<String> = examples
-            .iter()
-            .filter(|name| !warned.contains(&format!("{kind}:{name}")))
-            .cloned()
-            .collect();
-        for name in &new {
-            if warned.len() < WARNED_NAMES {
-                warned.insert(format!("{kind}:{name}"));
+        let mut new = Vec::new();
+        for name in examples {
+            if warned.len() < WARNED_NAMES && warned.insert(format!("{kind}:{name}")) {
+                new.push(name.clone());
             }
         }
         new
