@@ -400,7 +400,8 @@ impl PrometheusClient {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let decoder = tokio::task::spawn_blocking(move || {
             let mut reader = ChunkReader::new(rx);
-            let parsed = decode_series(&mut reader);
+            // serde_json reads byte by byte; BufReader serves those from its buffer.
+            let parsed = decode_series(std::io::BufReader::with_capacity(64 * 1024, &mut reader));
             (parsed, reader.head)
         });
         let limit = self.max_response_bytes;
