@@ -44,9 +44,7 @@ impl QueryResult {
             QueryResult::Scalar(s) => std::slice::from_ref(s),
         }
     }
-}
 
-impl QueryResult {
     /// Roughly the heap and inline bytes this result holds, for the cache's byte budget.
     pub fn estimated_bytes(&self) -> usize {
         const NODE: usize = 16; // B-tree bookkeeping per entry, roughly
@@ -469,7 +467,9 @@ impl PrometheusClient {
     }
 
     /// The whole body, or `TooLarge` as soon as it passes the limit (chunked answers have no
-    /// length to check up front).
+    /// length to check up front). The count is of the bytes `chunk()` yields, which are the
+    /// decoded ones should reqwest's gzip feature ever be turned on (it is off: no
+    /// `Accept-Encoding` is sent), so a compressed bomb would be cut off too.
     async fn read_capped(
         &self,
         mut response: reqwest::Response,
