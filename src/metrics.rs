@@ -22,7 +22,7 @@ pub struct RequestLabels {
 pub struct PrometheusCallLabels {
     /// query or series
     pub call: &'static str,
-    /// ok, unavailable, query, malformed
+    /// ok, unavailable, query, malformed, too_large
     pub outcome: &'static str,
 }
 
@@ -46,8 +46,15 @@ pub struct WatchCacheLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ValueLabels {
-    /// clamped (beyond what the HPA can hold) or non_finite (NaN/Inf, treated as missing)
+    /// clamped (beyond what the HPA can hold), non_finite (NaN/Inf, treated as missing) or
+    /// timestamp_clamped (a sample time before 1970 or after year 9999)
     pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// invalid_metric_name or invalid_label_name
+    pub reason: &'static str,
 }
 
 pub struct Metrics {
@@ -63,6 +70,7 @@ pub struct Metrics {
     pub discovery_runs: Family<ResultLabels, Counter>,
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
+    pub series_dropped: Family<ReasonLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub watch_caches: Family<WatchCacheLabels, Gauge>,
 }
@@ -98,6 +106,7 @@ impl Metrics {
             discovery_runs: Family::default(),
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
+            series_dropped: Family::default(),
             cert_reloads: Family::default(),
             watch_caches: Family::default(),
             registry: Registry::default(),
@@ -154,8 +163,13 @@ impl Metrics {
         );
         registry.register(
             "values_adjusted",
-            "Sample values that were clamped to what the HPA can hold, or were NaN/Inf and treated as missing",
+            "Sample values that were clamped to what the HPA can hold, or were NaN/Inf and treated as missing; sample times clamped to 1970..9999",
             m.values.clone(),
+        );
+        registry.register(
+            "series_dropped",
+            "Series (or their labels) in discovery answers left out because their name cannot stand unquoted in PromQL, by reason",
+            m.series_dropped.clone(),
         );
         registry.register(
             "certificate_reloads",

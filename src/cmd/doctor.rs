@@ -526,10 +526,24 @@ async fn check_rules_and_prometheus(
         report.fail(&format!("series_query {query:?}"), &e.to_string());
     }
     let registry = build_registry(rules.clone(), &series, mapper);
+    for (query, set) in &series {
+        if set.invalid_names > 0 || set.invalid_label_names > 0 {
+            report.warn(
+                &format!("series_query {query:?}"),
+                &format!(
+                    "{} series left out because their name is not a classic PromQL metric name (e.g. {:?}), {} label names left out for the same reason (e.g. {:?}): they would be pasted into queries unquoted",
+                    set.invalid_names,
+                    set.invalid_examples.iter().take(3).collect::<Vec<_>>(),
+                    set.invalid_label_names,
+                    set.invalid_label_examples.iter().take(3).collect::<Vec<_>>(),
+                ),
+            );
+        }
+    }
     for rule in rules.all_rules() {
         let found = series
             .get(&rule.series_query)
-            .map(|s| s.iter().filter(|s| rule.keeps_series(&s.name)).count())
+            .map(|s| s.names().filter(|(n, _)| rule.keeps_series(n)).count())
             .unwrap_or(0);
         if found == 0 {
             report.warn(
