@@ -102,9 +102,20 @@ pub fn convert(
     config.prometheus.url = url.clone();
     config.rules = custom.iter().map(|r| r.rule.clone()).collect();
     config.external_rules = external.iter().map(|r| r.rule.clone()).collect();
+    // Written to the file only when it reads back as what `config` holds: a value the
+    // duration parser refuses would make the whole converted file fail to load.
+    let mut relist = None;
     if let Some(d) = &input.relist_interval {
-        if let Ok(parsed) = humantime::parse_duration(d) {
-            config.cache.discovery_interval = parsed;
+        match humantime::parse_duration(d) {
+            Ok(parsed) => {
+                config.cache.discovery_interval = parsed;
+                relist = Some(d.as_str());
+            }
+            Err(e) => notes.push(format!(
+                "metricsRelistInterval {d:?} is not a duration this bridge reads ({e}); \
+                 [cache] discovery_interval is left at its default ({})",
+                humantime::format_duration(config.cache.discovery_interval)
+            )),
         }
     }
     let toml = render(
@@ -112,7 +123,7 @@ pub fn convert(
         &input.kind,
         &url,
         url_is_placeholder,
-        input.relist_interval.as_deref(),
+        relist,
         input.had_resource_rules,
         &custom,
         &external,
@@ -1097,6 +1108,37 @@ externalRules:
         roundtrip(&c);
         assert_eq!(c.config.external_rules.len(), 1);
         assert!(c.toml.contains("ConfigMap data \"config.yaml\""));
+    }
+
+    /// Found by the `convert` fuzz target (fuzz/regressions/convert/): an interval the
+    /// duration parser refuses was written into `[cache]` as it stood, so the converted
+    /// file failed to load (`cache.discovery_interval: invalid value string "default:1m"`).
+    #[test]
+    fn unreadable_relist_interval_is_a_note_not_a_broken_file() {
+        for bad in ["default:1m", "5", "1 fortnight"] {
+            let c = conv(&format!(
+                "prometheus: {{url: http://p.monitoring.svc, port: 9090}}\nmetricsRelistInterval: {bad}\nrules:\n  default: true\n"
+            ));
+            roundtrip(&c);
+            assert!(!c.toml.contains("\ndiscovery_interval ="), "{}", c.toml);
+            assert!(
+                c.notes.iter().any(|n| n.contains("metricsRelistInterval")
+                    && n.contains(&format!("{bad:?}"))),
+                "{:?}",
+                c.notes
+            );
+        }
+        for good in ["90s", "1.5m", "1h30m"] {
+            let c = conv(&format!(
+                "prometheus: {{url: http://p.monitoring.svc, port: 9090}}\nmetricsRelistInterval: {good}\nrules:\n  default: true\n"
+            ));
+            roundtrip(&c);
+            assert!(
+                c.toml.contains(&format!("\ndiscovery_interval = '{good}'")),
+                "{}",
+                c.toml
+            );
+        }
     }
 
     #[test]
