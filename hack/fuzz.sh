@@ -60,14 +60,20 @@ bindir="$CARGO_TARGET_DIR/$host/release"
 if [ "$merge" = 1 ]; then
   for t in "${TARGETS[@]}"; do
     mkdir -p "$work/$t/corpus" "$FUZZ_DIR/corpus/$t"
-    merged=$(mktemp -d)
-    # -merge=1 keeps the smallest set of inputs with the same coverage, from every dir given.
-    "$bindir/$t" -merge=1 -rss_limit_mb=4096 "$merged" "$FUZZ_DIR/corpus/$t" "$work/$t/corpus" \
+    merged=$(mktemp -d) candidates=$(mktemp -d)
+    # Inputs up to KMB_FUZZ_MERGE_MAX_BYTES (default 2048) only: small inputs reach the same
+    # code, replay faster and keep the checkout small.
+    for d in "$FUZZ_DIR/corpus/$t" "$work/$t/corpus"; do
+      find "$d" -type f -size -"$(( ${KMB_FUZZ_MERGE_MAX_BYTES:-2048} + 1 ))"c -exec cp -f -t "$candidates" {} +
+    done
+    # -merge=1 keeps the smallest set of inputs with the same coverage, from every dir given;
+    # -use_counters=0 counts edges, not hit counts, which keeps the committed corpora small.
+    "$bindir/$t" -merge=1 -use_counters=0 -rss_limit_mb=4096 "$merged" "$candidates" \
       2>"$work/$t/merge.log" || { tail -20 "$work/$t/merge.log"; exit 1; }
-    rm -rf "$FUZZ_DIR/corpus/$t"
+    rm -rf "$FUZZ_DIR/corpus/$t" "$candidates"
     mv "$merged" "$FUZZ_DIR/corpus/$t"
     chmod 755 "$FUZZ_DIR/corpus/$t"
-    echo "$t: $(ls "$FUZZ_DIR/corpus/$t" | wc -l) inputs, $(du -sk "$FUZZ_DIR/corpus/$t" | cut -f1) KiB"
+    echo "$t: $(ls "$FUZZ_DIR/corpus/$t" | wc -l) inputs, $(du -sk --apparent-size "$FUZZ_DIR/corpus/$t" | cut -f1) KiB"
   done
   exit 0
 fi
@@ -78,7 +84,10 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$corpus" "$artifacts" "$FUZZ_DIR/corpus/$t"
   rm -f "$artifacts"/*
   args=(-max_total_time="$seconds" -timeout="${KMB_FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048
-        -use_value_profile=1 -print_final_stats=1 -artifact_prefix="$artifacts/")
+        -print_final_stats=1 -artifact_prefix="$artifacts/")
+  # Value profiling (comparison operands as coverage) finds more in long runs but keeps
+  # many more inputs; short runs (CI's) leave it off so the work corpus stays quick to load.
+  [ "$seconds" -lt 60 ] || args+=(-use_value_profile=1)
   [ -f "$FUZZ_DIR/dict/$t.dict" ] && args+=(-dict="$FUZZ_DIR/dict/$t.dict")
   dirs=("$corpus" "$FUZZ_DIR/corpus/$t")
   [ -d "$FUZZ_DIR/regressions/$t" ] && dirs+=("$FUZZ_DIR/regressions/$t")
