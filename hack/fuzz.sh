@@ -104,9 +104,10 @@ for t in "${TARGETS[@]}"; do
     input=$(ls -t "$artifacts"/* 2>/dev/null | head -1 || true)
     failures+=("$t: ${input:-no input saved (exit $status)}")
     echo "fuzz $t: FAILED (exit $status) after ${execs:-?} runs; input: ${input:-none saved}"
-    grep -E -A12 "panicked at|ERROR: libFuzzer|==[0-9]+== ERROR" "$log" | head -40 | sed 's/^/    /'
+    { grep -E -A12 "panicked at|ERROR: libFuzzer|==[0-9]+== ERROR" "$log" || tail -20 "$log"; } \
+      | head -40 | sed 's/^/    /'
     echo "    full log: $log"
-    [ -n "$input" ] && echo "    replay: $bindir/$t $input"
+    if [ -n "$input" ]; then echo "    replay: $bindir/$t $input"; fi
   fi
 done
 
