@@ -38,6 +38,23 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// promql-parser's `parse`, with its panics turned into errors.
+///
+/// promql-parser 0.11 panics (`Duration::from_secs_f64`) on a bare number where a duration
+/// goes that no `Duration` holds: `x[Inf]`, `x[NaN]`, `x[1e20]`, `x[5m:1e20]`. Queries are
+/// parsed when a rules file is loaded, checked or hot-reloaded, so such a query must be a
+/// problem reported in the file, not a crash. (The panic message still reaches stderr through
+/// the default panic hook.) Found by the `template` fuzz target.
+pub fn parse(query: &str) -> Result<promql_parser::parser::Expr, String> {
+    std::panic::catch_unwind(|| promql_parser::parser::parse(query)).unwrap_or_else(|_| {
+        Err(
+            "the PromQL parser failed on it (a number where a duration goes that is too \
+             large, Inf or NaN?)"
+                .to_string(),
+        )
+    })
+}
+
 /// `s` escaped for Prometheus' RE2 so that it matches literally.
 ///
 /// The escaped set is Go's `regexp.QuoteMeta`: ``\.+*?()|[]{}^$``. Prometheus anchors regex
@@ -212,6 +229,20 @@ pub fn join_matchers(matchers: &[Matcher]) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Found by the `template` fuzz target: promql-parser panicked on these.
+    #[test]
+    fn parse_turns_parser_panics_into_errors() {
+        for q in [
+            "rate(x[Inf])",
+            "x[NaN]",
+            "rate(x[55555555555555555555555555555m])[1e30:5]",
+            "x offset 1e30",
+        ] {
+            assert!(parse(q).is_err(), "{q}");
+        }
+        assert!(parse("sum(rate(x[5m]))").is_ok());
+    }
 
     /// Decodes a Go/PromQL double-quoted literal at the start of `s`, the way Prometheus'
     /// lexer and `strconv.Unquote` do. Returns the value and the rest of the input.

@@ -9,6 +9,7 @@ use kube_metrics_bridge_fuzz::vector_selector_matchers;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    kube_metrics_bridge_fuzz::let_caught_panics_unwind();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -8,6 +8,7 @@ use kube_metrics_bridge::quantity::{self, MAX_MAGNITUDE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    kube_metrics_bridge_fuzz::let_caught_panics_unwind();
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = quantity::parse_milli(text);
     }

@@ -38,6 +38,7 @@ fn rules() -> &'static (RuleSet, StaticMapper) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    kube_metrics_bridge_fuzz::let_caught_panics_unwind();
     // `path?query`, as the server splits a request target.
     let (path, query) = split_once(data, b'?');
     let (Ok(path), Ok(query)) = (std::str::from_utf8(path), std::str::from_utf8(query)) else {

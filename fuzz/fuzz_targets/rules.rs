@@ -12,6 +12,7 @@ use kube_metrics_bridge::rules::RuleSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    kube_metrics_bridge_fuzz::let_caught_panics_unwind();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

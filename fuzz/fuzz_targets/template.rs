@@ -11,6 +11,7 @@ use kube_metrics_bridge::rules::template::{self, QueryArgs, RuleKind, Template, 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    kube_metrics_bridge_fuzz::let_caught_panics_unwind();
     let Ok(src) = std::str::from_utf8(data) else {
         return;
     };

@@ -44,3 +44,11 @@ pub fn only<'a>(matchers: &'a [Matcher], name: &str, query: &str) -> &'a Matcher
 pub fn is_equal(m: &Matcher, value: &str) -> bool {
     matches!(m.op, MatchOp::Equal) && m.value == value
 }
+
+/// Puts the default panic hook back. libfuzzer-sys installs one that aborts at once, before a
+/// `catch_unwind` in the code under test (`promql::parse`) can handle the panic; a panic
+/// nobody catches still aborts, in libfuzzer-sys' own `catch_unwind` around each input.
+pub fn let_caught_panics_unwind() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| drop(std::panic::take_hook()));
+}

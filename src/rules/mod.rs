@@ -370,7 +370,7 @@ fn compile_rule(id: RuleId, cfg: &RuleConfig, problems: &mut Vec<Problem>) -> Op
 
 /// A series query must be a plain vector selector: it goes to `/api/v1/series`.
 fn check_series_query(query: &str) -> Result<(), String> {
-    match promql_parser::parser::parse(query) {
+    match crate::promql::parse(query) {
         Ok(promql_parser::parser::Expr::VectorSelector(_)) => Ok(()),
         Ok(_) => Err(format!(
             "{query:?} must be a series selector like 'http_requests_total{{namespace!=\"\"}}', not an expression"

@@ -585,7 +585,7 @@ pub fn validate_query_for(
         if query.trim().is_empty() {
             return Err(format!("{case}: the template renders an empty query"));
         }
-        let expr = promql_parser::parser::parse(&query)
+        let expr = crate::promql::parse(&query)
             .map_err(|e| format!("{case}: invalid PromQL: {e}; rendered query: {query}"))?;
         let ty = expr.value_type();
         if !matches!(ty, ValueType::Vector | ValueType::Scalar) {
