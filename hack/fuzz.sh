@@ -61,10 +61,10 @@ if [ "$merge" = 1 ]; then
   for t in "${TARGETS[@]}"; do
     mkdir -p "$work/$t/corpus" "$FUZZ_DIR/corpus/$t"
     merged=$(mktemp -d) candidates=$(mktemp -d)
-    # Inputs up to KMB_FUZZ_MERGE_MAX_BYTES (default 2048) only: small inputs reach the same
+    # Inputs up to KMB_FUZZ_MERGE_MAX_BYTES (default 1024) only: small inputs reach the same
     # code, replay faster and keep the checkout small.
     for d in "$FUZZ_DIR/corpus/$t" "$work/$t/corpus"; do
-      find "$d" -type f -size -"$(( ${KMB_FUZZ_MERGE_MAX_BYTES:-2048} + 1 ))"c -exec cp -f -t "$candidates" {} +
+      find "$d" -type f -size -"$(( ${KMB_FUZZ_MERGE_MAX_BYTES:-1024} + 1 ))"c -exec cp -f -t "$candidates" {} +
     done
     # -merge=1 keeps the smallest set of inputs with the same coverage, from every dir given;
     # -use_counters=0 counts edges, not hit counts, which keeps the committed corpora small.
