@@ -53,7 +53,9 @@ echo "== fuzz: building ${#TARGETS[@]} target(s) (libFuzzer, stable $(rustc -V |
 bins=()
 for t in "${TARGETS[@]}"; do bins+=(--bin "$t"); done
 start=$(date +%s)
-cargo build --release --locked --manifest-path "$FUZZ_DIR/Cargo.toml" --target "$host" "${bins[@]}"
+# Not --locked: fuzz/Cargo.lock pins every version, but when the root package gains a
+# dependency the lock must gain that edge, and cargo adds it (changing no pinned version).
+cargo build --release --manifest-path "$FUZZ_DIR/Cargo.toml" --target "$host" "${bins[@]}"
 echo "== fuzz: built in $(( $(date +%s) - start )) s"
 bindir="$CARGO_TARGET_DIR/$host/release"
 
