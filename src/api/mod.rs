@@ -23,6 +23,12 @@ use status::ApiError;
 const JSON: &str = "application/json";
 
 /// The warp filter for the secure port. `auth` is `None` only with `--standalone`.
+///
+/// warp is the service adapter here, not the router: its path filters would match (and
+/// reject, with warp's own plain-text bodies) before anything else ran, while kube-apiserver's
+/// order is authenticate -> route -> authorize, and every answer, a 404 included, must be a
+/// `metav1.Status`. So the one filter extracts what a request carries (method, raw path,
+/// query, headers, the connection's [`PeerInfo`]) and [`handle`] does the rest in that order.
 pub fn routes(
     bridge: Arc<Bridge>,
     auth: Option<Arc<Auth>>,
