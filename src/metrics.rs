@@ -73,6 +73,9 @@ pub struct Metrics {
     pub series_dropped: Family<ReasonLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub watch_caches: Family<WatchCacheLabels, Gauge>,
+    /// Tasks alive in the async runtime, read when the metrics are encoded: a leak of
+    /// connections, watches or requests shows here first (the soak benchmark watches it).
+    pub runtime_tasks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +112,7 @@ impl Metrics {
             series_dropped: Family::default(),
             cert_reloads: Family::default(),
             watch_caches: Family::default(),
+            runtime_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +185,11 @@ impl Metrics {
             "1 for the state each resource's watch cache is in (starting, synced, forbidden, failing), 0 for the others",
             m.watch_caches.clone(),
         );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the async runtime (connections, requests, watches, background loops)",
+            m.runtime_tasks.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -223,6 +232,10 @@ impl Metrics {
 
     /// OpenMetrics text.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
