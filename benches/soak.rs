@@ -11,7 +11,6 @@
 #[path = "../integration/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -425,7 +424,7 @@ fn summarize(settings: &Settings, rows: &[Row], churned: usize) {
             json!({"first": y(first), "last": y(last), "slope_per_hour": slope}),
         );
     }
-    let out = target_dir().join("bench");
+    let out = common::target_dir().join("bench");
     let _ = std::fs::create_dir_all(&out);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -441,14 +440,4 @@ fn summarize(settings: &Settings, rows: &[Row], churned: usize) {
     if std::fs::write(&path, doc.to_string()).is_ok() {
         println!("figures: {}", path.display());
     }
-}
-
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }

@@ -101,11 +101,7 @@ async fn register(cp: &ControlPlane, ca_pem: &[u8], port: u16) {
     .await;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let patch = format!(r#"{{"spec":{{"caBundle":"{ca}","service":{{"port":{port}}}}}}}"#);
-    for name in [
-        "v1beta1.custom.metrics.k8s.io",
-        "v1beta2.custom.metrics.k8s.io",
-        "v1beta1.external.metrics.k8s.io",
-    ] {
+    for name in ControlPlane::BRIDGE_APISERVICES {
         cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])
             .await;
     }
@@ -296,7 +292,7 @@ async fn aggregated_api_and_real_hpas() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ))
     .await;
-    wait_available(&cp).await;
+    cp.wait_apiservices_available().await;
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
@@ -596,33 +592,6 @@ async fn hpa_reports(cp: &ControlPlane, name: &str, pointer: &str, want: &str) {
     );
 }
 
-/// Waits for every APIService of the bridge to become Available.
-async fn wait_available(cp: &ControlPlane) {
-    for name in [
-        "v1beta1.custom.metrics.k8s.io",
-        "v1beta2.custom.metrics.k8s.io",
-        "v1beta1.external.metrics.k8s.io",
-    ] {
-        cp.wait_for(
-            &format!("{name} Available"),
-            Duration::from_secs(90),
-            || async {
-                let svc = cp
-                    .get_json(&format!(
-                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                    ))
-                    .await;
-                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-                available.then_some(())
-            },
-        )
-        .await;
-    }
-}
-
 /// Waits until the bridge reports `resource`'s watch cache in `state`.
 async fn cache_state(bridge: &Bridge, resource: &str, state: &str) {
     let series = format!(
@@ -723,7 +692,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
 
     let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
     register(&cp, &ca, bridge.port).await;
-    wait_available(&cp).await;
+    cp.wait_apiservices_available().await;
     let pods_path =
         format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{RNS}/pods/%2A/pod_work");
     let list = wait_until(

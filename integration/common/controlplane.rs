@@ -479,6 +479,36 @@ impl ControlPlane {
         .await;
     }
 
+    /// The bridge's three APIServices, as deploy/ registers them.
+    pub const BRIDGE_APISERVICES: [&'static str; 3] = [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ];
+
+    /// Waits until each of the bridge's APIServices reports `Available`.
+    pub async fn wait_apiservices_available(&self) {
+        for name in ControlPlane::BRIDGE_APISERVICES {
+            self.wait_for(
+                &format!("APIService {name} Available"),
+                Duration::from_secs(90),
+                || async {
+                    let svc = self
+                        .get_json(&format!(
+                            "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                        ))
+                        .await;
+                    let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Available" && c["status"] == "True")
+                    });
+                    available.then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
     /// Polls `f` like [`wait_until`]; on timeout the panic is preceded by the
     /// ends of the apiserver and controller-manager logs. For waits on cluster
     /// state, e.g. "the HPA scaled the Deployment to 3".
