@@ -29,7 +29,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a rules file: TOML, regexes, templates, PromQL. Exits non-zero on any problem.
     Check {
         /// The rules file.
@@ -119,6 +119,52 @@ pub struct ServeArgs {
     /// How often the rules file is re-read even without a change event.
     #[arg(long, env = "KMB_RULES_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub rules_poll_interval: std::time::Duration,
+    /// Requests answered at once on the secure port; more get 429 TooManyRequests with
+    /// Retry-After. /healthz, /livez, /readyz are exempt. 0: no limit.
+    #[arg(long, env = "KMB_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Connections open at once on the secure port (TLS handshakes included); more are closed
+    /// at accept. 0: no limit.
+    #[arg(long, env = "KMB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections open at once on the plain metrics port. 0: no limit.
+    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS", default_value_t = 64)]
+    pub metrics_max_connections: usize,
+    /// A connection that sends nothing this long after the TLS handshake (or, on the metrics
+    /// port, after accept) is closed. HTTP/1.1, HTTP/2 and connections without ALPN alike.
+    #[arg(long, env = "KMB_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub first_byte_timeout: std::time::Duration,
+    /// A connection with no request in flight this long is closed (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike; kube-apiserver's idle timeout).
+    #[arg(long, env = "KMB_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "90s")]
+    pub idle_timeout: std::time::Duration,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    #[arg(long, env = "KMB_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams_per_connection: u32,
+    /// TokenReviews sent to kube-apiserver per second on average (bearer tokens not in the
+    /// cache); beyond it and its burst a token is not reviewed and the request gets 401.
+    /// 0: no rate limit.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_QPS",
+        default_value_t = 20.0
+    )]
+    pub authentication_token_review_qps: f64,
+    /// TokenReviews that may be sent back to back after a quiet spell.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_BURST",
+        default_value_t = 40
+    )]
+    pub authentication_token_review_burst: u32,
+    /// TokenReviews waiting for kube-apiserver at once; a review that cannot start within a
+    /// second is not sent (401). 0: no limit.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_MAX_INFLIGHT",
+        default_value_t = 8
+    )]
+    pub authentication_token_review_max_inflight: usize,
 }
 
 impl ServeArgs {
@@ -134,4 +180,46 @@ impl ServeArgs {
         };
         Ok(SocketAddr::new(ip, self.secure_port))
     }
+
+    /// Limits of the secure port; `metrics` is where its counts go.
+    pub fn secure_server_options(
+        &self,
+        metrics: crate::metrics::ListenerMetrics,
+    ) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            first_byte_timeout: self.first_byte_timeout,
+            idle_timeout: self.idle_timeout,
+            max_concurrent_streams: self.http2_max_streams_per_connection,
+            max_connections: self.max_connections,
+            max_requests_inflight: self.max_requests_inflight,
+            metrics,
+            ..crate::server::ServerOptions::default()
+        }
+    }
+
+    /// Limits of the plain metrics port: the same deadlines, its own connection cap, and a
+    /// small fixed in-flight limit for `/metrics` (health is exempt), as only scrapers and
+    /// probes call it.
+    pub fn metrics_server_options(
+        &self,
+        metrics: crate::metrics::ListenerMetrics,
+    ) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            max_connections: self.metrics_max_connections,
+            max_requests_inflight: METRICS_PORT_MAX_REQUESTS_INFLIGHT,
+            ..self.secure_server_options(metrics)
+        }
+    }
+
+    pub fn token_review_limits(&self) -> crate::auth::reviews::ReviewLimits {
+        crate::auth::reviews::ReviewLimits {
+            qps: self.authentication_token_review_qps,
+            burst: self.authentication_token_review_burst,
+            max_inflight: self.authentication_token_review_max_inflight,
+            ..crate::auth::reviews::ReviewLimits::default()
+        }
+    }
 }
+
+/// `/metrics` requests answered at once on the metrics port (health paths are not counted).
+pub const METRICS_PORT_MAX_REQUESTS_INFLIGHT: usize = 16;

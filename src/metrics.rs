@@ -42,6 +42,20 @@ pub struct ValueLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// secure (the metrics APIs over TLS) or metrics (plain `/metrics` and health)
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub listener: &'static str,
+    /// handshake (TLS), first_byte (nothing sent after the handshake or accept), idle (no
+    /// request in flight for `--idle-timeout`)
+    pub timeout: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Histogram>,
@@ -56,6 +70,13 @@ pub struct Metrics {
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    pub rejected_connections: Family<ListenerLabels, Counter>,
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    pub requests_inflight: Family<ListenerLabels, Gauge>,
+    pub rejected_requests: Family<ListenerLabels, Counter>,
+    /// authenticated, unauthenticated, error, throttled
+    pub token_reviews: Family<ResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +111,12 @@ impl Metrics {
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
             cert_reloads: Family::default(),
+            open_connections: Family::default(),
+            rejected_connections: Family::default(),
+            connection_timeouts: Family::default(),
+            requests_inflight: Family::default(),
+            rejected_requests: Family::default(),
+            token_reviews: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,7 +179,56 @@ impl Metrics {
             "Serving certificate reloads by result",
             m.cert_reloads.clone(),
         );
+        registry.register(
+            "open_connections",
+            "Connections open now, by listener (TLS handshakes included)",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Connections closed at accept because the listener's connection limit was reached",
+            m.rejected_connections.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by a deadline: handshake, first_byte or idle",
+            m.connection_timeouts.clone(),
+        );
+        registry.register(
+            "requests_inflight",
+            "Requests being answered now (response still being sent included), health paths excluded",
+            m.requests_inflight.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests answered 429 TooManyRequests because --max-requests-inflight was reached",
+            m.rejected_requests.clone(),
+        );
+        registry.register(
+            "token_reviews",
+            "TokenReviews by result: authenticated, unauthenticated, error, or throttled (not sent: rate or concurrency limit)",
+            m.token_reviews.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The counters and gauges one listener updates (see [`crate::server::ServerOptions`]).
+    pub fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        let labels = ListenerLabels { listener };
+        let timeout = |timeout| {
+            self.connection_timeouts
+                .get_or_create(&TimeoutLabels { listener, timeout })
+                .clone()
+        };
+        ListenerMetrics {
+            open_connections: self.open_connections.get_or_create(&labels).clone(),
+            rejected_connections: self.rejected_connections.get_or_create(&labels).clone(),
+            handshake_timeouts: timeout("handshake"),
+            first_byte_timeouts: timeout("first_byte"),
+            idle_timeouts: timeout("idle"),
+            requests_inflight: self.requests_inflight.get_or_create(&labels).clone(),
+            rejected_requests: self.rejected_requests.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn observe_request(&self, route: &str, code: u16, elapsed: Duration) {
@@ -184,6 +260,19 @@ impl Metrics {
     }
 }
 
+/// One listener's handles into [`Metrics`]; cheap to clone (they share the registered values).
+/// The default is a set registered nowhere, for servers run without metrics (tests).
+#[derive(Clone, Debug, Default)]
+pub struct ListenerMetrics {
+    pub open_connections: Gauge,
+    pub rejected_connections: Counter,
+    pub handshake_timeouts: Counter,
+    pub first_byte_timeouts: Counter,
+    pub idle_timeouts: Counter,
+    pub requests_inflight: Gauge,
+    pub rejected_requests: Counter,
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -210,5 +299,25 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn listener_handles_update_the_registered_families() {
+        let m = Metrics::new();
+        let secure = m.listener("secure");
+        secure.open_connections.inc();
+        secure.rejected_connections.inc();
+        secure.first_byte_timeouts.inc();
+        m.listener("secure").rejected_requests.inc();
+        let text = m.encode();
+        for line in [
+            "kube_metrics_bridge_open_connections{listener=\"secure\"} 1",
+            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\"} 1",
+            "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"first_byte\"} 1",
+            "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"idle\"} 0",
+            "kube_metrics_bridge_rejected_requests_total{listener=\"secure\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }
