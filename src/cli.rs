@@ -132,10 +132,11 @@ pub struct ServeArgs {
     pub metrics_max_connections: usize,
     /// A connection that sends nothing this long after the TLS handshake (or, on the metrics
     /// port, after accept) is closed. HTTP/1.1, HTTP/2 and connections without ALPN alike.
+    /// 0: no deadline.
     #[arg(long, env = "KMB_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub first_byte_timeout: std::time::Duration,
     /// A connection with no request in flight this long is closed (HTTP/1.1 keep-alive and
-    /// HTTP/2 alike; kube-apiserver's idle timeout).
+    /// HTTP/2 alike; kube-apiserver's idle timeout). 0: never.
     #[arg(long, env = "KMB_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "90s")]
     pub idle_timeout: std::time::Duration,
     /// HTTP/2 streams a client may have open at once on one connection.

@@ -56,13 +56,13 @@ pub struct ServerOptions {
     pub handshake_timeout: Duration,
     /// After the TLS handshake (on the plain port: after accept), the client must send its
     /// first byte within this long, or the connection is closed. hyper's HTTP/2 handshake and
-    /// hyper-util's protocol detection would wait forever.
+    /// hyper-util's protocol detection would wait forever. Zero: no deadline.
     pub first_byte_timeout: Duration,
     /// HTTP/1.1: time to receive a request's headers once they have started.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed: HTTP/1.1 keep-alive
     /// closes, HTTP/2 gets GOAWAY (and is dropped if it still has nothing in flight
-    /// [`IDLE_CLOSE_GRACE`] later, e.g. a handshake that never finished).
+    /// [`IDLE_CLOSE_GRACE`] later, e.g. a handshake that never finished). Zero: never.
     pub idle_timeout: Duration,
     /// HTTP/2 streams in flight per connection (`--http2-max-streams-per-connection`).
     pub max_concurrent_streams: u32,
@@ -97,6 +97,9 @@ impl Default for ServerOptions {
 
 /// How long an idle connection asked to close may take before it is dropped.
 pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// What `idle_timeout: 0` means: a year, i.e. never, without overflowing an `Instant`.
+const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Seconds a 429 asks the client to wait (kube-apiserver's `Retry-After: 1`).
 const RETRY_AFTER_SECONDS: u32 = 1;
@@ -297,6 +300,10 @@ async fn serve_connection<I, F>(
 {
     let remote_addr = peer.remote_addr;
     let options = &shared.options;
+    let idle_timeout = match options.idle_timeout {
+        d if d.is_zero() => NO_IDLE_TIMEOUT,
+        d => d,
+    };
     let io = FirstByteDeadline::new(
         io,
         options.first_byte_timeout,
@@ -341,8 +348,8 @@ async fn serve_connection<I, F>(
     // Set once idle: the connection was asked to close and is dropped if still idle then.
     let mut idle_close_by: Option<tokio::time::Instant> = None;
     loop {
-        let wake = match (activity.idle_deadline(options.idle_timeout), idle_close_by) {
-            (None, _) => tokio::time::Instant::now() + options.idle_timeout,
+        let wake = match (activity.idle_deadline(idle_timeout), idle_close_by) {
+            (None, _) => tokio::time::Instant::now() + idle_timeout,
             (Some(_), Some(by)) => by,
             (Some(deadline), None) => deadline,
         };
@@ -360,7 +367,7 @@ async fn serve_connection<I, F>(
             }
             () = tokio::time::sleep_until(wake) => {
                 let now = tokio::time::Instant::now();
-                match (activity.idle_deadline(options.idle_timeout), idle_close_by) {
+                match (activity.idle_deadline(idle_timeout), idle_close_by) {
                     (Some(_), Some(by)) if now >= by => {
                         tracing::debug!(%remote_addr, "idle connection did not close; dropping it");
                         return;

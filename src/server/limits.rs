@@ -32,7 +32,7 @@ pub fn exempt_from_inflight_limit(path: &str) -> bool {
 }
 
 /// IO whose reads fail with `TimedOut` if the peer has sent no byte within the deadline.
-/// Once a byte has arrived it is a plain pass-through.
+/// Once a byte has arrived it is a plain pass-through. A zero timeout means no deadline.
 pub struct FirstByteDeadline<I> {
     io: I,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -43,7 +43,7 @@ impl<I> FirstByteDeadline<I> {
     pub fn new(io: I, timeout: Duration, timeouts: Counter) -> Self {
         FirstByteDeadline {
             io,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: (!timeout.is_zero()).then(|| Box::pin(tokio::time::sleep(timeout))),
             timeouts,
         }
     }
