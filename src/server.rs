@@ -345,14 +345,22 @@ async fn serve_connection<I, F>(
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut closing = false;
-    // Set once idle: the connection was asked to close and is dropped if still idle then.
+    // Set once idle: the connection was asked to close, and is dropped if it has not closed
+    // by then (and nothing has been in flight for IDLE_CLOSE_GRACE).
     let mut idle_close_by: Option<tokio::time::Instant> = None;
+    // When the idle clock next needs a look: `None` while a request is in flight (checked
+    // again after `idle_timeout`, as the request may be long).
+    let due = |idle_close_by: Option<tokio::time::Instant>| match (
+        activity.idle_since(),
+        idle_close_by,
+    ) {
+        (None, _) => None,
+        (Some(since), None) => Some(since + idle_timeout),
+        // A request that started before the GOAWAY gets its response flushed first.
+        (Some(since), Some(by)) => Some(by.max(since + IDLE_CLOSE_GRACE)),
+    };
     loop {
-        let wake = match (activity.idle_deadline(idle_timeout), idle_close_by) {
-            (None, _) => tokio::time::Instant::now() + idle_timeout,
-            (Some(_), Some(by)) => by,
-            (Some(deadline), None) => deadline,
-        };
+        let wake = due(idle_close_by).unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -367,22 +375,18 @@ async fn serve_connection<I, F>(
             }
             () = tokio::time::sleep_until(wake) => {
                 let now = tokio::time::Instant::now();
-                match (activity.idle_deadline(idle_timeout), idle_close_by) {
-                    (Some(_), Some(by)) if now >= by => {
-                        tracing::debug!(%remote_addr, "idle connection did not close; dropping it");
-                        return;
-                    }
-                    (Some(deadline), None) if now >= deadline => {
-                        tracing::debug!(%remote_addr, "connection idle; closing it");
-                        options.metrics.idle_timeouts.inc();
-                        closing = true;
-                        idle_close_by = Some(now + IDLE_CLOSE_GRACE);
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    // A request is in flight: the idle clock restarts when it ends.
-                    (None, Some(_)) => idle_close_by = Some(now + IDLE_CLOSE_GRACE),
-                    _ => {}
+                if due(idle_close_by).is_none_or(|at| now < at) {
+                    continue;
                 }
+                if idle_close_by.is_some() {
+                    tracing::debug!(%remote_addr, "idle connection did not close; dropping it");
+                    return;
+                }
+                tracing::debug!(%remote_addr, "connection idle; closing it");
+                options.metrics.idle_timeouts.inc();
+                closing = true;
+                idle_close_by = Some(now + IDLE_CLOSE_GRACE);
+                connection.as_mut().graceful_shutdown();
             }
         }
     }
@@ -1092,6 +1096,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        server.stop().await;
+    }
+
+    /// One byte, then silence: past the first-byte deadline, but never a request. hyper's
+    /// HTTP/2 handshake would wait for the rest of the preface forever, and a GOAWAY cannot
+    /// be sent before it: the idle clock drops such connections.
+    #[tokio::test]
+    async fn a_connection_that_stalls_after_one_byte_is_dropped_when_idle() {
+        use tokio::io::AsyncWriteExt;
+        let serving = local_pair();
+        let metrics = ListenerMetrics::default();
+        let options = ServerOptions {
+            idle_timeout: Duration::from_millis(300),
+            metrics: metrics.clone(),
+            ..ServerOptions::default()
+        };
+        let server = start_tls(serving_config(&serving), quick_routes(), options).await;
+        let alpns: [(&[&[u8]], &[u8]); 3] = [(&[b"h2"], b"P"), (&[b"http/1.1"], b"G"), (&[], b"P")];
+        let mut sessions = Vec::new();
+        for (alpn, byte) in alpns {
+            let mut session = tls_session(&server, &serving.ca_pem, alpn).await;
+            session.write_all(byte).await.unwrap();
+            session.flush().await.unwrap();
+            sessions.push(session);
+        }
+        for session in sessions {
+            assert!(closed_by_server(session).await, "a stalled connection kept");
+        }
+        assert_eq!(metrics.idle_timeouts.get(), 3);
+        assert_eq!(metrics.first_byte_timeouts.get(), 0);
         server.stop().await;
     }
 

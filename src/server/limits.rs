@@ -136,13 +136,12 @@ impl Activity {
         ActiveRequest(self.clone())
     }
 
-    /// When the connection will have been idle for `timeout`, if nothing starts meanwhile;
-    /// `None` while a request is in flight.
-    pub fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+    /// Since when nothing has been in flight; `None` while a request is.
+    pub fn idle_since(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
-        Some(*self.last_end.lock().unwrap_or_else(|e| e.into_inner()) + timeout)
+        Some(*self.last_end.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -306,22 +305,19 @@ mod tests {
     async fn the_idle_clock_runs_only_without_requests() {
         let before = Instant::now();
         let activity = Activity::new();
-        let timeout = Duration::from_secs(90);
-        let first = activity
-            .idle_deadline(timeout)
-            .expect("idle from the start");
-        assert!(first >= before + timeout && first <= Instant::now() + timeout);
+        let first = activity.idle_since().expect("idle from the start");
+        assert!(first >= before && first <= Instant::now());
         let a = activity.start();
         let b = activity.start();
-        assert_eq!(activity.idle_deadline(timeout), None);
+        assert_eq!(activity.idle_since(), None);
         drop(a);
-        assert_eq!(activity.idle_deadline(timeout), None);
+        assert_eq!(activity.idle_since(), None);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let ended = Instant::now();
         drop(b);
         // The clock restarted when the last request ended.
-        let deadline = activity.idle_deadline(timeout).expect("idle again");
-        assert!(deadline >= ended + timeout && deadline > first);
+        let since = activity.idle_since().expect("idle again");
+        assert!(since >= ended && since > first);
     }
 
     #[test]
