@@ -148,7 +148,8 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "KMB_AUTHENTICATION_TOKEN_REVIEW_QPS",
-        default_value_t = 20.0
+        default_value_t = 20.0,
+        value_parser = non_negative_rate
     )]
     pub authentication_token_review_qps: f64,
     /// TokenReviews that may be sent back to back after a quiet spell.
@@ -222,5 +223,94 @@ impl ServeArgs {
     }
 }
 
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a rate (a number >= 0)")),
+    }
+}
+
 /// `/metrics` requests answered at once on the metrics port (health paths are not counted).
 pub const METRICS_PORT_MAX_REQUESTS_INFLIGHT: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["kube-metrics-bridge", "serve", "--config", "rules.toml"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn limits_have_defaults_and_reach_the_server_options() {
+        let args = serve(&[]).expect("defaults");
+        let secure = args.secure_server_options(Default::default());
+        assert_eq!(secure.max_connections, 1024);
+        assert_eq!(secure.max_requests_inflight, 400);
+        assert_eq!(secure.first_byte_timeout, Duration::from_secs(10));
+        assert_eq!(secure.idle_timeout, Duration::from_secs(90));
+        assert_eq!(secure.max_concurrent_streams, 250);
+        let plain = args.metrics_server_options(Default::default());
+        assert_eq!(plain.max_connections, 64);
+        assert_eq!(
+            plain.max_requests_inflight,
+            METRICS_PORT_MAX_REQUESTS_INFLIGHT
+        );
+        assert_eq!(plain.first_byte_timeout, Duration::from_secs(10));
+        let reviews = args.token_review_limits();
+        assert_eq!(
+            (reviews.qps, reviews.burst, reviews.max_inflight),
+            (20.0, 40, 8)
+        );
+
+        let args = serve(&[
+            "--max-connections=10",
+            "--metrics-max-connections=3",
+            "--max-requests-inflight=0",
+            "--first-byte-timeout=2s",
+            "--idle-timeout=0s",
+            "--http2-max-streams-per-connection=16",
+            "--authentication-token-review-qps=0.5",
+        ])
+        .expect("flags");
+        let secure = args.secure_server_options(Default::default());
+        assert_eq!(
+            (
+                secure.max_connections,
+                secure.max_requests_inflight,
+                secure.max_concurrent_streams
+            ),
+            (10, 0, 16)
+        );
+        assert_eq!(secure.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(secure.idle_timeout, Duration::ZERO);
+        assert_eq!(
+            args.metrics_server_options(Default::default())
+                .max_connections,
+            3
+        );
+        assert_eq!(args.token_review_limits().qps, 0.5);
+    }
+
+    #[test]
+    fn nonsense_limits_are_refused() {
+        for bad in [
+            "--authentication-token-review-qps=-1",
+            "--authentication-token-review-qps=NaN",
+            "--http2-max-streams-per-connection=0",
+            "--first-byte-timeout=soon",
+            "--max-connections=-5",
+        ] {
+            assert!(serve(&[bad]).is_err(), "{bad} accepted");
+        }
+    }
+}
