@@ -127,14 +127,14 @@ async fn hold_idle(bridge: &Bridge, n: usize) -> (Vec<Held>, usize) {
         .map(|i| {
             let c = if i % 2 == 0 { h2.clone() } else { none.clone() };
             async move {
-                let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-                tokio::time::timeout(
-                    Duration::from_secs(30),
-                    c.connect("localhost".try_into().expect("name"), tcp),
-                )
+                tokio::time::timeout(Duration::from_secs(30), async {
+                    let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+                    c.connect("localhost".try_into().expect("name"), tcp)
+                        .await
+                        .ok()
+                })
                 .await
                 .ok()?
-                .ok()
             }
         })
         .buffer_unordered(100)
