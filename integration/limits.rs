@@ -34,6 +34,10 @@ const CAP: usize = 4_000;
 /// measured ~19 KiB per idle connection before any limit; with the cap the worst case is
 /// CAP connections plus the flood.
 const RSS_BOUND_KIB: u64 = 256 * 1024;
+/// What one held idle connection may add to the bridge's RSS on average (measured: ~25 KiB
+/// in a debug build; the bound leaves room for allocator noise, and catches a regression
+/// that, say, gives every connection hyper's 1 MiB HTTP/2 windows or a large buffer).
+const PER_CONNECTION_BOUND_KIB: f64 = 48.0;
 /// Answers the normal client must get while the idle connections are held and the flood runs.
 const NORMAL_REQUESTS: usize = 40;
 /// HTTP/2 requests the flooding client keeps in flight on its connection (the bridge allows
@@ -346,6 +350,11 @@ async fn idle_connections_and_a_stream_flood_leave_service_and_memory_bounded() 
         flood.2,
     );
     assert!(flood.0 > 0, "the flood was answered too");
+    let per_connection = rss_held.saturating_sub(rss_start) as f64 / held.len().max(1) as f64;
+    assert!(
+        per_connection < PER_CONNECTION_BOUND_KIB,
+        "{per_connection:.1} KiB per idle connection, bound {PER_CONNECTION_BOUND_KIB}"
+    );
     assert!(
         rss_peak < RSS_BOUND_KIB,
         "peak RSS {rss_peak} KiB over the bound {RSS_BOUND_KIB} KiB"
