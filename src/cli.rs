@@ -127,9 +127,17 @@ pub struct ServeArgs {
     /// at accept. 0: no limit.
     #[arg(long, env = "KMB_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Connections open at once on the secure port from one client address, so one client
+    /// cannot take every slot. 0: no limit.
+    #[arg(long, env = "KMB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
     /// Connections open at once on the plain metrics port. 0: no limit.
-    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS", default_value_t = 64)]
+    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS", default_value_t = 256)]
     pub metrics_max_connections: usize,
+    /// Connections open at once on the metrics port from one client address (scrapers and
+    /// probes need a few). 0: no limit.
+    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS_PER_IP", default_value_t = 16)]
+    pub metrics_max_connections_per_ip: usize,
     /// A connection that sends nothing this long after the TLS handshake (or, on the metrics
     /// port, after accept) is closed. HTTP/1.1, HTTP/2 and connections without ALPN alike.
     /// 0: no deadline.
@@ -193,6 +201,7 @@ impl ServeArgs {
             idle_timeout: self.idle_timeout,
             max_concurrent_streams: self.http2_max_streams_per_connection,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             max_requests_inflight: self.max_requests_inflight,
             metrics,
             ..crate::server::ServerOptions::default()
@@ -208,6 +217,7 @@ impl ServeArgs {
     ) -> crate::server::ServerOptions {
         crate::server::ServerOptions {
             max_connections: self.metrics_max_connections,
+            max_connections_per_ip: self.metrics_max_connections_per_ip,
             max_requests_inflight: METRICS_PORT_MAX_REQUESTS_INFLIGHT,
             ..self.secure_server_options(metrics)
         }
@@ -259,8 +269,10 @@ mod tests {
         assert_eq!(secure.first_byte_timeout, Duration::from_secs(10));
         assert_eq!(secure.idle_timeout, Duration::from_secs(90));
         assert_eq!(secure.max_concurrent_streams, 250);
+        assert_eq!(secure.max_connections_per_ip, 256);
         let plain = args.metrics_server_options(Default::default());
-        assert_eq!(plain.max_connections, 64);
+        assert_eq!(plain.max_connections, 256);
+        assert_eq!(plain.max_connections_per_ip, 16);
         assert_eq!(
             plain.max_requests_inflight,
             METRICS_PORT_MAX_REQUESTS_INFLIGHT

@@ -49,6 +49,13 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub listener: &'static str,
+    /// total (`--max-connections`) or per_ip (`--max-connections-per-ip`)
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TimeoutLabels {
     pub listener: &'static str,
     /// handshake (TLS), first_byte (nothing sent after the handshake or accept), idle (no
@@ -71,7 +78,7 @@ pub struct Metrics {
     pub values: Family<ValueLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub open_connections: Family<ListenerLabels, Gauge>,
-    pub rejected_connections: Family<ListenerLabels, Counter>,
+    pub rejected_connections: Family<RejectLabels, Counter>,
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
     pub requests_inflight: Family<ListenerLabels, Gauge>,
     pub rejected_requests: Family<ListenerLabels, Counter>,
@@ -186,7 +193,7 @@ impl Metrics {
         );
         registry.register(
             "rejected_connections",
-            "Connections closed at accept because the listener's connection limit was reached",
+            "Connections closed at accept because a connection limit of the listener was reached: total or per_ip",
             m.rejected_connections.clone(),
         );
         registry.register(
@@ -214,20 +221,35 @@ impl Metrics {
 
     /// The counters and gauges one listener updates (see [`crate::server::ServerOptions`]).
     pub fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        // One statement per handle: a family's guard lives to the end of its statement, and a
+        // second get_or_create on the same family within it would deadlock.
         let labels = ListenerLabels { listener };
         let timeout = |timeout| {
-            self.connection_timeouts
+            let handle = self
+                .connection_timeouts
                 .get_or_create(&TimeoutLabels { listener, timeout })
-                .clone()
+                .clone();
+            handle
         };
+        let rejected = |limit| {
+            let handle = self
+                .rejected_connections
+                .get_or_create(&RejectLabels { listener, limit })
+                .clone();
+            handle
+        };
+        let open_connections = self.open_connections.get_or_create(&labels).clone();
+        let requests_inflight = self.requests_inflight.get_or_create(&labels).clone();
+        let rejected_requests = self.rejected_requests.get_or_create(&labels).clone();
         ListenerMetrics {
-            open_connections: self.open_connections.get_or_create(&labels).clone(),
-            rejected_connections: self.rejected_connections.get_or_create(&labels).clone(),
+            open_connections,
+            rejected_connections: rejected("total"),
+            rejected_connections_per_ip: rejected("per_ip"),
             handshake_timeouts: timeout("handshake"),
             first_byte_timeouts: timeout("first_byte"),
             idle_timeouts: timeout("idle"),
-            requests_inflight: self.requests_inflight.get_or_create(&labels).clone(),
-            rejected_requests: self.rejected_requests.get_or_create(&labels).clone(),
+            requests_inflight,
+            rejected_requests,
         }
     }
 
@@ -266,6 +288,7 @@ impl Metrics {
 pub struct ListenerMetrics {
     pub open_connections: Gauge,
     pub rejected_connections: Counter,
+    pub rejected_connections_per_ip: Counter,
     pub handshake_timeouts: Counter,
     pub first_byte_timeouts: Counter,
     pub idle_timeouts: Counter,
@@ -312,7 +335,8 @@ mod tests {
         let text = m.encode();
         for line in [
             "kube_metrics_bridge_open_connections{listener=\"secure\"} 1",
-            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\"} 1",
+            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\",limit=\"total\"} 1",
+            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\",limit=\"per_ip\"} 0",
             "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"first_byte\"} 1",
             "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"idle\"} 0",
             "kube_metrics_bridge_rejected_requests_total{listener=\"secure\"} 1",

@@ -69,6 +69,9 @@ pub struct ServerOptions {
     /// Connections open at once on this listener, handshakes included; more are accepted and
     /// closed at once (and counted). 0: no limit.
     pub max_connections: usize,
+    /// Connections open at once from one client address, so that one client cannot take
+    /// every slot of `max_connections`; more are closed at once (and counted). 0: no limit.
+    pub max_connections_per_ip: usize,
     /// Requests being answered at once over all connections of this listener; more get 429
     /// TooManyRequests. Health paths are exempt. 0: no limit (`--max-requests-inflight`).
     pub max_requests_inflight: usize,
@@ -88,6 +91,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(90),
             max_concurrent_streams: 250,
             max_connections: 1024,
+            max_connections_per_ip: 256,
             max_requests_inflight: 400,
             drain_timeout: Duration::from_secs(20),
             metrics: ListenerMetrics::default(),
@@ -413,7 +417,9 @@ where
     let metrics = &options.metrics;
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut backoff = Backoff::default();
+    let per_ip = limits::PerIp::new(options.max_connections_per_ip);
     let mut last_full_warning: Option<tokio::time::Instant> = None;
+    let mut last_per_ip_warning: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -429,9 +435,19 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((tcp, remote_addr)) => {
                     backoff.reset();
+                    // Full: close at once. The next accept waits for a new connection, so
+                    // this cannot spin; the client sees a closed connection.
+                    let Some(per_ip_slot) = per_ip.try_acquire(remote_addr.ip()) else {
+                        metrics.rejected_connections_per_ip.inc();
+                        let now = tokio::time::Instant::now();
+                        if last_per_ip_warning.is_none_or(|t| now - t >= Duration::from_secs(60)) {
+                            last_per_ip_warning = Some(now);
+                            tracing::warn!(limit = options.max_connections_per_ip, %remote_addr, "connection limit per client address reached; closing its new connections (warned at most once a minute)");
+                        }
+                        drop(tcp);
+                        continue;
+                    };
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
-                        // Full: close at once. The next accept waits for a new connection,
-                        // so this cannot spin; the client sees a closed connection.
                         metrics.rejected_connections.inc();
                         let now = tokio::time::Instant::now();
                         if last_full_warning.is_none_or(|t| now - t >= Duration::from_secs(60)) {
@@ -443,7 +459,7 @@ where
                     };
                     // Responses are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
-                    let open = OpenConnection::new(slot, metrics.open_connections.clone());
+                    let open = OpenConnection::new(slot, per_ip_slot, metrics.open_connections.clone());
                     let serve = connection(tcp, remote_addr, stop_rx.clone());
                     tasks.spawn(async move {
                         serve.await;
@@ -489,16 +505,22 @@ where
 /// its task ends (or is aborted).
 struct OpenConnection {
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _per_ip_slot: limits::PerIpSlot,
     gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl OpenConnection {
     fn new(
         slot: tokio::sync::OwnedSemaphorePermit,
+        per_ip_slot: limits::PerIpSlot,
         gauge: prometheus_client::metrics::gauge::Gauge,
     ) -> Self {
         gauge.inc();
-        OpenConnection { _slot: slot, gauge }
+        OpenConnection {
+            _slot: slot,
+            _per_ip_slot: per_ip_slot,
+            gauge,
+        }
     }
 }
 
@@ -1159,6 +1181,47 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_slot() {
+        let serving = local_pair();
+        let metrics = ListenerMetrics::default();
+        let options = ServerOptions {
+            max_connections: 10,
+            max_connections_per_ip: 2,
+            metrics: metrics.clone(),
+            ..ServerOptions::default()
+        };
+        let server = start_tls(serving_config(&serving), quick_routes(), options).await;
+        let from = |ip: [u8; 4]| {
+            let addr = server.addr;
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind((ip, 0).into()).unwrap();
+                socket.connect(addr).await.unwrap()
+            }
+        };
+        let _a1 = from([127, 0, 0, 1]).await;
+        let _a2 = from([127, 0, 0, 1]).await;
+        eventually("two connections open", || async {
+            metrics.open_connections.get() == 2
+        })
+        .await;
+        let a3 = from([127, 0, 0, 1]).await;
+        assert!(
+            closed_by_server(a3).await,
+            "a third from one address was kept"
+        );
+        assert_eq!(metrics.rejected_connections_per_ip.get(), 1);
+        assert_eq!(metrics.rejected_connections.get(), 0);
+        // Another address still gets in.
+        let _b1 = from([127, 0, 0, 2]).await;
+        eventually("three connections open", || async {
+            metrics.open_connections.get() == 3
+        })
+        .await;
         server.stop().await;
     }
 

@@ -8,8 +8,10 @@
 //! (connections without ALPN) have no timer, so a client that completes TLS and sends nothing
 //! would keep its connection forever; HTTP/2 has no idle timeout at all.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +113,60 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+/// Connections open per client address. Addresses are compared as IPs (IPv4-mapped IPv6
+/// as IPv4); the map holds only addresses with a connection open, so it is bounded by the
+/// connection cap.
+#[derive(Debug, Clone)]
+pub struct PerIp {
+    limit: usize,
+    open: OpenPerIp,
+}
+
+type OpenPerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+impl PerIp {
+    /// `limit` 0: no limit (nothing is tracked).
+    pub fn new(limit: usize) -> PerIp {
+        PerIp {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when it has `limit` open.
+    pub fn try_acquire(&self, ip: IpAddr) -> Option<PerIpSlot> {
+        if self.limit == 0 {
+            return Some(PerIpSlot(None));
+        }
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(PerIpSlot(Some((self.open.clone(), ip))))
+    }
+}
+
+/// Holds one connection's place in [`PerIp`] until dropped.
+#[derive(Debug)]
+pub struct PerIpSlot(Option<(OpenPerIp, IpAddr)>);
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        if let Some((open, ip)) = self.0.take() {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
     }
 }
 
@@ -318,6 +374,28 @@ mod tests {
         // The clock restarted when the last request ended.
         let since = activity.idle_since().expect("idle again");
         assert!(since >= ended && since > first);
+    }
+
+    #[test]
+    fn per_ip_slots_are_counted_per_address_and_freed() {
+        let per_ip = PerIp::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let a_mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = per_ip.try_acquire(a).expect("first");
+        let second = per_ip.try_acquire(a_mapped).expect("second, same address");
+        assert!(per_ip.try_acquire(a).is_none());
+        let other = per_ip.try_acquire(b).expect("another address");
+        drop(first);
+        let third = per_ip.try_acquire(a).expect("a slot freed");
+        drop((second, third, other));
+        assert!(
+            per_ip.open.lock().unwrap().is_empty(),
+            "nothing left behind"
+        );
+        let unlimited = PerIp::new(0);
+        let held: Vec<_> = (0..1000).map(|_| unlimited.try_acquire(a)).collect();
+        assert!(held.iter().all(Option::is_some));
     }
 
     #[test]
