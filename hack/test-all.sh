@@ -19,4 +19,4 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets 2>&1 | tee "${CARGO_TARGET_DIR}/last-test.log"
+cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR}/last-test.log"

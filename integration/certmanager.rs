@@ -349,10 +349,12 @@ async fn chart_cert_manager_mode_issues_injects_and_serves() {
     }
     let t_applied = t0.elapsed();
 
-    // 1. The serving Certificate becomes Ready.
+    // 1. The serving Certificate is issued: Ready, and the first issuance finished. cert-manager
+    // can report Ready while that issuance is still running (`Issuing: True`, no `revision`
+    // yet), so wait for all three rather than asserting on a state that may not be reached.
     let certificate = cp
         .wait_for(
-            "Certificate kube-metrics-bridge-tls Ready",
+            "Certificate kube-metrics-bridge-tls Ready with its first issuance done",
             ISSUE_TIMEOUT,
             || async {
                 cm.assert_running();
@@ -361,20 +363,29 @@ async fn chart_cert_manager_mode_issues_injects_and_serves() {
                         "/apis/cert-manager.io/v1/namespaces/{NS}/certificates/kube-metrics-bridge-tls"
                     ))
                     .await;
-                condition_true(&cert, "Ready").then_some(cert)
+                (condition_true(&cert, "Ready")
+                    && !condition_true(&cert, "Issuing")
+                    && cert["status"]["revision"].is_u64())
+                .then_some(cert)
             },
         )
         .await;
     let t_ready = t0.elapsed();
     for issuer in ["kube-metrics-bridge-selfsigned", "kube-metrics-bridge-ca"] {
-        let obj = cp
-            .get_json(&format!(
-                "/apis/cert-manager.io/v1/namespaces/{NS}/issuers/{issuer}"
-            ))
-            .await;
-        assert!(condition_true(&obj, "Ready"), "Issuer {issuer}: {obj:#}");
+        cp.wait_for(&format!("Issuer {issuer} Ready"), ISSUE_TIMEOUT, || async {
+            let obj = cp
+                .get_json(&format!(
+                    "/apis/cert-manager.io/v1/namespaces/{NS}/issuers/{issuer}"
+                ))
+                .await;
+            condition_true(&obj, "Ready").then_some(())
+        })
+        .await;
     }
-    assert_eq!(certificate["status"]["revision"], 1, "{certificate:#}");
+    assert_eq!(
+        certificate["status"]["revision"], 1,
+        "one issuance, not a re-issue: {certificate:#}"
+    );
 
     // 2. The Secret: a serving certificate for the Service, signed by the chart's CA.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -437,7 +448,7 @@ async fn chart_cert_manager_mode_issues_injects_and_serves() {
     for name in APISERVICES {
         let bundle = cp
             .wait_for(
-                &format!("the caBundle of APIService {name}"),
+                &format!("the caBundle of APIService {name} to be exactly the chart's CA"),
                 Duration::from_secs(60),
                 || async {
                     cm.assert_running();
@@ -447,15 +458,12 @@ async fn chart_cert_manager_mode_issues_injects_and_serves() {
                         ))
                         .await;
                     let b64 = svc["spec"]["caBundle"].as_str()?;
-                    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+                    let bundle = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+                    // Exactly the serving certificate's CA, once injection has settled.
+                    (pem_to_der(&bundle) == vec![ca_der.clone()]).then_some(bundle)
                 },
             )
             .await;
-        assert_eq!(
-            pem_to_der(&bundle),
-            vec![ca_der.clone()],
-            "APIService {name}: the caBundle is exactly the serving certificate's CA"
-        );
         openssl_verify(dir.path(), &bundle, &tls_crt);
     }
     let t_injected = t0.elapsed();

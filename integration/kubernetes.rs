@@ -6,12 +6,13 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use base64::Engine as _;
 use common::bridge::{tls_client_with, Bridge};
 use common::controlplane::ControlPlane;
-use common::{wait_until, Exporter, Prometheus};
+use common::{poll, wait_until, Exporter, Prometheus};
 use serde_json::Value;
 
 const NS: &str = "hpa-demo";
@@ -295,29 +296,7 @@ async fn aggregated_api_and_real_hpas() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ))
     .await;
-    for name in [
-        "v1beta1.custom.metrics.k8s.io",
-        "v1beta2.custom.metrics.k8s.io",
-        "v1beta1.external.metrics.k8s.io",
-    ] {
-        cp.wait_for(
-            &format!("{name} Available"),
-            Duration::from_secs(90),
-            || async {
-                let svc = cp
-                    .get_json(&format!(
-                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                    ))
-                    .await;
-                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-                available.then_some(())
-            },
-        )
-        .await;
-    }
+    wait_available(&cp).await;
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
@@ -440,6 +419,63 @@ async fn aggregated_api_and_real_hpas() {
         401,
         "forged headers without the front-proxy certificate"
     );
+    // Authentication comes first: without credentials, every kind of bad request (unknown
+    // path, wrong method, bad selector, bad name, unacceptable type) is the same 401, so
+    // nothing about routes, methods or validation leaks.
+    let unauthorized = bridge
+        .client()
+        .get(&direct)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    let apis = "/apis/custom.metrics.k8s.io/v1beta2";
+    for (method, path, accept) in [
+        ("GET", "/no/such/path".to_string(), "*/*"),
+        (
+            "DELETE",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work"),
+            "*/*",
+        ),
+        ("POST", apis.to_string(), "*/*"),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3D%3D%3D"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/Bad_NS/pods/%2A/pod_work"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/no-such-metric"),
+            "*/*",
+        ),
+        (
+            "GET",
+            format!("{apis}/namespaces/{NS}/pods/%2A/pod_work"),
+            "application/yaml",
+        ),
+        ("GET", "/version".to_string(), "*/*"),
+    ] {
+        let r = bridge
+            .client()
+            .request(method.parse().expect("method"), bridge.url(&path))
+            .header("Accept", accept)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+        assert_eq!(
+            r.text().await.expect("body"),
+            unauthorized,
+            "{method} {path}"
+        );
+    }
     assert_eq!(
         bridge
             .client()
@@ -494,24 +530,30 @@ async fn aggregated_api_and_real_hpas() {
     // Object: 300 / 100 -> 3; External: 40 / 10 -> 4.
     scaled_to(&cp, &exporter, "object-web", 3, None).await;
     scaled_to(&cp, &exporter, "external-web", 4, None).await;
-    let status = cp
-        .get_json(&format!(
-            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/external-web"
-        ))
-        .await;
-    assert_eq!(
-        status["status"]["currentMetrics"][0]["external"]["current"]["averageValue"], "10",
-        "{}",
-        status["status"]
-    );
+    hpa_reports(&cp, "external-web", "/external/current/averageValue", "10").await;
 
     scaled_to(&cp, &exporter, "pods-web", 1, Some(5.0)).await;
     // The scaled-down pods are gone from the cluster but their series are still in
     // Prometheus (the exporter still serves them): they must not be named.
     let live = tend_pods(&cp, &exporter, "pods-web", None).await;
-    let (ok, list, err) = raw(format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web")).await;
-    assert!(ok, "{err}");
-    assert_eq!(described_names(&list), live, "deleted pods never appear");
+    // The watch cache sees the deletions a moment after kube-apiserver: wait for the answer to
+    // name exactly the live pods (a ghost that lingers fails the wait).
+    let path = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods/%2A/pod_work?labelSelector=app%3Dpods-web");
+    let last = RefCell::new(Value::Null);
+    let (last_ref, path, wanted) = (&last, &path, &live);
+    let settled = poll(Duration::from_secs(30), || async move {
+        let (ok, list, err) = raw(path.clone()).await;
+        assert!(ok, "{err}");
+        let names = described_names(&list);
+        *last_ref.borrow_mut() = list;
+        (&names == wanted).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "deleted pods never appear: wanted {live:?}, last answer {:#}",
+        last.borrow()
+    );
     let series = prometheus.series("pod_work").await;
     assert!(
         series.len() > live.len() + 1,
@@ -529,24 +571,267 @@ async fn aggregated_api_and_real_hpas() {
         .set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 20.0)
         .await;
     scaled_to(&cp, &exporter, "external-web", 2, None).await;
-    let status = cp
-        .get_json(&format!(
-            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/pods-web"
-        ))
-        .await;
-    assert_eq!(
-        status["status"]["currentMetrics"][0]["pods"]["current"]["averageValue"], "5",
-        "{}",
-        status["status"]
+    hpa_reports(&cp, "pods-web", "/pods/current/averageValue", "5").await;
+    hpa_reports(&cp, "object-web", "/object/current/averageValue", "100").await;
+}
+
+/// Waits until HPA `name` reports `want` at `pointer` (a JSON pointer into its first current
+/// metric). The HPA writes its status on its own sync after scaling, so reading it once right
+/// after the Deployment scaled can see the value from before.
+async fn hpa_reports(cp: &ControlPlane, name: &str, pointer: &str, want: &str) {
+    let path = format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}");
+    let last = RefCell::new(Value::Null);
+    let (last_ref, path) = (&last, &path);
+    let reported = poll(Duration::from_secs(30), || async move {
+        let hpa = cp.get_json(path).await;
+        let got = hpa["status"]["currentMetrics"][0].pointer(pointer).cloned();
+        *last_ref.borrow_mut() = hpa["status"].clone();
+        (got.as_ref().and_then(Value::as_str) == Some(want)).then_some(())
+    })
+    .await;
+    assert!(
+        reported.is_some(),
+        "HPA {name}: {pointer} never became {want}; status: {:#}",
+        last.borrow()
     );
-    let status = cp
-        .get_json(&format!(
-            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/object-web"
-        ))
+}
+
+/// Waits for every APIService of the bridge to become Available.
+async fn wait_available(cp: &ControlPlane) {
+    for name in [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ] {
+        cp.wait_for(
+            &format!("{name} Available"),
+            Duration::from_secs(90),
+            || async {
+                let svc = cp
+                    .get_json(&format!(
+                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                    ))
+                    .await;
+                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True")
+                });
+                available.then_some(())
+            },
+        )
         .await;
-    assert_eq!(
-        status["status"]["currentMetrics"][0]["object"]["current"]["averageValue"], "100",
-        "{}",
-        status["status"]
+    }
+}
+
+/// Waits until the bridge reports `resource`'s watch cache in `state`.
+async fn cache_state(bridge: &Bridge, resource: &str, state: &str) {
+    let series = format!(
+        "kube_metrics_bridge_watch_cache_state{{resource=\"{resource}\",state=\"{state}\"}}"
     );
+    wait_until(
+        &format!("the {resource} watch cache to be {state}"),
+        Duration::from_secs(90),
+        || async { (bridge.self_metric(&series).await == Some(1.0)).then_some(()) },
+    )
+    .await;
+}
+
+/// One resource RBAC forbids and one whose CRD is deleted must not take the API down
+/// (issue 8 §1): the bridge becomes Ready, pod metrics are served through the aggregator,
+/// the forbidden resource's metrics are a clear 503, the vanished one's a 404, a named
+/// object that does not exist is a 404, and granting the RBAC later works without a restart.
+#[tokio::test]
+async fn readiness_survives_forbidden_and_vanished_resources() {
+    const RNS: &str = "ready-demo";
+    let exporter = Exporter::start_empty().await;
+    for (name, labels) in [
+        ("pod_work", [("namespace", RNS), ("pod", "web-0")]),
+        // A deleted pod whose series lingers in Prometheus.
+        ("pod_work", [("namespace", RNS), ("pod", "ghost-0")]),
+        ("secret_bytes", [("namespace", RNS), ("secret", "s1")]),
+        ("widget_depth", [("namespace", RNS), ("widget", "w1")]),
+    ] {
+        exporter.set_gauge(name, &labels, 7.0).await;
+    }
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    let cp = ControlPlane::start().await;
+    cp.apply(&shipped_objects()).await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {RNS}}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: s1, namespace: {RNS}}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: web-0, namespace: {RNS}}}\n\
+         spec: {{containers: [{{name: app, image: registry.invalid/app:1}}]}}\n---\n\
+         apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+         metadata: {{name: widgets.example.com}}\n\
+         spec: {{group: example.com, scope: Namespaced, names: {{plural: widgets, singular: widget, kind: Widget}},\n  \
+         versions: [{{name: v1, served: true, storage: true, schema: {{openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}}}}}]}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: test-widgets}}\n\
+         rules: [{{apiGroups: [example.com], resources: [widgets], verbs: [get, list, watch]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: test-widgets}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test-widgets}}\n\
+         subjects: [{{kind: ServiceAccount, name: kube-metrics-bridge, namespace: custom-metrics}}]\n"
+    ))
+    .await;
+    cp.set_pod_running(RNS, "web-0").await;
+    cp.wait_for("the Widget CRD served", Duration::from_secs(60), || async {
+        (cp.get(&format!("/apis/example.com/v1/namespaces/{RNS}/widgets"))
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await;
+    cp.apply(&format!(
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w1, namespace: {RNS}}}\n"
+    ))
+    .await;
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    for metric in ["pod_work", "secret_bytes", "widget_depth"] {
+        prometheus
+            .wait_for_series(metric, Duration::from_secs(30))
+            .await;
+    }
+    // As prometheus-adapter's default rules: every label that names a resource becomes one.
+    let rules = format!(
+        r#"
+[prometheus]
+url = "{}"
+timeout = "3s"
+
+[cache]
+ttl = "1s"
+discovery_interval = "2s"
+
+[[rules]]
+series_query = '{{__name__=~"pod_work|secret_bytes|widget_depth",namespace!=""}}'
+resources.template = "<<.Resource>>"
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+"#,
+        prometheus.url()
+    );
+    // Ready although the secrets watch is forbidden (start_for_cluster waits for /readyz).
+    let bridge = Bridge::start_for_cluster(&rules, &bridge_kubeconfig, SERVICE_DNS, &[]).await;
+    cache_state(&bridge, "secrets", "forbidden").await;
+    cache_state(&bridge, "pods", "synced").await;
+    cache_state(&bridge, "widgets.example.com", "synced").await;
+
+    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
+    register(&cp, &ca, bridge.port).await;
+    wait_available(&cp).await;
+    let pods_path =
+        format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{RNS}/pods/%2A/pod_work");
+    let list = wait_until(
+        "pods/*/pod_work through the aggregator",
+        Duration::from_secs(30),
+        || async {
+            let out = cp.kubectl(&["get", "--raw", &pods_path]).await;
+            let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+            out.status.success().then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(described_names(&list), ["web-0"], "{list:#}");
+
+    let (cert, key) = cp.front_proxy_client_paths();
+    let reader = tls_client_with(&bridge.ca_path(), false, Some((&cert, &key)));
+    let get = |path: String| {
+        let (reader, url) = (reader.clone(), bridge.url(&path));
+        async move {
+            let r = reader
+                .get(&url)
+                .header("X-Remote-User", "reader")
+                .send()
+                .await
+                .expect("GET");
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let custom =
+        |rest: &str| format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{RNS}/{rest}");
+
+    let (code, status) = get(custom("secrets/%2A/secret_bytes")).await;
+    assert_eq!(code, 503, "{status:#}");
+    assert_eq!(status["kind"], "Status");
+    let message = status["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not allowed to list secrets")
+            && message.contains("grant list and watch on secrets"),
+        "{message}"
+    );
+    // A named object is answered from Prometheus where no cache can exist (documented)...
+    let (code, body) = get(custom("secrets/s1/secret_bytes")).await;
+    assert_eq!(
+        (code, &body["items"][0]["value"]),
+        (200, &Value::from("7")),
+        "{body:#}"
+    );
+    // ...but where a synced cache exists, an object that is not there is a 404, whatever
+    // Prometheus still holds.
+    let (code, status) = get(custom("pods/ghost-0/pod_work")).await;
+    assert_eq!(code, 404, "{status:#}");
+    assert_eq!(status["message"], "pods \"ghost-0\" not found");
+    let (code, _) = get(custom("pods/web-0/pod_work")).await;
+    assert_eq!(code, 200);
+
+    // The CRD goes away: its cache fails, readiness stays, its metrics are a 404, pods are
+    // still served.
+    let (code, body) = get(custom("widgets.example.com/%2A/widget_depth")).await;
+    assert_eq!(described_names(&body), ["w1"], "{code} {body:#}");
+    cp.kubectl_ok(&["delete", "crd", "widgets.example.com"])
+        .await;
+    cache_state(&bridge, "widgets.example.com", "failing").await;
+    let (code, status) = get(custom("widgets.example.com/%2A/widget_depth")).await;
+    assert_eq!(code, 404, "{status:#}");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("widgets.example.com")),
+        "{status:#}"
+    );
+    let (code, readyz) = bridge.get_text("/readyz").await;
+    assert_eq!((code, readyz.as_str()), (200, "ok"));
+    let out = cp.kubectl(&["get", "--raw", &pods_path]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One log line for the change to forbidden, not one per retry.
+    let log = std::fs::read_to_string(bridge.dir.path().join("bridge.log")).expect("bridge.log");
+    let forbidden_lines = log
+        .lines()
+        .filter(|l| l.contains("watch forbidden") && l.contains("secrets"))
+        .count();
+    assert_eq!(forbidden_lines, 1, "{log}");
+
+    // Granting list/watch later works without a restart: at once per request, and the cache
+    // catches up within its backoff.
+    cp.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: test-secrets}\n\
+         rules: [{apiGroups: [\"\"], resources: [secrets], verbs: [get, list, watch]}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: test-secrets}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test-secrets}\n\
+         subjects: [{kind: ServiceAccount, name: kube-metrics-bridge, namespace: custom-metrics}]\n",
+    )
+    .await;
+    let path = custom("secrets/%2A/secret_bytes");
+    let list = wait_until(
+        "secrets/*/secret_bytes once RBAC allows it",
+        Duration::from_secs(30),
+        || async {
+            let (code, body) = get(path.clone()).await;
+            (code == 200).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(list["items"][0]["value"], "7", "{list:#}");
+    cache_state(&bridge, "secrets", "synced").await;
 }

@@ -42,6 +42,9 @@ pub struct PrometheusConfig {
     pub client_key_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
     pub method: HttpMethod,
+    /// Largest answer body read from Prometheus (`/api/v1/query` and `/api/v1/series`);
+    /// a larger one is refused, not read on. `64MiB`, or a number of bytes.
+    pub max_response_bytes: ByteSize,
 }
 
 impl Default for PrometheusConfig {
@@ -56,6 +59,7 @@ impl Default for PrometheusConfig {
             client_key_file: None,
             insecure_skip_verify: false,
             method: HttpMethod::Get,
+            max_response_bytes: ByteSize::mib(64),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct CacheConfig {
     pub series_max_age: Option<Duration>,
     /// Upper bound on cached query results, a memory guard.
     pub max_entries: u64,
+    /// Upper bound on the estimated memory of cached query results (labels, values and keys).
+    pub max_bytes: ByteSize,
 }
 
 impl Default for CacheConfig {
@@ -92,6 +98,7 @@ impl Default for CacheConfig {
             discovery_interval: Duration::from_secs(60),
             series_max_age: None,
             max_entries: 10_000,
+            max_bytes: ByteSize::mib(64),
         }
     }
 }
@@ -99,6 +106,88 @@ impl Default for CacheConfig {
 impl CacheConfig {
     pub fn series_max_age(&self) -> Duration {
         self.series_max_age.unwrap_or(self.discovery_interval)
+    }
+}
+
+/// A size in bytes: a TOML integer (`1048576`) or a string with a unit (`"64MiB"`, `"512KiB"`,
+/// `"1GiB"`, `"10MB"`; Kubernetes' `"64Mi"` too). Written back as an integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const fn mib(n: u64) -> Self {
+        ByteSize(n * 1024 * 1024)
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Parses `64MiB`, `64 Mi`, `10MB`, `1024`, `1024B` (units are case-insensitive).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number.parse().map_err(|_| {
+            format!("{text:?} is not a size: expected a whole number and a unit like 64MiB")
+        })?;
+        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            "ki" | "kib" => 1 << 10,
+            "mi" | "mib" => 1 << 20,
+            "gi" | "gib" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ))
+            }
+        };
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n >= size && n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}B")
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: a number of bytes or a string like \"64MiB\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -303,6 +392,48 @@ namespaced = false
             .expect_err("must fail")
             .to_string();
         assert!(err.contains("cache.ttl"), "{err}");
+    }
+
+    #[test]
+    fn sizes_take_units_and_bad_ones_name_the_field() {
+        let cfg = parse_str(
+            "[prometheus]\nmax_response_bytes = \"8MiB\"\n[cache]\nmax_bytes = 1048576\n",
+        )
+        .expect("parses");
+        assert_eq!(cfg.prometheus.max_response_bytes, ByteSize(8 << 20));
+        assert_eq!(cfg.cache.max_bytes, ByteSize(1 << 20));
+        let d = ConfigFile::default();
+        assert_eq!(d.prometheus.max_response_bytes, ByteSize(64 << 20));
+        assert_eq!(d.cache.max_bytes, ByteSize(64 << 20));
+        for (text, bytes) in [
+            ("64Mi", 64 << 20),
+            ("10 MB", 10_000_000),
+            ("1gib", 1 << 30),
+            ("512", 512),
+            ("2KiB", 2048),
+        ] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text}");
+        }
+        for bad in [
+            "",
+            "MiB",
+            "1.5MiB",
+            "-1",
+            "5 parsecs",
+            "99999999999999999999GiB",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+        let err = parse_str("[prometheus]\nmax_response_bytes = \"lots\"\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("prometheus.max_response_bytes"), "{err}");
+        let err = parse_str("[cache]\nmax_bytes = -3\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("cache.max_bytes"), "{err}");
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
     }
 
     #[test]

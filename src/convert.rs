@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use yaml_serde::{Mapping, Value};
 
 use crate::config::{ConfigFile, GroupResourceConfig, RuleConfig, SeriesFilter};
+use crate::kube::resources::{GroupResource, ResourceMapper, StaticMapper};
 
 /// The `[prometheus] url` written when the input does not say (prometheus-adapter takes it
 /// on its command line). `.invalid` never resolves, so a forgotten placeholder fails loudly.
@@ -86,6 +87,11 @@ pub fn convert(
     {
         for n in &rule.notes {
             notes.push(format!("{place}: {n}"));
+        }
+    }
+    for (i, rule) in custom.iter().enumerate() {
+        if let Some(note) = rbac_note(&rule.rule) {
+            notes.push(format!("{}[{i}]: {note}", input.rules_place));
         }
     }
     let (url, url_is_placeholder) = match prometheus_url.map(str::to_string).or(input.url) {
@@ -454,6 +460,85 @@ fn convert_rule(
     Ok(Converted { rule, notes })
 }
 
+/// The resources the chart's default `rbac.resourceRules` grant list/watch on (a unit test
+/// keeps this equal to deploy/chart's values.yaml).
+const CHART_RBAC: &[(&str, &[&str])] = &[
+    ("", &["namespaces", "pods", "services", "nodes"]),
+    (
+        "apps",
+        &["deployments", "statefulsets", "daemonsets", "replicasets"],
+    ),
+    ("batch", &["jobs"]),
+    ("networking.k8s.io", &["ingresses"]),
+];
+
+fn chart_grants(group: &str, resource: &str) -> bool {
+    CHART_RBAC
+        .iter()
+        .any(|(g, rs)| *g == group && rs.contains(&resource))
+}
+
+/// A warning when the rule can tie metrics to resources the chart's RBAC does not let the
+/// bridge list and watch: their metrics would be answered with a 503 until it is granted.
+fn rbac_note(rule: &RuleConfig) -> Option<String> {
+    const HOW: &str = "grant list and watch on them with the chart's rbac.resourceRules (or the \
+                       bridge's ClusterRole); `kube-metrics-bridge doctor --config` lists the \
+                       resources discovery ties metrics to and checks each";
+    if let Some(template) = &rule.resources.template {
+        return Some(format!(
+            "resources.template {template:?} turns every label of the matching series that names \
+             a resource into one (kubelet and kube-state-metrics series carry labels such as \
+             persistentvolumeclaim, secret, configmap, cronjob); the chart's RBAC grants only {}; \
+             metrics of other resources are answered with a 503 until you {HOW}",
+            chart_rbac_list()
+        ));
+    }
+    let builtin = StaticMapper::builtin();
+    let mut missing: Vec<String> = rule
+        .resources
+        .overrides
+        .values()
+        .filter_map(|o| {
+            let name = if o.group.is_empty() {
+                o.resource.clone()
+            } else {
+                format!("{}.{}", o.resource, o.group)
+            };
+            let gr = builtin
+                .lookup(&name)
+                .map(|info| info.group_resource)
+                .unwrap_or_else(|| GroupResource::new(&o.group, &o.resource));
+            (gr != GroupResource::namespaces() && !chart_grants(&gr.group, &gr.resource))
+                .then(|| gr.to_string())
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "resources.overrides name {} that the chart's RBAC does not cover; their metrics are \
+             answered with a 503 until you {HOW}",
+            missing.join(", ")
+        )
+    })
+}
+
+fn chart_rbac_list() -> String {
+    CHART_RBAC
+        .iter()
+        .flat_map(|(g, rs)| {
+            rs.iter().map(move |r| {
+                if g.is_empty() {
+                    r.to_string()
+                } else {
+                    format!("{r}.{g}")
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Does the rule map a label to namespaces (an override, or a template, which always can)?
 fn maps_namespaces(rule: &RuleConfig) -> bool {
     rule.resources.template.is_some()
@@ -771,6 +856,59 @@ mod tests {
     }
 
     #[test]
+    fn warns_when_the_chart_rbac_cannot_cover_a_rule() {
+        let c = conv(
+            "rules:\n- seriesQuery: 'x{namespace!=\"\"}'\n  resources: {template: '<<.Resource>>'}\n  metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\n\
+             - seriesQuery: 'y{namespace!=\"\",persistentvolumeclaim!=\"\"}'\n  resources: {overrides: {namespace: {resource: namespace}, persistentvolumeclaim: {resource: persistentvolumeclaim}, cronjob: {group: batch, resource: cronjob}}}\n  metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\n\
+             - seriesQuery: 'z{namespace!=\"\",pod!=\"\"}'\n  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}, deployment: {group: apps, resource: deployment}}}\n  metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\n",
+        );
+        let notes = c.notes.join("\n");
+        assert!(
+            notes.contains("rules[0]: resources.template \"<<.Resource>>\"")
+                && notes.contains("rbac.resourceRules"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("rules[1]: resources.overrides name cronjobs.batch, persistentvolumeclaims that the chart's RBAC does not cover"),
+            "{notes}"
+        );
+        assert!(
+            !notes.contains("rules[2]"),
+            "pods and deployments are granted: {notes}"
+        );
+    }
+
+    /// CHART_RBAC is what the chart's values.yaml grants by default.
+    #[test]
+    fn chart_rbac_matches_the_chart() {
+        let values = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy/chart/kube-metrics-bridge/values.yaml"),
+        )
+        .expect("values.yaml");
+        let values: Value = yaml_serde::from_str(&values).expect("values.yaml parses");
+        let mut granted = Vec::new();
+        for rule in values["rbac"]["resourceRules"]
+            .as_sequence()
+            .expect("resourceRules")
+        {
+            for group in rule["apiGroups"].as_sequence().expect("apiGroups") {
+                for resource in rule["resources"].as_sequence().expect("resources") {
+                    granted.push((
+                        group.as_str().expect("group").to_string(),
+                        resource.as_str().expect("resource").to_string(),
+                    ));
+                }
+            }
+        }
+        let ours: Vec<(String, String)> = CHART_RBAC
+            .iter()
+            .flat_map(|(g, rs)| rs.iter().map(move |r| (g.to_string(), r.to_string())))
+            .collect();
+        assert_eq!(ours, granted);
+    }
+
+    #[test]
     fn maps_every_field() {
         let c = conv(
             r#"
@@ -805,7 +943,9 @@ externalRules:
         let e = &c.config.external_rules[0];
         assert_eq!(e.namespaced, Some(false));
         assert_eq!(e.resources.namespaced, None);
-        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        // Only the RBAC warning for its template: nothing else needed a note.
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(c.notes[0].contains("rbac.resourceRules"), "{:?}", c.notes);
         assert!(c.url_is_placeholder);
         assert!(c.toml.contains("--prometheus-url"), "{}", c.toml);
         crate::rules::RuleSet::compile(&c.config).expect("compiles");

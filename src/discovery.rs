@@ -5,9 +5,15 @@
 //!
 //! Relisted every `discovery_interval` and right after a rules reload. A series query that
 //! fails keeps the series it found last time, so a Prometheus hiccup does not empty the API.
+//!
+//! What is kept between runs is a [`SeriesSet`] per query: distinct series names and their
+//! label names, never label values. Series whose name (or label names) could not stand
+//! unquoted in PromQL are dropped as the answer is read, counted in
+//! `kube_metrics_bridge_series_dropped_total` and logged once per name: `<<.Series>>` is
+//! rendered as bare text, so such a name would inject PromQL into its rule's queries.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -16,8 +22,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::kube::objects::ObjectResolver;
 use crate::kube::resources::{GroupResource, ResourceInfo, ResourceMapper};
-use crate::metrics::{unix_now, ApiLabels, Metrics};
-use crate::prometheus::{PrometheusClient, PrometheusError, QueryCache, Series};
+use crate::metrics::{unix_now, ApiLabels, Metrics, ReasonLabels};
+use crate::prometheus::{PrometheusClient, PrometheusError, QueryCache, SeriesSet};
 use crate::rules::{RuleId, RuleSet};
 
 /// A custom metric for one resource.
@@ -44,7 +50,7 @@ pub struct Registry {
     custom: HashMap<(GroupResource, String), CustomMetric>,
     external: BTreeMap<String, ExternalMetric>,
     /// Discovery documents rendered once per registry; discovery GETs only copy bytes.
-    pub documents: crate::api::discovery::Documents,
+    pub documents: crate::response::discovery::Documents,
     /// False until one discovery run has finished (successfully or not).
     pub discovered: bool,
 }
@@ -56,7 +62,7 @@ impl Registry {
         external: BTreeMap<String, ExternalMetric>,
         discovered: bool,
     ) -> Self {
-        let documents = crate::api::discovery::Documents::render(
+        let documents = crate::response::discovery::Documents::render(
             custom
                 .iter()
                 .map(|((_, metric), m)| (&m.resource, metric.as_str())),
@@ -121,8 +127,58 @@ impl Registry {
     }
 }
 
-/// Series per series query, from the last run that answered.
-pub type SeriesByQuery = HashMap<String, Arc<Vec<Series>>>;
+/// What each series query found (names and label names), from the last run that answered.
+pub type SeriesByQuery = HashMap<String, Arc<SeriesSet>>;
+
+/// Names already warned about, so a hostile series is logged once, not every run. Bounded:
+/// past this many distinct names only the counts are logged.
+const WARNED_NAMES: usize = 1024;
+
+fn warn_about_dropped(query: &str, set: &SeriesSet, metrics: &Metrics) {
+    if set.invalid_names == 0 && set.invalid_label_names == 0 {
+        return;
+    }
+    for (reason, n) in [
+        ("invalid_metric_name", set.invalid_names),
+        ("invalid_label_name", set.invalid_label_names),
+    ] {
+        if n > 0 {
+            metrics
+                .series_dropped
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(n);
+        }
+    }
+    static WARNED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut fresh = |examples: &[String], kind: &str| -> Vec<String> {
+        let mut new = Vec::new();
+        for name in examples {
+            if warned.len() < WARNED_NAMES && warned.insert(format!("{kind}:{name}")) {
+                new.push(name.clone());
+            }
+        }
+        new
+    };
+    let names = fresh(&set.invalid_examples, "name");
+    let label_names = fresh(&set.invalid_label_examples, "label");
+    if names.is_empty() && label_names.is_empty() {
+        tracing::debug!(series_query = %query, dropped_series = set.invalid_names, dropped_label_names = set.invalid_label_names, "series with names that are not classic PromQL names left out again");
+        return;
+    }
+    // `?` shows the names escaped, so they cannot forge log lines either.
+    tracing::warn!(
+        series_query = %query,
+        dropped_series = set.invalid_names,
+        dropped_label_names = set.invalid_label_names,
+        names = ?names,
+        label_names = ?label_names,
+        "series whose name or label names are not classic PromQL names were left out of discovery: they would be pasted into queries unquoted (logged once per name)"
+    );
+}
 
 /// Lists the series of every distinct series query (concurrently), keeping the previous
 /// answer for a query that fails. Returns the merged map and the errors.
@@ -154,6 +210,7 @@ pub async fn list_series(
     for (query, result) in answers {
         match result {
             Ok(series) => {
+                warn_about_dropped(&query, &series, metrics);
                 out.insert(query, Arc::new(series));
             }
             Err(e) => {
@@ -180,15 +237,15 @@ pub fn build_registry(
         let Some(list) = series.get(&rule.series_query) else {
             continue;
         };
-        for s in list.iter().filter(|s| rule.keeps_series(&s.name)) {
+        for (name, labels) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
             let Some(metric) = rule
-                .metric_name(&s.name)
-                .filter(|m| is_valid_metric_name(m))
+                .metric_name(name)
+                .filter(|m| crate::names::is_metric_name(m))
             else {
-                tracing::debug!(rule = %rule.id, series = %s.name, "series gives no usable metric name; skipped");
+                tracing::debug!(rule = %rule.id, series = %name, "series gives no usable metric name; skipped");
                 continue;
             };
-            for label in s.labels.keys() {
+            for label in labels {
                 let info = resource_cache
                     .entry((rule.id.index, label.clone()))
                     .or_insert_with(|| rule.resources.resource_for_label(label, mapper))
@@ -198,7 +255,7 @@ pub fn build_registry(
                         (resource.group_resource.clone(), metric.clone()),
                         CustomMetric {
                             rule: rule.id,
-                            series: s.name.clone(),
+                            series: name.to_string(),
                             resource,
                             resource_label: label.clone(),
                         },
@@ -212,31 +269,22 @@ pub fn build_registry(
         let Some(list) = series.get(&rule.series_query) else {
             continue;
         };
-        for s in list.iter().filter(|s| rule.keeps_series(&s.name)) {
+        for (name, _) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
             if let Some(metric) = rule
-                .metric_name(&s.name)
-                .filter(|m| is_valid_metric_name(m))
+                .metric_name(name)
+                .filter(|m| crate::names::is_metric_name(m))
             {
                 external.insert(
                     metric,
                     ExternalMetric {
                         rule: rule.id,
-                        series: s.name.clone(),
+                        series: name.to_string(),
                     },
                 );
             }
         }
     }
     Registry::new(rules, custom, external, true)
-}
-
-/// Metric names travel as one URL path segment.
-pub fn is_valid_metric_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '%', '?', '#'])
-        && !name.chars().any(char::is_control)
 }
 
 /// What the discovery loop needs.
@@ -311,14 +359,12 @@ mod tests {
     use super::*;
     use crate::kube::resources::StaticMapper;
 
-    fn series(name: &str, labels: &[(&str, &str)]) -> Series {
-        Series {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+    fn set(series: &[(&str, &[&str])]) -> Arc<SeriesSet> {
+        let mut set = SeriesSet::default();
+        for (name, labels) in series {
+            set.add(name, labels.iter().copied());
         }
+        Arc::new(set)
     }
 
     #[test]
@@ -327,20 +373,14 @@ mod tests {
         let mut by_query = SeriesByQuery::new();
         by_query.insert(
             r#"http_requests_total{namespace!="",pod!=""}"#.into(),
-            Arc::new(vec![
-                series(
-                    "http_requests_total",
-                    &[("namespace", "demo"), ("pod", "web-0"), ("container", "c")],
-                ),
-                series(
-                    "http_requests_bucket",
-                    &[("namespace", "demo"), ("pod", "web-0")],
-                ),
+            set(&[
+                ("http_requests_total", &["namespace", "pod", "container"]),
+                ("http_requests_bucket", &["namespace", "pod"]),
             ]),
         );
         by_query.insert(
             r#"queue_messages_ready{namespace!=""}"#.into(),
-            Arc::new(vec![series("queue_messages_ready", &[("queue", "a")])]),
+            set(&[("queue_messages_ready", &["queue"])]),
         );
         let reg = build_registry(rules, &by_query, &StaticMapper::builtin());
         let pods = reg
@@ -356,11 +396,81 @@ mod tests {
         assert!(reg.discovered);
     }
 
+    /// A hostile series name matching a broad series query never becomes a metric, so it
+    /// never reaches `<<.Series>>`; nor does a hostile label name reach `<<.GroupBy>>`.
+    #[test]
+    fn hostile_series_names_never_reach_a_query() {
+        let rules = Arc::new(
+            crate::rules::fixtures::compile(
+                r#"
+[[rules]]
+series_query = '{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+
+[[external_rules]]
+series_query = '{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+"#,
+            )
+            .expect("compiles"),
+        );
+        let hostile = r#"x{a="1"} or vector(1)"#;
+        let mut by_query = SeriesByQuery::new();
+        by_query.insert(
+            r#"{namespace!=""}"#.into(),
+            set(&[
+                ("pod_load", &["namespace", "pod"]),
+                (hostile, &["namespace", "pod"]),
+                ("other", &["namespace", "pod) or vector(1"]),
+            ]),
+        );
+        let metrics = Metrics::new();
+        warn_about_dropped(
+            r#"{namespace!=""}"#,
+            &by_query[r#"{namespace!=""}"#],
+            &metrics,
+        );
+        let reg = build_registry(rules, &by_query, &StaticMapper::builtin());
+        let all: Vec<String> = reg
+            .custom_metrics()
+            .iter()
+            .map(|(gr, m)| format!("{gr}/{m}"))
+            .chain(reg.external_metrics().map(String::from))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "namespaces/other",
+                "namespaces/pod_load",
+                "pods/pod_load",
+                "other",
+                "pod_load"
+            ]
+        );
+        assert!(all.iter().all(|m| !m.contains("vector")), "{all:?}");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"kube_metrics_bridge_series_dropped_total{reason="invalid_metric_name"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kube_metrics_bridge_series_dropped_total{reason="invalid_label_name"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
     #[test]
     fn metric_names_must_fit_a_path_segment() {
-        assert!(is_valid_metric_name("request_count:rate1m"));
-        assert!(!is_valid_metric_name("a/b"));
-        assert!(!is_valid_metric_name(".."));
-        assert!(!is_valid_metric_name(""));
+        use crate::names::is_metric_name;
+        assert!(is_metric_name("request_count:rate1m"));
+        assert!(!is_metric_name("a/b"));
+        assert!(!is_metric_name(".."));
+        assert!(!is_metric_name(""));
     }
 }

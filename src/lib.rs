@@ -29,6 +29,8 @@ pub mod convert;
 pub mod discovery;
 pub mod kube;
 pub mod metrics;
+pub mod names;
+pub mod not_found;
 pub mod prometheus;
 pub mod promql;
 pub mod quantity;

@@ -22,7 +22,7 @@ pub struct RequestLabels {
 pub struct PrometheusCallLabels {
     /// query or series
     pub call: &'static str,
-    /// ok, unavailable, query, malformed
+    /// ok, unavailable, query, malformed, too_large
     pub outcome: &'static str,
 }
 
@@ -37,8 +37,17 @@ pub struct ApiLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchCacheLabels {
+    /// `pods`, `deployments.apps`
+    pub resource: String,
+    /// starting, synced, forbidden, failing
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ValueLabels {
-    /// clamped (beyond what the HPA can hold) or non_finite (NaN/Inf, treated as missing)
+    /// clamped (beyond what the HPA can hold), non_finite (NaN/Inf, treated as missing) or
+    /// timestamp_clamped (a sample time before 1970 or after year 9999)
     pub kind: &'static str,
 }
 
@@ -63,6 +72,12 @@ pub struct TimeoutLabels {
     pub timeout: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// invalid_metric_name or invalid_label_name
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Histogram>,
@@ -76,6 +91,7 @@ pub struct Metrics {
     pub discovery_runs: Family<ResultLabels, Counter>,
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
+    pub series_dropped: Family<ReasonLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub open_connections: Family<ListenerLabels, Gauge>,
     pub rejected_connections: Family<RejectLabels, Counter>,
@@ -84,6 +100,7 @@ pub struct Metrics {
     pub rejected_requests: Family<ListenerLabels, Counter>,
     /// authenticated, unauthenticated, error, throttled
     pub token_reviews: Family<ResultLabels, Counter>,
+    pub watch_caches: Family<WatchCacheLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -117,6 +134,7 @@ impl Metrics {
             discovery_runs: Family::default(),
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
+            series_dropped: Family::default(),
             cert_reloads: Family::default(),
             open_connections: Family::default(),
             rejected_connections: Family::default(),
@@ -124,6 +142,7 @@ impl Metrics {
             requests_inflight: Family::default(),
             rejected_requests: Family::default(),
             token_reviews: Family::default(),
+            watch_caches: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -178,8 +197,13 @@ impl Metrics {
         );
         registry.register(
             "values_adjusted",
-            "Sample values that were clamped to what the HPA can hold, or were NaN/Inf and treated as missing",
+            "Sample values that were clamped to what the HPA can hold, or were NaN/Inf and treated as missing; sample times clamped to 1970..9999",
             m.values.clone(),
+        );
+        registry.register(
+            "series_dropped",
+            "Series (or their labels) in discovery answers left out because their name cannot stand unquoted in PromQL, by reason",
+            m.series_dropped.clone(),
         );
         registry.register(
             "certificate_reloads",
@@ -215,6 +239,11 @@ impl Metrics {
             "token_reviews",
             "TokenReviews by result: authenticated, unauthenticated, error, or throttled (not sent: rate or concurrency limit)",
             m.token_reviews.clone(),
+        );
+        registry.register(
+            "watch_cache_state",
+            "1 for the state each resource's watch cache is in (starting, synced, forbidden, failing), 0 for the others",
+            m.watch_caches.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -270,6 +299,24 @@ impl Metrics {
 
     pub fn count(&self, family: &Family<ResultLabels, Counter>, result: &'static str) {
         family.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// The gauge of one watch cache state.
+    pub fn watch_cache_state(&self, resource: &str, state: &'static str) -> Gauge {
+        self.watch_caches
+            .get_or_create(&WatchCacheLabels {
+                resource: resource.to_string(),
+                state,
+            })
+            .clone()
+    }
+
+    /// Drops a watch cache state series (the resource is no longer tracked).
+    pub fn forget_watch_cache_state(&self, resource: &str, state: &'static str) {
+        self.watch_caches.remove(&WatchCacheLabels {
+            resource: resource.to_string(),
+            state,
+        });
     }
 
     /// OpenMetrics text.

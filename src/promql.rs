@@ -68,6 +68,19 @@ pub fn is_label_name(s: &str) -> bool {
     bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
+/// Whether `s` is a classic Prometheus metric name, `[a-zA-Z_:][a-zA-Z0-9_:]*`, the only kind
+/// that can stand unquoted where `<<.Series>>` is rendered. Prometheus 3 also stores UTF-8
+/// names (written `{"name"}` in PromQL), and 2.x stores any name that arrives by remote
+/// write; neither kind may reach a query as bare text.
+pub fn is_metric_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    match bytes.next() {
+        Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':' => {}
+        _ => return false,
+    }
+    bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
 /// The four label matching operators of a PromQL selector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MatchOp {
@@ -371,6 +384,26 @@ mod tests {
         }
         for bad in ["", "9a", "a-b", "a.b", "app/x", "a b", "é", "a\"", "a}"] {
             assert!(!is_label_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metric_names() {
+        for ok in ["up", "_x", "a:b_c9", ":rate5m", "http_requests_total"] {
+            assert!(is_metric_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "9a",
+            "a-b",
+            "a.b",
+            "a b",
+            "é",
+            r#"x{a="1"} or vector(1)"#,
+            "x)",
+            "a\n",
+        ] {
+            assert!(!is_metric_name(bad), "{bad}");
         }
     }
 

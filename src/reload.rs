@@ -35,6 +35,7 @@ pub fn backend_for(rules: &RuleSet, metrics: &Arc<Metrics>) -> anyhow::Result<Qu
         client,
         rules.cache.ttl,
         rules.cache.max_entries,
+        rules.cache.max_bytes,
         metrics.clone(),
     ))
 }

@@ -1,7 +1,7 @@
 //! The HTTP API kube-apiserver and the HPA controller call: routing, content negotiation,
 //! Status errors, and the per-request log line and latency metric.
 
-pub mod discovery;
+pub mod accept;
 pub mod openapi;
 pub mod status;
 
@@ -12,15 +12,23 @@ use std::time::Instant;
 use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
-use crate::auth::Auth;
-use crate::bridge::Bridge;
+use crate::auth::{attributes_for, Auth};
+use crate::bridge::{Bridge, Readiness};
 use crate::request::{self, Route};
+use crate::response::discovery;
 use crate::server::PeerInfo;
+use accept::Accept;
 use status::ApiError;
 
 const JSON: &str = "application/json";
 
 /// The warp filter for the secure port. `auth` is `None` only with `--standalone`.
+///
+/// warp is the service adapter here, not the router: its path filters would match (and
+/// reject, with warp's own plain-text bodies) before anything else ran, while kube-apiserver's
+/// order is authenticate -> route -> authorize, and every answer, a 404 included, must be a
+/// `metav1.Status`. So the one filter extracts what a request carries (method, raw path,
+/// query, headers, the connection's [`PeerInfo`]) and [`handle`] does the rest in that order.
 pub fn routes(
     bridge: Arc<Bridge>,
     auth: Option<Arc<Auth>>,
@@ -56,7 +64,9 @@ pub fn routes(
         )
 }
 
-/// Answers one request; every outcome is a JSON body (or plain `ok` for health).
+/// Answers one request; every outcome is a JSON body (or plain `ok` for health). The order
+/// is kube-apiserver's: authenticate (401) -> route and validate (400, 404, 405) -> authorize
+/// (403) -> answer, so a client without credentials learns nothing about the API.
 pub async fn handle(
     bridge: &Bridge,
     auth: Option<&Auth>,
@@ -67,29 +77,42 @@ pub async fn handle(
     headers: &HeaderMap,
 ) -> Response<String> {
     let started = Instant::now();
-    let route = request::parse(path, query);
-    let label = route.as_ref().map(Route::label).unwrap_or("other");
-    let accept = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
-    let result = match route {
-        Err(e) => Err(e),
-        Ok(_) if method != Method::GET && method != Method::HEAD => {
-            Err(ApiError::method_not_allowed(method.as_str()))
+    let accept = Accept::parse(
+        headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let mut label = "unauthenticated";
+    let mut caller = String::new();
+    let result = async {
+        let user = match auth {
+            Some(auth) => Some(auth.authenticate(peer, headers, path).await?),
+            None => None,
+        };
+        if let Some(user) = &user {
+            caller.clone_from(&user.name);
         }
-        Ok(route) => match authorize(auth, peer, headers, &route, path).await {
-            Err(e) => Err(e),
-            Ok(()) if !accepts_json(accept) && !matches!(route, Route::Health(_)) => {
-                Err(ApiError::not_acceptable())
-            }
-            Ok(()) => answer(bridge, route, accept).await,
-        },
-    };
+        let route = request::parse(path, query);
+        label = route.as_ref().map(Route::label).unwrap_or("other");
+        let route = route?;
+        if method != Method::GET && method != Method::HEAD {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        if let (Some(auth), Some(user)) = (auth, &user) {
+            auth.authorize(peer, user, &attributes_for(&route, path))
+                .await?;
+        }
+        if !accept.json() && !matches!(route, Route::Health(_)) {
+            return Err(ApiError::not_acceptable());
+        }
+        answer(bridge, route, &accept).await
+    }
+    .await;
     let response = match result {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
-                tracing::warn!(%path, code = e.code, message = %e.message, "request failed");
+                tracing::warn!(%path, user = %caller, code = e.code, message = %e.message, "request failed");
             }
             json_response(
                 StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -101,34 +124,19 @@ pub async fn handle(
     bridge
         .metrics
         .observe_request(label, code, started.elapsed());
-    tracing::debug!(%method, %path, %query, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    tracing::debug!(%method, %path, %query, user = %caller, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
-}
-
-/// Authentication and authorization (none with `--standalone`): after routing and the
-/// method check, before anything is read.
-async fn authorize(
-    auth: Option<&Auth>,
-    peer: Option<&PeerInfo>,
-    headers: &HeaderMap,
-    route: &Route,
-    path: &str,
-) -> Result<(), ApiError> {
-    match auth {
-        None => Ok(()),
-        Some(auth) => auth.check(peer, headers, route, path).await.map(|_user| ()),
-    }
 }
 
 async fn answer(
     bridge: &Bridge,
     route: Route,
-    accept: Option<&str>,
+    accept: &Accept<'_>,
 ) -> Result<Response<String>, ApiError> {
     let registry = bridge.registry.load_full();
     let ok = |body: String| Ok(json_response(StatusCode::OK, body));
     match route {
-        Route::RootDiscovery if discovery::wants_aggregated(accept) => {
+        Route::RootDiscovery if accept.aggregated_discovery() => {
             let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
             if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -150,23 +158,29 @@ async fn answer(
         Route::OpenApiV3Index => ok(openapi::v3_index()),
         Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
         Route::Version => ok(version_json()),
-        Route::Health(which) => Ok(health_response(which, bridge.ready())),
+        Route::Health(which) => Ok(health_response(which, &bridge.readiness())),
     }
 }
 
 /// `/healthz` and `/livez` say the process serves; `/readyz` also waits for the first
-/// discovery run and the object caches, so a new replica gets traffic only once it can
-/// answer.
-pub fn health_response(which: &str, ready: bool) -> Response<String> {
-    let (code, body) = if which == "readyz" && !ready {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "[-]discovery failed: series discovery or object caches not ready yet\nreadyz check failed\n",
-        )
+/// discovery run and the object caches' first lists, so a new replica gets traffic only once
+/// it can answer. A failing check is named with its reason, as kube-apiserver's verbose
+/// health output does.
+pub fn health_response(which: &str, readiness: &Readiness) -> Response<String> {
+    let (code, body) = if which == "readyz" && !readiness.ready() {
+        let mut body = String::new();
+        for (name, result) in &readiness.checks {
+            match result {
+                Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+                Err(why) => body.push_str(&format!("[-]{name} failed: {why}\n")),
+            }
+        }
+        body.push_str("readyz check failed\n");
+        (StatusCode::INTERNAL_SERVER_ERROR, body)
     } else {
-        (StatusCode::OK, "ok")
+        (StatusCode::OK, "ok".to_string())
     };
-    let mut r = Response::new(body.to_string());
+    let mut r = Response::new(body);
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -185,16 +199,6 @@ fn json_response(code: StatusCode, body: String) -> Response<String> {
     r
 }
 
-/// JSON is served for `*/*`, `application/*`, `application/json` (with any parameters) or
-/// no Accept at all; the HPA sends `application/vnd.kubernetes.protobuf, */*`.
-fn accepts_json(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return true };
-    accept.split(',').any(|part| {
-        let media = part.split(';').next().unwrap_or("").trim();
-        media.is_empty() || media == "*/*" || media == "application/*" || media == JSON
-    })
-}
-
 fn version_json() -> String {
     serde_json::json!({
         "major": "0", "minor": env!("CARGO_PKG_VERSION").split('.').nth(1).unwrap_or("0"),
@@ -202,22 +206,4 @@ fn version_json() -> String {
         "compiler": "rustc", "goVersion": ""
     })
     .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_negotiation() {
-        assert!(accepts_json(None));
-        assert!(accepts_json(Some(
-            "application/vnd.kubernetes.protobuf, */*"
-        )));
-        assert!(accepts_json(Some(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-        )));
-        assert!(!accepts_json(Some("application/yaml")));
-        assert!(!accepts_json(Some("application/vnd.kubernetes.protobuf")));
-    }
 }

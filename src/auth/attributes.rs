@@ -72,10 +72,7 @@ pub fn attributes_for(route: &Route, path: &str) -> RequestAttributes {
         | Route::OpenApiV3Index
         | Route::OpenApiV3(..)
         | Route::Health(_)
-        | Route::Version => RequestAttributes::NonResource {
-            verb: "get".into(),
-            path: decoded_path(path),
-        },
+        | Route::Version => non_resource(path),
     }
 }
 
@@ -114,6 +111,15 @@ fn custom(c: &CustomRequest) -> ResourceAttributes {
 }
 
 /// `req.URL.Path`: Go's URL parser has decoded the escapes (`%2A` is `*`).
+/// The attributes of a GET of `path` as a non-resource request: what an unrouted request is
+/// checked against (the always-allowed paths).
+pub fn non_resource(path: &str) -> RequestAttributes {
+    RequestAttributes::NonResource {
+        verb: "get".into(),
+        path: decoded_path(path),
+    }
+}
+
 fn decoded_path(path: &str) -> String {
     percent_encoding::percent_decode_str(path)
         .decode_utf8_lossy()

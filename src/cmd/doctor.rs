@@ -14,7 +14,8 @@ use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
 use crate::discovery::{build_registry, list_series, SeriesByQuery};
-use crate::kube::resources::StaticMapper;
+use crate::kube::mapper::DiscoveryMapper;
+use crate::kube::resources::{ResourceInfo, StaticMapper};
 use crate::metrics::Metrics;
 use crate::rules::{load_file, LoadError, Overrides};
 
@@ -72,17 +73,27 @@ impl Report {
 /// Runs every check; returns the process exit code (1 if anything failed).
 pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
     let mut report = Report::default();
-    match crate::kube::client::connect(args.kubeconfig.as_deref()).await {
+    let client = match crate::kube::client::connect(args.kubeconfig.as_deref()).await {
         Ok(client) => {
             check_api_services(&client, &args, &mut report).await;
             check_service(&client, &args, &mut report).await;
             check_certificate(&client, &args, &mut report).await;
             check_rbac(&client, &args, &mut report).await;
+            Some(client)
         }
-        Err(e) => report.fail("cluster connection", &format!("{e:#}")),
-    }
+        Err(e) => {
+            report.fail("cluster connection", &format!("{e:#}"));
+            None
+        }
+    };
     if let Some(config) = &args.config {
-        check_rules_and_prometheus(config, args.prometheus_url.clone(), &mut report).await;
+        let mapper = cluster_mapper(client.as_ref(), &mut report).await;
+        let resources =
+            check_rules_and_prometheus(config, args.prometheus_url.clone(), &mapper, &mut report)
+                .await;
+        if let (Some(client), Some(resources)) = (&client, resources) {
+            check_resource_access(client, &args, &resources, &mut report).await;
+        }
     } else {
         report.warn(
             "rules",
@@ -355,10 +366,7 @@ async fn access(
 }
 
 async fn check_rbac(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
-    let bridge = format!(
-        "system:serviceaccount:{}:{}",
-        args.namespace, args.service_account
-    );
+    let bridge = bridge_user(args);
     let bridge_groups = ["system:serviceaccounts", "system:authenticated"];
     let checks: Vec<(String, &str, &[&str], Value, &str)> = vec![
         (format!("{bridge} may create TokenReviews"), &bridge, &bridge_groups,
@@ -368,8 +376,6 @@ async fn check_rbac(client: &kube::Client, args: &DoctorArgs, report: &mut Repor
         (format!("{bridge} may read the authentication ConfigMap"), &bridge, &bridge_groups,
          json!({"verb": "watch", "resource": "configmaps", "namespace": "kube-system", "name": "extension-apiserver-authentication"}),
          "bind Role extension-apiserver-authentication-reader in kube-system"),
-        (format!("{bridge} may list and watch pods"), &bridge, &bridge_groups,
-         json!({"verb": "watch", "resource": "pods"}), "give it list/watch on the resources its rules name"),
         ("the HPA controller may read custom metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
          json!({"verb": "get", "group": "custom.metrics.k8s.io", "resource": "pods", "subresource": "any", "name": "*", "namespace": "default"}),
          "bind a ClusterRole with get/list on custom.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
@@ -378,29 +384,101 @@ async fn check_rbac(client: &kube::Client, args: &DoctorArgs, report: &mut Repor
          "bind a ClusterRole with get/list on external.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
     ];
     for (what, user, groups, attrs, fix) in checks {
-        match access(client, user, groups, attrs).await {
-            Ok((true, _)) => report.ok(&what),
-            Ok((false, reason)) => report.fail(
-                &what,
-                &format!(
-                    "denied{}: {fix}",
-                    if reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({reason})")
-                    }
-                ),
+        report_access(client, report, &what, user, groups, attrs, fix).await;
+    }
+}
+
+/// The bridge's own identity as SubjectAccessReviews name it.
+fn bridge_user(args: &DoctorArgs) -> String {
+    format!(
+        "system:serviceaccount:{}:{}",
+        args.namespace, args.service_account
+    )
+}
+
+/// One SubjectAccessReview, reported as ok or as a failure with `fix`.
+async fn report_access(
+    client: &kube::Client,
+    report: &mut Report,
+    what: &str,
+    user: &str,
+    groups: &[&str],
+    attrs: Value,
+    fix: &str,
+) {
+    match access(client, user, groups, attrs).await {
+        Ok((true, _)) => report.ok(what),
+        Ok((false, reason)) => report.fail(
+            what,
+            &format!(
+                "denied{}: {fix}",
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                }
             ),
-            Err(e) => report.fail(&what, &format!("cannot ask: {e}")),
+        ),
+        Err(e) => report.fail(what, &format!("cannot ask: {e}")),
+    }
+}
+
+/// list and watch on every resource the discovered metrics are tied to: the bridge's watch
+/// caches and per-request LISTs need both. A resource without them is served with a 503 (its
+/// metrics alone; the rest of the API is unaffected).
+async fn check_resource_access(
+    client: &kube::Client,
+    args: &DoctorArgs,
+    resources: &[ResourceInfo],
+    report: &mut Report,
+) {
+    let bridge = bridge_user(args);
+    let groups = ["system:serviceaccounts", "system:authenticated"];
+    for info in resources {
+        let gr = &info.group_resource;
+        for verb in ["list", "watch"] {
+            report_access(
+                client,
+                report,
+                &format!("{bridge} may {verb} {gr} (its rules tie metrics to them)"),
+                &bridge,
+                &groups,
+                json!({"verb": verb, "group": gr.group, "resource": gr.resource}),
+                &format!(
+                    "add {gr} to the chart's rbac.resourceRules (or the bridge's ClusterRole) with list and watch"
+                ),
+            )
+            .await;
         }
     }
 }
 
+/// The cluster's own resource table (CRDs included), else the built-in one.
+async fn cluster_mapper(client: Option<&kube::Client>, report: &mut Report) -> StaticMapper {
+    let Some(client) = client else {
+        return StaticMapper::builtin();
+    };
+    let mapper = DiscoveryMapper::new();
+    match mapper.refresh(client).await {
+        Ok(_) => mapper.snapshot(),
+        Err(e) => {
+            report.warn(
+                "API discovery",
+                &format!("{e:#}; resources are named from the built-in table"),
+            );
+            StaticMapper::builtin()
+        }
+    }
+}
+
+/// Checks the rules and Prometheus and runs one discovery; returns the resources the
+/// discovered metrics are tied to.
 async fn check_rules_and_prometheus(
     config: &std::path::Path,
     prometheus_url: Option<String>,
+    mapper: &StaticMapper,
     report: &mut Report,
-) {
+) -> Option<Vec<ResourceInfo>> {
     let rules = match load_file(config, &Overrides { prometheus_url }) {
         Ok(r) => {
             report.ok(&format!(
@@ -411,18 +489,24 @@ async fn check_rules_and_prometheus(
             ));
             Arc::new(r)
         }
-        Err(LoadError::File(e)) => return report.fail("rules", &e.to_string()),
+        Err(LoadError::File(e)) => {
+            report.fail("rules", &e.to_string());
+            return None;
+        }
         Err(LoadError::Problems(p)) => {
             for problem in &p.0 {
                 report.fail("rules", &problem.to_string());
             }
-            return;
+            return None;
         }
     };
     let metrics = Metrics::new();
     let client = match crate::prometheus::PrometheusClient::new(&rules.prometheus) {
         Ok(c) => c,
-        Err(e) => return report.fail("Prometheus client", &format!("{e:#}")),
+        Err(e) => {
+            report.fail("Prometheus client", &format!("{e:#}"));
+            return None;
+        }
     };
     match client.query("vector(1)").await {
         Ok(_) => report.ok(&format!(
@@ -430,21 +514,36 @@ async fn check_rules_and_prometheus(
             rules.prometheus.url
         )),
         Err(e) => {
-            return report.fail(
+            report.fail(
                 &format!("Prometheus at {}", rules.prometheus.url),
                 &e.to_string(),
-            )
+            );
+            return None;
         }
     }
     let (series, errors) = list_series(&rules, &client, &SeriesByQuery::new(), &metrics).await;
     for (query, e) in &errors {
         report.fail(&format!("series_query {query:?}"), &e.to_string());
     }
-    let registry = build_registry(rules.clone(), &series, &StaticMapper::builtin());
+    let registry = build_registry(rules.clone(), &series, mapper);
+    for (query, set) in &series {
+        if set.invalid_names > 0 || set.invalid_label_names > 0 {
+            report.warn(
+                &format!("series_query {query:?}"),
+                &format!(
+                    "{} series left out because their name is not a classic PromQL metric name (e.g. {:?}), {} label names left out for the same reason (e.g. {:?}): they would be pasted into queries unquoted",
+                    set.invalid_names,
+                    set.invalid_examples.iter().take(3).collect::<Vec<_>>(),
+                    set.invalid_label_names,
+                    set.invalid_label_examples.iter().take(3).collect::<Vec<_>>(),
+                ),
+            );
+        }
+    }
     for rule in rules.all_rules() {
         let found = series
             .get(&rule.series_query)
-            .map(|s| s.iter().filter(|s| rule.keeps_series(&s.name)).count())
+            .map(|s| s.names().filter(|(n, _)| rule.keeps_series(n)).count())
             .unwrap_or(0);
         if found == 0 {
             report.warn(
@@ -472,6 +571,7 @@ async fn check_rules_and_prometheus(
         external.len(),
         preview(&external)
     ));
+    Some(registry.resources())
 }
 
 fn preview<S: AsRef<str>>(names: &[S]) -> String {

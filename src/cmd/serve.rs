@@ -54,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cluster = if args.standalone {
         None
     } else {
-        Some(Cluster::connect(&args).await?)
+        Some(Cluster::connect(&args, metrics.clone()).await?)
     };
     let (mapper, objects): (Arc<dyn ResourceMapper>, Arc<dyn ObjectResolver>) = match &cluster {
         None => (
@@ -221,8 +221,8 @@ fn metrics_routes(
             );
             r
         }
-        "/readyz" => api::health_response("readyz", bridge.ready()),
-        "/healthz" | "/livez" => api::health_response("healthz", true),
+        "/readyz" => api::health_response("readyz", &bridge.readiness()),
+        "/healthz" | "/livez" => api::health_response("healthz", &Default::default()),
         _ => {
             let mut r = http::Response::new("not found\n".to_string());
             *r.status_mut() = http::StatusCode::NOT_FOUND;
@@ -264,7 +264,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn connect(args: &ServeArgs) -> anyhow::Result<Cluster> {
+    async fn connect(args: &ServeArgs, metrics: Arc<Metrics>) -> anyhow::Result<Cluster> {
         let client = crate::kube::client::connect(args.kubeconfig.as_deref()).await?;
         let mapper = Arc::new(DiscoveryMapper::new());
         // Read discovery before the first series discovery so CRD-backed metrics resolve at
@@ -279,7 +279,7 @@ impl Cluster {
         Ok(Cluster {
             client: client.clone(),
             mapper,
-            objects: Arc::new(ClusterResolver::new(client)),
+            objects: Arc::new(ClusterResolver::new(client, metrics)),
             refresh,
         })
     }

@@ -36,6 +36,11 @@ impl DiscoveryMapper {
         self.discovered.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The resource table as it is now.
+    pub fn snapshot(&self) -> StaticMapper {
+        StaticMapper::clone(&self.current.load())
+    }
+
     pub async fn refresh(&self, client: &kube::Client) -> anyhow::Result<usize> {
         let core = client.list_core_api_versions_aggregated().await?;
         let groups = client.list_api_groups_aggregated().await?;

@@ -26,6 +26,12 @@ pub enum ResolveError {
     /// The cluster could not be asked (a 503 for the client).
     #[error("unable to list {resource}: {message}")]
     Unavailable { resource: String, message: String },
+    /// kube-apiserver refused the bridge a LIST of the resource (its RBAC does not cover it).
+    #[error("the bridge may not list {resource}")]
+    Forbidden { resource: String },
+    /// The resource no longer exists (a deleted CRD).
+    #[error("{resource} no longer exist in the cluster")]
+    Gone { resource: String },
 }
 
 pub trait ObjectResolver: Send + Sync {
@@ -41,9 +47,21 @@ pub trait ObjectResolver: Send + Sync {
     /// series discovery).
     fn track(&self, _resources: &[ResourceInfo]) {}
 
-    /// Whether the caches are ready to answer (readiness).
-    fn synced(&self) -> bool {
-        true
+    /// Whether object `name` exists: `Some` only where an up-to-date cache can tell, `None`
+    /// where nothing can be said without asking the cluster.
+    fn exists(
+        &self,
+        _resource: &ResourceInfo,
+        _namespace: Option<&str>,
+        _name: &str,
+    ) -> Option<bool> {
+        None
+    }
+
+    /// Resources whose cache is still on its first list (readiness waits for them; caches
+    /// that failed do not count).
+    fn starting(&self) -> Vec<String> {
+        Vec::new()
     }
 }
 

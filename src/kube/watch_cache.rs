@@ -2,50 +2,170 @@
 //! namespace, so a `labelSelector` is answered from memory (prometheus-adapter lists from
 //! kube-apiserver on every request) and a request looks only at its own namespace.
 //!
-//! A resource with no cache (not tied to any discovered metric, or not synced yet) is
-//! answered with one metadata-only LIST.
+//! Each cache has a [`CacheState`]. Only a synced cache answers; any other resource is
+//! answered with one metadata-only LIST per request, whose error (403, 404, outage) becomes
+//! that request's Status. Readiness waits only for caches still on their first list: one that
+//! RBAC forbids, whose resource vanished or that fails for any other reason never holds the
+//! whole API back (design §3.5). A failing cache retries with a growing, capped backoff and
+//! logs once per change of state, and its state is a metric.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 
 use super::objects::{ObjectResolver, ObjectSet, ResolveError};
 use super::resources::{GroupResource, ResourceInfo};
+use crate::metrics::Metrics;
 use crate::selector::Selector;
 
 type Labels = Arc<BTreeMap<String, String>>;
 /// namespace ("" for cluster-scoped) -> name -> labels
 type Index = HashMap<String, HashMap<String, Labels>>;
 
+/// Where a watch cache stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheState {
+    /// The first list has not finished or failed yet: holds readiness.
+    Starting,
+    /// Listed and watching; answers requests. A later outage keeps it synced (requests keep
+    /// being answered from memory) until kube-rs' watcher relists.
+    Synced,
+    /// kube-apiserver answered 403: the bridge's RBAC does not cover this resource.
+    Forbidden,
+    /// Any other failure: the resource is gone (404, a deleted CRD) or kube-apiserver failed
+    /// before the first list finished.
+    Failing,
+}
+
+impl CacheState {
+    pub const ALL: [CacheState; 4] = [
+        CacheState::Starting,
+        CacheState::Synced,
+        CacheState::Forbidden,
+        CacheState::Failing,
+    ];
+
+    /// The `state` label of `kube_metrics_bridge_watch_cache_state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Starting => "starting",
+            CacheState::Synced => "synced",
+            CacheState::Forbidden => "forbidden",
+            CacheState::Failing => "failing",
+        }
+    }
+}
+
+/// Retry delays of a failing watch: 1 s doubling to [`MAX_RETRY`], reset once it syncs. A
+/// forbidden LIST costs kube-apiserver little, but a cluster full of them every second does.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+struct RetryBackoff {
+    last: Option<Duration>,
+}
+
+impl RetryBackoff {
+    fn next(&mut self) -> Duration {
+        let next = match self.last {
+            None => FIRST_RETRY,
+            Some(d) => (d * 2).min(MAX_RETRY),
+        };
+        self.last = Some(next);
+        next
+    }
+
+    fn reset(&mut self) {
+        self.last = None;
+    }
+}
+
+/// A cache's state, shared by its task (which moves it) and the resolver (which reads it), and
+/// mirrored into the metric on every change.
+#[derive(Clone)]
+struct SharedState {
+    state: Arc<Mutex<CacheState>>,
+    resource: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl SharedState {
+    fn new(resource: &str, metrics: Arc<Metrics>) -> Self {
+        let shared = SharedState {
+            state: Arc::new(Mutex::new(CacheState::Starting)),
+            resource: resource.into(),
+            metrics,
+        };
+        shared.publish(CacheState::Starting);
+        shared
+    }
+
+    fn get(&self) -> CacheState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves to `next`; true when that is a change (the caller logs it).
+    fn set(&self, next: CacheState) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == next {
+            return false;
+        }
+        *state = next;
+        self.publish(next);
+        true
+    }
+
+    fn publish(&self, current: CacheState) {
+        for state in CacheState::ALL {
+            self.metrics
+                .watch_cache_state(&self.resource, state.as_str())
+                .set(i64::from(state == current));
+        }
+    }
+
+    fn unpublish(&self) {
+        for state in CacheState::ALL {
+            self.metrics
+                .forget_watch_cache_state(&self.resource, state.as_str());
+        }
+    }
+}
+
 struct Cache {
     index: Arc<RwLock<Index>>,
-    synced: Arc<AtomicBool>,
+    state: SharedState,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
         self.task.abort();
+        self.state.unpublish();
     }
 }
 
 /// Resolves label selectors against the cluster.
 pub struct ClusterResolver {
     client: kube::Client,
+    metrics: Arc<Metrics>,
     caches: Mutex<HashMap<GroupResource, Cache>>,
+    /// Deadline of a per-request LIST.
+    list_timeout: Duration,
 }
 
 impl ClusterResolver {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Self {
         ClusterResolver {
             client,
+            metrics,
             caches: Mutex::new(HashMap::new()),
+            list_timeout: Duration::from_secs(10),
         }
     }
 
@@ -61,62 +181,44 @@ impl ClusterResolver {
         }
     }
 
-    /// True when every tracked cache has finished its initial list.
-    pub fn synced(&self) -> bool {
+    /// Resources whose cache is still on its first list (what readiness waits for), sorted.
+    pub fn starting(&self) -> Vec<String> {
         let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
-        caches.values().all(|c| c.synced.load(Ordering::Relaxed))
+        let mut waiting: Vec<String> = caches
+            .iter()
+            .filter(|(_, c)| c.state.get() == CacheState::Starting)
+            .map(|(gr, _)| gr.to_string())
+            .collect();
+        waiting.sort();
+        waiting
+    }
+
+    /// Every tracked resource and its cache's state (for tests and `doctor`-like reports).
+    pub fn states(&self) -> BTreeMap<String, CacheState> {
+        let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .iter()
+            .map(|(gr, c)| (gr.to_string(), c.state.get()))
+            .collect()
+    }
+
+    /// The index of `resource`'s cache if it is synced.
+    fn synced_index(&self, resource: &GroupResource) -> Option<Arc<RwLock<Index>>> {
+        let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .get(resource)
+            .filter(|c| c.state.get() == CacheState::Synced)
+            .map(|c| c.index.clone())
     }
 
     fn start_cache(&self, info: &ResourceInfo) -> Cache {
         let index: Arc<RwLock<Index>> = Arc::default();
-        let synced = Arc::new(AtomicBool::new(false));
+        let resource = info.group_resource.to_string();
+        let state = SharedState::new(&resource, self.metrics.clone());
         let api: Api<PartialObjectMeta<DynamicObject>> =
             Api::all_with(self.client.clone(), &api_resource(info));
-        let (task_index, task_synced, resource) = (
-            index.clone(),
-            synced.clone(),
-            info.group_resource.to_string(),
-        );
-        let task = tokio::spawn(async move {
-            let mut relist: Option<Index> = None;
-            let mut events = watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(Event::Init) => relist = Some(Index::new()),
-                    Ok(Event::InitApply(obj)) => {
-                        if let Some(buffer) = relist.as_mut() {
-                            insert(buffer, &obj);
-                        }
-                    }
-                    Ok(Event::InitDone) => {
-                        if let Some(buffer) = relist.take() {
-                            *task_index.write().unwrap_or_else(|e| e.into_inner()) = buffer;
-                        }
-                        if !task_synced.swap(true, Ordering::Relaxed) {
-                            tracing::info!(%resource, "watch cache synced");
-                        }
-                    }
-                    Ok(Event::Apply(obj)) => insert(
-                        &mut task_index.write().unwrap_or_else(|e| e.into_inner()),
-                        &obj,
-                    ),
-                    Ok(Event::Delete(obj)) => remove(
-                        &mut task_index.write().unwrap_or_else(|e| e.into_inner()),
-                        &obj,
-                    ),
-                    Err(e) => {
-                        tracing::warn!(%resource, error = %e, "watch failed; retrying with backoff")
-                    }
-                }
-            }
-        });
-        Cache {
-            index,
-            synced,
-            task,
-        }
+        let task = tokio::spawn(run_cache(api, index.clone(), state.clone()));
+        Cache { index, state, task }
     }
 
     async fn list(
@@ -131,24 +233,113 @@ impl ClusterResolver {
             None => Api::all_with(self.client.clone(), &ar),
         };
         let params = ListParams::default().labels(&selector.to_string());
-        let list = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            api.list_metadata(&params),
-        )
-        .await
-        .map_err(|_| ResolveError::Unavailable {
-            resource: resource.group_resource.to_string(),
-            message: "deadline exceeded".into(),
-        })?
-        .map_err(|e| ResolveError::Unavailable {
-            resource: resource.group_resource.to_string(),
-            message: e.to_string(),
-        })?;
+        let name = resource.group_resource.to_string();
+        let list = tokio::time::timeout(self.list_timeout, api.list_metadata(&params))
+            .await
+            .map_err(|_| ResolveError::Unavailable {
+                resource: name.clone(),
+                message: "deadline exceeded".into(),
+            })?
+            .map_err(|e| list_error(&name, e))?;
         Ok(list
             .items
             .into_iter()
             .filter_map(|o| o.metadata.name)
             .collect())
+    }
+}
+
+/// Sorts a failed LIST: 403 and 404 say something about the resource, the rest about
+/// kube-apiserver.
+fn list_error(resource: &str, e: kube::Error) -> ResolveError {
+    match &e {
+        kube::Error::Api(status) if status.code == 403 => ResolveError::Forbidden {
+            resource: resource.to_string(),
+        },
+        kube::Error::Api(status) if status.code == 404 => ResolveError::Gone {
+            resource: resource.to_string(),
+        },
+        _ => ResolveError::Unavailable {
+            resource: resource.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// What a watch error means for the cache's state.
+fn state_after(error: &watcher::Error, current: CacheState) -> CacheState {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    match status {
+        Some(403) => CacheState::Forbidden,
+        Some(404) => CacheState::Failing,
+        // An outage after the first list: keep answering from memory; the watcher relists.
+        _ if current == CacheState::Synced => CacheState::Synced,
+        _ => CacheState::Failing,
+    }
+}
+
+/// The task behind one cache: follows the watch, moves the state, backs off on errors.
+async fn run_cache(
+    api: Api<PartialObjectMeta<DynamicObject>>,
+    index: Arc<RwLock<Index>>,
+    state: SharedState,
+) {
+    let resource = state.resource.clone();
+    let mut backoff = RetryBackoff::default();
+    let mut relist: Option<Index> = None;
+    // No kube-rs backoff: ours grows to a minute and is reset only by a finished list.
+    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => relist = Some(Index::new()),
+            Ok(Event::InitApply(obj)) => {
+                if let Some(buffer) = relist.as_mut() {
+                    insert(buffer, &obj);
+                }
+            }
+            Ok(Event::InitDone) => {
+                if let Some(buffer) = relist.take() {
+                    *index.write().unwrap_or_else(|e| e.into_inner()) = buffer;
+                }
+                backoff.reset();
+                if state.set(CacheState::Synced) {
+                    tracing::info!(%resource, "watch cache synced");
+                }
+            }
+            Ok(Event::Apply(obj)) => {
+                insert(&mut index.write().unwrap_or_else(|e| e.into_inner()), &obj)
+            }
+            Ok(Event::Delete(obj)) => {
+                remove(&mut index.write().unwrap_or_else(|e| e.into_inner()), &obj)
+            }
+            Err(e) => {
+                let next = state_after(&e, state.get());
+                let retry_in = backoff.next();
+                if next != CacheState::Synced {
+                    // Not answering from it any more: free what it held.
+                    index.write().unwrap_or_else(|e| e.into_inner()).clear();
+                }
+                if state.set(next) {
+                    match next {
+                        CacheState::Forbidden => {
+                            tracing::warn!(%resource, error = %e, ?retry_in, "watch forbidden: the bridge's RBAC lacks list/watch on this resource; its metrics are answered per request (which fails until it is granted)")
+                        }
+                        _ => {
+                            tracing::warn!(%resource, state = next.as_str(), error = %e, ?retry_in, "watch failing; its metrics are answered per request until it recovers")
+                        }
+                    }
+                } else {
+                    tracing::debug!(%resource, state = next.as_str(), error = %e, ?retry_in, "watch still failing");
+                }
+                tokio::time::sleep(retry_in).await;
+            }
+        }
     }
 }
 
@@ -212,33 +403,34 @@ impl ObjectResolver for ClusterResolver {
         selector: &'a Selector,
     ) -> BoxFuture<'a, Result<ObjectSet, ResolveError>> {
         Box::pin(async move {
-            let cached = {
-                let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
-                caches
-                    .get(&resource.group_resource)
-                    .filter(|c| c.synced.load(Ordering::Relaxed))
-                    .map(|c| {
-                        select(
-                            &c.index.read().unwrap_or_else(|e| e.into_inner()),
-                            namespace,
-                            selector,
-                        )
-                    })
-            };
-            let names = match cached {
-                Some(names) => names,
+            let names = match self.synced_index(&resource.group_resource) {
+                Some(index) => select(
+                    &index.read().unwrap_or_else(|e| e.into_inner()),
+                    namespace,
+                    selector,
+                ),
                 None => self.list(resource, namespace, selector).await?,
             };
             Ok(ObjectSet::Named(names))
         })
     }
 
+    fn exists(&self, resource: &ResourceInfo, namespace: Option<&str>, name: &str) -> Option<bool> {
+        let index = self.synced_index(&resource.group_resource)?;
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        Some(
+            index
+                .get(namespace.unwrap_or_default())
+                .is_some_and(|names| names.contains_key(name)),
+        )
+    }
+
     fn track(&self, resources: &[ResourceInfo]) {
         ClusterResolver::track(self, resources)
     }
 
-    fn synced(&self) -> bool {
-        ClusterResolver::synced(self)
+    fn starting(&self) -> Vec<String> {
+        ClusterResolver::starting(self)
     }
 }
 
@@ -262,6 +454,80 @@ mod tests {
             },
             _phantom: std::marker::PhantomData,
         }
+    }
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            kube::core::Status::failure("refused", "Refused").with_code(code),
+        ))
+    }
+
+    #[test]
+    fn errors_move_the_state() {
+        use watcher::Error as E;
+        let forbidden = E::InitialListFailed(api_error(403));
+        let gone = E::WatchStartFailed(api_error(404));
+        let outage = E::InitialListFailed(api_error(503));
+        for from in CacheState::ALL {
+            assert_eq!(state_after(&forbidden, from), CacheState::Forbidden);
+            assert_eq!(state_after(&gone, from), CacheState::Failing);
+        }
+        assert_eq!(
+            state_after(&outage, CacheState::Starting),
+            CacheState::Failing,
+            "a failed first list does not hold readiness"
+        );
+        assert_eq!(
+            state_after(&outage, CacheState::Synced),
+            CacheState::Synced,
+            "an outage after the first list keeps answering from memory"
+        );
+        assert_eq!(
+            state_after(
+                &E::WatchError(Box::new(
+                    kube::core::Status::failure("gone", "Gone").with_code(410)
+                )),
+                CacheState::Synced
+            ),
+            CacheState::Synced
+        );
+    }
+
+    #[test]
+    fn retries_back_off_to_a_cap_and_reset() {
+        let mut b = RetryBackoff::default();
+        let delays: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+        assert_eq!(delays[0], FIRST_RETRY);
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
+        assert_eq!(delays[9], MAX_RETRY);
+        b.reset();
+        assert_eq!(b.next(), FIRST_RETRY);
+    }
+
+    #[test]
+    fn state_is_a_metric_and_changes_once() {
+        let metrics = Arc::new(Metrics::new());
+        let state = SharedState::new("secrets", metrics.clone());
+        assert!(metrics.encode().contains(
+            "kube_metrics_bridge_watch_cache_state{resource=\"secrets\",state=\"starting\"} 1"
+        ));
+        assert!(state.set(CacheState::Forbidden));
+        assert!(!state.set(CacheState::Forbidden), "no change, no log line");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "kube_metrics_bridge_watch_cache_state{resource=\"secrets\",state=\"forbidden\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kube_metrics_bridge_watch_cache_state{resource=\"secrets\",state=\"starting\"} 0"
+            ),
+            "{text}"
+        );
+        state.unpublish();
+        assert!(!metrics.encode().contains("secrets"));
     }
 
     #[test]

@@ -3,6 +3,12 @@
 //! Every HPA in a namespace that asks about the same metric renders the same query, so one
 //! Prometheus round trip serves them all; concurrent misses for one query are coalesced
 //! into a single call (moka's `try_get_with`). Errors are never cached.
+//!
+//! Bounded by bytes as well as by entries: each entry weighs its estimated size (key, labels
+//! and values), and the cache holds at most `cache.max_bytes` of them and at most
+//! `cache.max_entries`. A few huge answers (a broad query over a big namespace) evict small
+//! ones instead of growing memory past the budget; an answer larger than the whole budget
+//! is served to the requests waiting for it and not kept.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +16,8 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 
 use super::client::{PrometheusClient, PrometheusError, QueryResult};
-use crate::metrics::Metrics;
+use crate::config::ByteSize;
+use crate::metrics::{Metrics, ValueLabels};
 
 #[derive(Debug, Clone)]
 pub struct QueryCache {
@@ -19,21 +26,40 @@ pub struct QueryCache {
     metrics: Arc<Metrics>,
 }
 
+/// The weight of one entry: its estimated bytes, but never less than `max_bytes / max_entries`,
+/// so that a total weight within `max_bytes` also means at most `max_entries` entries.
+fn weight(key: &str, value: &QueryResult, floor: u64) -> u32 {
+    let bytes = (key.len() + value.estimated_bytes()) as u64;
+    u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
+}
+
+/// The moka cache with both bounds and the TTL.
+fn build_values(
+    ttl: Duration,
+    max_entries: u64,
+    max_bytes: ByteSize,
+) -> Cache<String, Arc<QueryResult>> {
+    let floor = (max_bytes.bytes() / max_entries.max(1)).max(1);
+    Cache::builder()
+        .max_capacity(max_bytes.bytes())
+        .weigher(move |key: &String, value: &Arc<QueryResult>| weight(key, value, floor))
+        .time_to_live(ttl)
+        .build()
+}
+
 impl QueryCache {
     pub fn new(
         client: Arc<PrometheusClient>,
         ttl: Duration,
         max_entries: u64,
+        max_bytes: ByteSize,
         metrics: Arc<Metrics>,
     ) -> Self {
         // A zero TTL still coalesces concurrent identical queries; results expire at once.
         let ttl = ttl.max(Duration::from_millis(1));
         QueryCache {
             client,
-            values: Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(ttl)
-                .build(),
+            values: build_values(ttl, max_entries, max_bytes),
             metrics,
         }
     }
@@ -65,9 +91,83 @@ impl QueryCache {
                     Ok(_) => tracing::debug!(promql = %query, elapsed_ms = started.elapsed().as_millis() as u64, "prometheus query"),
                     Err(e) => tracing::warn!(promql = %query, error = %e, "prometheus query failed"),
                 }
-                result.map(Arc::new)
+                let answer = result?;
+                if answer.timestamps_clamped > 0 {
+                    metrics
+                        .values
+                        .get_or_create(&ValueLabels {
+                            kind: "timestamp_clamped",
+                        })
+                        .inc_by(answer.timestamps_clamped as u64);
+                    tracing::warn!(promql = %query, samples = answer.timestamps_clamped, "sample times before 1970 or after year 9999 clamped");
+                }
+                Ok(Arc::new(answer.result))
             })
             .await
             .map_err(|e: Arc<PrometheusError>| (*e).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::Sample;
+
+    fn answer(pods: usize, label_bytes: usize) -> Arc<QueryResult> {
+        Arc::new(QueryResult::Vector(
+            (0..pods)
+                .map(|i| Sample {
+                    labels: [
+                        ("pod".to_string(), format!("web-{i}")),
+                        ("padding".to_string(), "x".repeat(label_bytes)),
+                    ]
+                    .into(),
+                    timestamp: 1.0,
+                    value: 1.0,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Before, the cache counted entries only: 10,000 answers of any size. Now 100 answers of
+    /// ~100 KiB each stay within a 1 MiB budget.
+    #[tokio::test]
+    async fn bounded_by_bytes() {
+        let cache = build_values(Duration::from_secs(60), 10_000, ByteSize::mib(1));
+        let big = answer(100, 1000);
+        let one = weight("q", &big, 0) as u64;
+        assert!(one > 100_000, "{one}");
+        for i in 0..100 {
+            cache.insert(format!("query {i}"), big.clone()).await;
+        }
+        cache.run_pending_tasks().await;
+        assert!(
+            cache.weighted_size() <= 1 << 20,
+            "{}",
+            cache.weighted_size()
+        );
+        assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
+        assert!(cache.entry_count() >= 1, "the budget still holds some");
+    }
+
+    #[tokio::test]
+    async fn still_bounded_by_entries() {
+        let cache = build_values(Duration::from_secs(60), 10, ByteSize::mib(64));
+        let small = answer(1, 1);
+        for i in 0..100 {
+            cache.insert(format!("query {i}"), small.clone()).await;
+        }
+        cache.run_pending_tasks().await;
+        assert!(cache.entry_count() <= 10, "{}", cache.entry_count());
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_the_budget_is_not_kept() {
+        let cache = build_values(Duration::from_secs(60), 10_000, ByteSize(64 * 1024));
+        cache.insert("small".into(), answer(1, 1)).await;
+        cache.insert("huge".into(), answer(100, 1000)).await;
+        cache.run_pending_tasks().await;
+        assert!(cache.get("huge").await.is_none());
+        assert!(cache.get("small").await.is_some());
     }
 }

@@ -1,16 +1,26 @@
 //! The Prometheus HTTP API client: `/api/v1/query` and `/api/v1/series`, every call under the
 //! configured deadline, errors sorted into "unavailable" (503 for clients) and "the query
 //! failed" (500), so a request never hangs and never leaks Prometheus' details.
+//!
+//! Prometheus' answers are untrusted input too: bodies are capped at
+//! `prometheus.max_response_bytes` (checked against `Content-Length` first, then counted while
+//! reading), sample times are clamped to what RFC 3339 can write, and the series answer is
+//! decoded as a stream into a [`SeriesSet`] that keeps only valid names and label names, so
+//! discovery's memory follows the distinct names, not the number of series.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
-use serde::Deserialize;
+use reqwest::StatusCode;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
-use crate::config::{HttpMethod, PrometheusConfig};
+use crate::config::{ByteSize, HttpMethod, PrometheusConfig};
+use crate::response::MAX_TIMESTAMP;
 
 /// One sample of an instant vector (or a scalar, with no labels).
 #[derive(Debug, Clone, PartialEq)]
@@ -34,13 +44,182 @@ impl QueryResult {
             QueryResult::Scalar(s) => std::slice::from_ref(s),
         }
     }
+
+    /// Roughly the heap and inline bytes this result holds, for the cache's byte budget.
+    pub fn estimated_bytes(&self) -> usize {
+        const NODE: usize = 16; // B-tree bookkeeping per entry, roughly
+        let sample = |s: &Sample| {
+            std::mem::size_of::<Sample>()
+                + s.labels
+                    .iter()
+                    .map(|(k, v)| 2 * std::mem::size_of::<String>() + k.len() + v.len() + NODE)
+                    .sum::<usize>()
+        };
+        std::mem::size_of::<QueryResult>() + self.samples().iter().map(sample).sum::<usize>()
+    }
 }
 
-/// A series as `/api/v1/series` lists it.
+/// An instant query's answer with what the client had to correct in it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
+pub struct QueryAnswer {
+    pub result: QueryResult,
+    /// Samples whose time was before 1970 or after 9999-12-31T23:59:59Z and was clamped.
+    pub timestamps_clamped: usize,
+}
+
+/// What discovery keeps of a `/api/v1/series` answer: each distinct series name with the
+/// union of its series' label names. Label values are never kept: the registry needs only
+/// which labels a name carries (to tie it to resources), and keeping every series' full label
+/// set between runs made discovery's memory grow with the series count.
+///
+/// Only names that can stand unquoted in PromQL are kept ([`crate::promql::is_metric_name`]
+/// and [`crate::promql::is_label_name`]): `<<.Series>>` and `<<.GroupBy>>` are rendered as
+/// bare text, so a series named `x{a="1"} or vector(1)` (which Prometheus stores when it
+/// arrives by remote write, and Prometheus 3 from any UTF-8 scrape) would otherwise inject
+/// PromQL into every query of its rule. The dropped ones are counted for the log and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeriesSet {
+    names: BTreeMap<String, BTreeSet<String>>,
+    /// Series in the answer, kept or not.
+    pub series: u64,
+    /// Series dropped because their name is not a classic metric name.
+    pub invalid_names: u64,
+    /// Label names left out (once per series) because they are not classic label names.
+    pub invalid_label_names: u64,
+    /// The first few distinct names dropped (each cut to 120 characters), for the log.
+    pub invalid_examples: Vec<String>,
+    /// The same for label names.
+    pub invalid_label_examples: Vec<String>,
+}
+
+/// Adds `name`, cut to 120 characters, to `examples` unless it is there or the list is full.
+fn remember(examples: &mut Vec<String>, name: &str) {
+    let shown: String = name.chars().take(120).collect();
+    if examples.len() < INVALID_EXAMPLES && !examples.contains(&shown) {
+        examples.push(shown);
+    }
+}
+
+const INVALID_EXAMPLES: usize = 8;
+
+impl SeriesSet {
+    /// Adds one series, keeping only what is valid.
+    pub fn add<L: Into<String> + AsRef<str>>(
+        &mut self,
+        name: &str,
+        label_names: impl IntoIterator<Item = L>,
+    ) {
+        self.series += 1;
+        if !crate::promql::is_metric_name(name) {
+            self.invalid_names += 1;
+            remember(&mut self.invalid_examples, name);
+            return;
+        }
+        let labels = match self.names.get_mut(name) {
+            Some(labels) => labels,
+            None => self.names.entry(name.to_string()).or_default(),
+        };
+        for label in label_names {
+            if !crate::promql::is_label_name(label.as_ref()) {
+                self.invalid_label_names += 1;
+                remember(&mut self.invalid_label_examples, label.as_ref());
+            } else if !labels.contains(label.as_ref()) {
+                labels.insert(label.into());
+            }
+        }
+    }
+
+    /// Each kept name with its label names, sorted by name.
+    pub fn names(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
+        self.names.iter().map(|(n, l)| (n.as_str(), l))
+    }
+
+    pub fn name_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Roughly the bytes this set keeps between discovery runs.
+    pub fn kept_bytes(&self) -> usize {
+        const NODE: usize = 16;
+        let string = std::mem::size_of::<String>();
+        std::mem::size_of::<Self>()
+            + self
+                .names
+                .iter()
+                .map(|(n, labels)| {
+                    string
+                        + n.capacity()
+                        + std::mem::size_of::<BTreeSet<String>>()
+                        + NODE
+                        + labels
+                            .iter()
+                            .map(|l| string + l.capacity() + NODE)
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+            + self
+                .invalid_examples
+                .iter()
+                .chain(&self.invalid_label_examples)
+                .map(|e| string + e.capacity())
+                .sum::<usize>()
+    }
+}
+
+impl<'de> Deserialize<'de> for SeriesSet {
+    /// Folds `[{"__name__": "x", "pod": "a", ...}, ...]` into the set one series at a time:
+    /// only the series being read is held in full.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fold;
+        impl<'de> Visitor<'de> for Fold {
+            type Value = SeriesSet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of series label sets")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeriesSet, A::Error> {
+                let mut set = SeriesSet::default();
+                while let Some(one) = seq.next_element::<OneSeries>()? {
+                    set.add(&one.name, one.label_names);
+                }
+                Ok(set)
+            }
+        }
+        d.deserialize_seq(Fold)
+    }
+}
+
+/// One element of the series answer: its name and label names; values are skipped unread.
+struct OneSeries {
+    name: String,
+    label_names: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for OneSeries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Labels;
+        impl<'de> Visitor<'de> for Labels {
+            type Value = OneSeries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a series label set")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OneSeries, A::Error> {
+                let mut one = OneSeries {
+                    name: String::new(),
+                    label_names: Vec::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "__name__" {
+                        one.name = map.next_value()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                        one.label_names.push(key);
+                    }
+                }
+                Ok(one)
+            }
+        }
+        d.deserialize_map(Labels)
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,6 +233,14 @@ pub enum PrometheusError {
     /// Prometheus (or something in its place) answered with something we cannot read.
     #[error("unreadable answer from prometheus: {0}")]
     Malformed(String),
+    /// The answer was larger than `prometheus.max_response_bytes`; it was not read on. Not
+    /// transient: the same query gets the same answer until the rule or the limit changes.
+    #[error("answer from prometheus is larger than prometheus.max_response_bytes ({limit}){}", match .declared { Some(n) => format!(": Content-Length is {n} bytes"), None => String::new() })]
+    TooLarge {
+        limit: ByteSize,
+        /// The size the answer announced, when it did.
+        declared: Option<u64>,
+    },
 }
 
 impl PrometheusError {
@@ -63,6 +250,7 @@ impl PrometheusError {
             PrometheusError::Unavailable(_) => "unavailable",
             PrometheusError::Query { .. } => "query",
             PrometheusError::Malformed(_) => "malformed",
+            PrometheusError::TooLarge { .. } => "too_large",
         }
     }
 }
@@ -74,6 +262,7 @@ pub struct PrometheusClient {
     method: HttpMethod,
     timeout: Duration,
     token: Option<TokenFile>,
+    max_response_bytes: ByteSize,
 }
 
 /// A bearer token file, re-read now and then so a rotated token is picked up.
@@ -167,6 +356,7 @@ impl PrometheusClient {
                 path,
                 cached: Mutex::new(None),
             }),
+            max_response_bytes: cfg.max_response_bytes,
         })
     }
 
@@ -175,42 +365,79 @@ impl PrometheusClient {
     }
 
     /// An instant query at the current time.
-    pub async fn query(&self, promql: &str) -> Result<QueryResult, PrometheusError> {
+    pub async fn query(&self, promql: &str) -> Result<QueryAnswer, PrometheusError> {
         let timeout = format!("{}ms", self.timeout.as_millis());
-        let data: QueryData = self
-            .call("api/v1/query", &[("query", promql), ("timeout", &timeout)])
+        let response = self
+            .send("api/v1/query", &[("query", promql), ("timeout", &timeout)])
             .await?;
-        data.into_result()
+        let status = response.status();
+        let body = self.read_capped(response).await?;
+        let envelope = serde_json::from_slice::<Envelope<QueryData>>(&body);
+        settle(status, envelope, &body)?.into_answer()
     }
 
-    /// Series matching `selector` seen since `start`.
+    /// Series matching `selector` seen since `start`, decoded as the body arrives (see
+    /// [`SeriesSet`]): the body is never held whole.
     pub async fn series(
         &self,
         selector: &str,
         start: SystemTime,
-    ) -> Result<Vec<Series>, PrometheusError> {
+    ) -> Result<SeriesSet, PrometheusError> {
         let start = start
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
             .to_string();
-        let data: Vec<BTreeMap<String, String>> = self
-            .call("api/v1/series", &[("match[]", selector), ("start", &start)])
+        let mut response = self
+            .send("api/v1/series", &[("match[]", selector), ("start", &start)])
             .await?;
-        Ok(data
-            .into_iter()
-            .map(|mut labels| Series {
-                name: labels.remove("__name__").unwrap_or_default(),
-                labels,
-            })
-            .collect())
+        let status = response.status();
+        self.check_declared_length(&response)?;
+        // serde_json reads from a blocking `Read`; feed it chunks through a small channel so
+        // at most a few chunks are in memory besides the set being built.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut reader = ChunkReader::new(rx);
+            // serde_json reads byte by byte; BufReader serves those from its buffer.
+            let parsed = decode_series(std::io::BufReader::with_capacity(64 * 1024, &mut reader));
+            (parsed, reader.head)
+        });
+        let limit = self.max_response_bytes;
+        let mut read: u64 = 0;
+        let fed = loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    read += chunk.len() as u64;
+                    if read > limit.bytes() {
+                        break Err(PrometheusError::TooLarge {
+                            limit,
+                            declared: None,
+                        });
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        // The decoder stopped early (bad JSON): its result says why.
+                        break Ok(());
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(PrometheusError::Unavailable(describe_reqwest(&e))),
+            }
+        };
+        // Closing the channel ends the decoder's input; on an error above, its result is moot.
+        drop(tx);
+        drop(response);
+        let (parsed, head) = decoder
+            .await
+            .map_err(|e| PrometheusError::Malformed(format!("series decoder failed: {e}")))?;
+        fed?;
+        settle(status, parsed, &head)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
+    async fn send(
         &self,
         path: &str,
         params: &[(&str, &str)],
-    ) -> Result<T, PrometheusError> {
+    ) -> Result<reqwest::Response, PrometheusError> {
         let url = self
             .base
             .join(path)
@@ -222,51 +449,150 @@ impl PrometheusClient {
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, format!("Bearer {}", token.token()?));
         }
-        let response = request
+        request
             .send()
             .await
-            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))?;
-        let status = response.status();
-        let body = response
-            .bytes()
+            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))
+    }
+
+    /// Refuses an answer that announces more than the limit, before reading any of it.
+    fn check_declared_length(&self, response: &reqwest::Response) -> Result<(), PrometheusError> {
+        match response.content_length() {
+            Some(n) if n > self.max_response_bytes.bytes() => Err(PrometheusError::TooLarge {
+                limit: self.max_response_bytes,
+                declared: Some(n),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The whole body, or `TooLarge` as soon as it passes the limit (chunked answers have no
+    /// length to check up front). The count is of the bytes `chunk()` yields, which are the
+    /// decoded ones should reqwest's gzip feature ever be turned on (it is off: no
+    /// `Accept-Encoding` is sent), so a compressed bomb would be cut off too.
+    async fn read_capped(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, PrometheusError> {
+        self.check_declared_length(&response)?;
+        let limit = self.max_response_bytes;
+        let expected = response.content_length().unwrap_or(0).min(1 << 20) as usize;
+        let mut body = Vec::with_capacity(expected);
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))?;
-        let envelope: Envelope<T> = match serde_json::from_slice(&body) {
-            Ok(env) => env,
-            Err(e)
-                if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit.bytes() {
+                return Err(PrometheusError::TooLarge {
+                    limit,
+                    declared: None,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Decodes a series answer from any reader (the body's chunks, or a test's bytes).
+fn decode_series<R: Read>(reader: R) -> Result<Envelope<SeriesSet>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let envelope = Envelope::<SeriesSet>::deserialize(&mut de)?;
+    de.end()?;
+    Ok(envelope)
+}
+
+/// Turns a decoded (or undecodable) answer into data or an error: unreadable 5xx/429 answers
+/// and Prometheus' `timeout`/`unavailable` errors mean "try again later"; the rest are the
+/// query's fault or garbage.
+fn settle<T>(
+    status: StatusCode,
+    parsed: Result<Envelope<T>, serde_json::Error>,
+    head: &[u8],
+) -> Result<T, PrometheusError> {
+    let envelope = match parsed {
+        Ok(env) => env,
+        Err(e) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+            return Err(PrometheusError::Unavailable(format!(
+                "HTTP {status}: {}",
+                snippet(head, e)
+            )))
+        }
+        Err(e) => {
+            return Err(PrometheusError::Malformed(format!(
+                "HTTP {status}: {}",
+                snippet(head, e)
+            )))
+        }
+    };
+    match envelope {
+        Envelope {
+            status: s,
+            data: Some(data),
+            ..
+        } if s == "success" => Ok(data),
+        Envelope {
+            error_type, error, ..
+        } => {
+            let kind = error_type.unwrap_or_else(|| "unknown".into());
+            let message = error.unwrap_or_else(|| format!("HTTP {status}"));
+            // `timeout`/`unavailable` error types and 5xx mean "try again later".
+            if matches!(kind.as_str(), "timeout" | "unavailable" | "canceled")
+                || status.is_server_error() && kind != "execution"
             {
-                return Err(PrometheusError::Unavailable(format!(
-                    "HTTP {status}: {}",
-                    snippet(&body, e)
-                )))
+                Err(PrometheusError::Unavailable(format!("{kind}: {message}")))
+            } else {
+                Err(PrometheusError::Query { kind, message })
             }
-            Err(e) => {
-                return Err(PrometheusError::Malformed(format!(
-                    "HTTP {status}: {}",
-                    snippet(&body, e)
-                )))
-            }
-        };
-        match envelope {
-            Envelope {
-                status: s,
-                data: Some(data),
-                ..
-            } if s == "success" => Ok(data),
-            Envelope {
-                error_type, error, ..
-            } => {
-                let kind = error_type.unwrap_or_else(|| "unknown".into());
-                let message = error.unwrap_or_else(|| format!("HTTP {status}"));
-                // `timeout`/`unavailable` error types and 5xx mean "try again later".
-                if matches!(kind.as_str(), "timeout" | "unavailable" | "canceled")
-                    || status.is_server_error() && kind != "execution"
-                {
-                    Err(PrometheusError::Unavailable(format!("{kind}: {message}")))
-                } else {
-                    Err(PrometheusError::Query { kind, message })
+        }
+    }
+}
+
+/// A blocking `Read` over body chunks sent from the async side; remembers the first bytes
+/// for error messages.
+struct ChunkReader<B> {
+    rx: tokio::sync::mpsc::Receiver<B>,
+    current: Option<B>,
+    pos: usize,
+    head: Vec<u8>,
+}
+
+const HEAD: usize = 200;
+
+impl<B: AsRef<[u8]>> ChunkReader<B> {
+    fn new(rx: tokio::sync::mpsc::Receiver<B>) -> Self {
+        ChunkReader {
+            rx,
+            current: None,
+            pos: 0,
+            head: Vec::new(),
+        }
+    }
+}
+
+impl<B: AsRef<[u8]>> Read for ChunkReader<B> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(chunk) = &self.current {
+                let rest = &chunk.as_ref()[self.pos..];
+                if !rest.is_empty() {
+                    let n = rest.len().min(buf.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    self.pos += n;
+                    return Ok(n);
                 }
+            }
+            // Runs on a blocking thread (spawn_blocking), where blocking_recv is allowed.
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    let bytes = chunk.as_ref();
+                    let room = HEAD.saturating_sub(self.head.len());
+                    self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    self.current = Some(chunk);
+                    self.pos = 0;
+                }
+                None => return Ok(0),
             }
         }
     }
@@ -290,7 +616,7 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 }
 
 fn snippet(body: &[u8], e: serde_json::Error) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = String::from_utf8_lossy(&body[..body.len().min(HEAD)]);
     format!("{e} (body starts {text:?})")
 }
 
@@ -341,15 +667,34 @@ fn parse_sample_value(s: &str) -> Option<f64> {
     }
 }
 
+/// A sample time as RFC 3339 can write it: before 1970 becomes 1970-01-01T00:00:00Z, after
+/// 9999-12-31T23:59:59Z (up to `u64::MAX` seconds, which used to panic the formatter on every
+/// request for as long as the answer was cached) becomes that. The bool says it was clamped.
+pub fn clamp_timestamp(t: f64) -> (f64, bool) {
+    if t.is_nan() || t < 0.0 {
+        (0.0, true)
+    } else if t > MAX_TIMESTAMP {
+        (MAX_TIMESTAMP, true)
+    } else {
+        (t, false)
+    }
+}
+
 impl QueryData {
-    fn into_result(self) -> Result<QueryResult, PrometheusError> {
-        match self {
+    fn into_answer(self) -> Result<QueryAnswer, PrometheusError> {
+        let mut clamped = 0;
+        let mut time = |t: f64| {
+            let (t, was) = clamp_timestamp(t);
+            clamped += usize::from(was);
+            t
+        };
+        let result = match self {
             QueryData::Vector(samples) => samples
                 .into_iter()
                 .map(|s| {
                     Ok(Sample {
                         value: s.value.value()?,
-                        timestamp: s.value.0,
+                        timestamp: time(s.value.0),
                         labels: s.metric,
                     })
                 })
@@ -357,7 +702,7 @@ impl QueryData {
                 .map(QueryResult::Vector),
             QueryData::Scalar(p) => Ok(QueryResult::Scalar(Sample {
                 value: p.value()?,
-                timestamp: p.0,
+                timestamp: time(p.0),
                 labels: BTreeMap::new(),
             })),
             QueryData::Matrix(_) => Err(PrometheusError::Query {
@@ -371,7 +716,11 @@ impl QueryData {
                 message: "the query returned a string; metrics_query must give an instant vector"
                     .into(),
             }),
-        }
+        }?;
+        Ok(QueryAnswer {
+            result,
+            timestamps_clamped: clamped,
+        })
     }
 }
 
@@ -387,8 +736,9 @@ mod tests {
             {"metric":{"pod":"c"},"value":[1700000000.5,"+Inf"]},
             {"metric":{"pod":"d"},"value":[1700000000.5,"-Inf"]}]}}"#;
         let env: Envelope<QueryData> = serde_json::from_str(body).expect("json");
-        let result = env.data.expect("data").into_result().expect("result");
-        let s = result.samples();
+        let answer = env.data.expect("data").into_answer().expect("result");
+        assert_eq!(answer.timestamps_clamped, 0);
+        let s = answer.result.samples();
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].value, 1.5);
         assert_eq!(s[0].labels["pod"], "a");
@@ -405,7 +755,13 @@ mod tests {
         )
         .expect("json");
         assert_eq!(
-            env.data.expect("d").into_result().expect("r").samples()[0].value,
+            env.data
+                .expect("d")
+                .into_answer()
+                .expect("r")
+                .result
+                .samples()[0]
+                .value,
             7.0
         );
         let env: Envelope<QueryData> = serde_json::from_str(
@@ -413,7 +769,7 @@ mod tests {
         )
         .expect("json");
         assert!(matches!(
-            env.data.expect("d").into_result(),
+            env.data.expect("d").into_answer(),
             Err(PrometheusError::Query { .. })
         ));
     }
@@ -423,7 +779,7 @@ mod tests {
         let env: Envelope<QueryData> =
             serde_json::from_str(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"abc"]}]}}"#).expect("json");
         assert!(matches!(
-            env.data.expect("d").into_result(),
+            env.data.expect("d").into_answer(),
             Err(PrometheusError::Malformed(_))
         ));
         assert_eq!(
@@ -431,5 +787,177 @@ mod tests {
             None,
             "only Prometheus' own spellings"
         );
+    }
+
+    #[test]
+    fn out_of_range_timestamps_are_clamped() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[18446744073709551615,"1"]},
+            {"metric":{"pod":"b"},"value":[253402300800,"1"]},
+            {"metric":{"pod":"c"},"value":[1e300,"1"]},
+            {"metric":{"pod":"d"},"value":[-86400,"1"]},
+            {"metric":{"pod":"e"},"value":[253402300799,"1"]}]}}"#;
+        let env: Envelope<QueryData> = serde_json::from_str(body).expect("json");
+        let answer = env.data.expect("data").into_answer().expect("answer");
+        assert_eq!(answer.timestamps_clamped, 4);
+        let times: Vec<f64> = answer
+            .result
+            .samples()
+            .iter()
+            .map(|s| s.timestamp)
+            .collect();
+        assert_eq!(
+            times,
+            [
+                MAX_TIMESTAMP,
+                MAX_TIMESTAMP,
+                MAX_TIMESTAMP,
+                0.0,
+                MAX_TIMESTAMP
+            ]
+        );
+        for s in answer.result.samples() {
+            // What used to panic on every request while the answer was cached.
+            crate::response::timestamp(s.timestamp);
+        }
+        let env: Envelope<QueryData> = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1e19,"7"]}}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            env.data
+                .expect("d")
+                .into_answer()
+                .expect("a")
+                .timestamps_clamped,
+            1
+        );
+    }
+
+    fn series_body(series: &[&str]) -> String {
+        format!(r#"{{"status":"success","data":[{}]}}"#, series.join(","))
+    }
+
+    #[test]
+    fn series_answer_keeps_only_valid_names_and_label_names() {
+        let body = series_body(&[
+            r#"{"__name__":"http_requests_total","namespace":"a","pod":"web-0"}"#,
+            r#"{"pod":"web-1","__name__":"http_requests_total","namespace":"b","container":"c"}"#,
+            r#"{"__name__":"x{a=\"1\"} or vector(1)","namespace":"a","pod":"evil"}"#,
+            r#"{"__name__":"sum(up) by (pod)","namespace":"a","pod":"evil"}"#,
+            r#"{"__name__":"caf\u00e9","namespace":"a"}"#,
+            r#"{"__name__":"queue_ready","queue":"q","bad label":"v","pod) or vector(1":"v"}"#,
+            r#"{"namespace":"no-name"}"#,
+        ]);
+        let set = decode_series(body.as_bytes())
+            .map(|env| settle(StatusCode::OK, Ok(env), b""))
+            .expect("json")
+            .expect("success");
+        let names: Vec<(&str, Vec<&str>)> = set
+            .names()
+            .map(|(n, l)| (n, l.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("http_requests_total", vec!["container", "namespace", "pod"]),
+                ("queue_ready", vec!["queue"]),
+            ]
+        );
+        assert_eq!(set.series, 7);
+        assert_eq!(set.invalid_names, 4);
+        assert_eq!(set.invalid_label_names, 2);
+        assert_eq!(
+            set.invalid_label_examples,
+            ["bad label", "pod) or vector(1"]
+        );
+        assert_eq!(
+            set.invalid_examples,
+            [r#"x{a="1"} or vector(1)"#, "sum(up) by (pod)", "café", ""]
+        );
+    }
+
+    #[test]
+    fn series_answer_errors_and_garbage() {
+        let env = decode_series(
+            br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.as_slice(),
+        )
+        .expect("json");
+        assert!(matches!(
+            settle(StatusCode::BAD_REQUEST, Ok(env), b""),
+            Err(PrometheusError::Query { .. })
+        ));
+        for garbage in [
+            "<html>proxy</html>",
+            r#"{"status":"success","data":[{"__name__":"a"}]} trailing"#,
+            r#"{"status":"success","data":{"not":"a list"}}"#,
+            r#"{"status":"success","data":[{"__name__":"a","pod":"#,
+        ] {
+            let parsed = decode_series(garbage.as_bytes());
+            assert!(
+                matches!(
+                    settle(StatusCode::OK, parsed, garbage.as_bytes()),
+                    Err(PrometheusError::Malformed(_))
+                ),
+                "{garbage}"
+            );
+        }
+    }
+
+    /// What discovery keeps between runs depends on the distinct names and label names, not
+    /// on the number of series: 200,000 series of two names keep what 2 series keep.
+    #[test]
+    fn series_memory_follows_distinct_names_not_series() {
+        let body = |pods: usize| {
+            let mut b = String::from(r#"{"status":"success","data":["#);
+            for i in 0..pods {
+                for name in ["http_requests_total", "http_request_duration_seconds_count"] {
+                    if b.ends_with('}') {
+                        b.push(',');
+                    }
+                    b.push_str(&format!(
+                        r#"{{"__name__":"{name}","namespace":"ns-{}","pod":"web-{i}","instance":"10.0.{}.{}:8080","job":"web"}}"#,
+                        i % 50,
+                        i / 256 % 256,
+                        i % 256
+                    ));
+                }
+            }
+            b.push_str("]}");
+            b
+        };
+        let decode = |text: &str| {
+            settle(StatusCode::OK, decode_series(text.as_bytes()), b"").expect("decodes")
+        };
+        let small_body = body(1);
+        let big_body = body(100_000);
+        let (small, big) = (decode(&small_body), decode(&big_body));
+        assert_eq!(big.series, 200_000);
+        assert_eq!(big.name_count(), 2);
+        assert_eq!(small.kept_bytes(), big.kept_bytes());
+        // The full label sets, as kept before (a BTreeMap of strings per series), would be of
+        // the order of the body; what is kept now is a few hundred bytes.
+        assert!(big_body.len() > 20_000_000, "{}", big_body.len());
+        assert!(big.kept_bytes() < 2048, "{}", big.kept_bytes());
+        eprintln!(
+            "series answer of {} bytes ({} series) keeps {} bytes",
+            big_body.len(),
+            big.series,
+            big.kept_bytes()
+        );
+    }
+
+    #[test]
+    fn chunk_reader_reassembles_chunks() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        let body = series_body(&[r#"{"__name__":"a","pod":"p"}"#, r#"{"__name__":"b"}"#]);
+        for piece in body.as_bytes().chunks(7) {
+            tx.try_send(piece.to_vec()).expect("room");
+        }
+        drop(tx);
+        let mut reader = ChunkReader::new(rx);
+        let set = settle(StatusCode::OK, decode_series(&mut reader), b"").expect("decodes");
+        assert_eq!(set.name_count(), 2);
+        assert_eq!(reader.head, body.as_bytes()[..body.len().min(HEAD)]);
     }
 }

@@ -5,4 +5,4 @@ pub mod cache;
 pub mod client;
 
 pub use cache::QueryCache;
-pub use client::{PrometheusClient, PrometheusError, QueryResult, Sample, Series};
+pub use client::{PrometheusClient, PrometheusError, QueryAnswer, QueryResult, Sample, SeriesSet};

@@ -193,6 +193,15 @@ fn check_prometheus(p: &PrometheusConfig, problems: &mut Vec<Problem>) {
             "client_cert_file and client_key_file go together".into(),
         );
     }
+    if p.max_response_bytes.bytes() < 1024 {
+        push(
+            "max_response_bytes",
+            format!(
+                "{} is too small: must be at least 1KiB (Prometheus' smallest answers are a few hundred bytes)",
+                p.max_response_bytes
+            ),
+        );
+    }
     for name in p.headers.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             push(
@@ -204,12 +213,24 @@ fn check_prometheus(p: &PrometheusConfig, problems: &mut Vec<Problem>) {
 }
 
 fn check_cache(c: &CacheConfig, problems: &mut Vec<Problem>) {
-    if c.discovery_interval < Duration::from_secs(1) {
+    let mut push = |field: &str, message: String| {
         problems.push(Problem {
             place: "cache".into(),
-            field: "discovery_interval".into(),
-            message: "must be at least 1s".into(),
-        });
+            field: field.into(),
+            message,
+        })
+    };
+    if c.discovery_interval < Duration::from_secs(1) {
+        push("discovery_interval", "must be at least 1s".into());
+    }
+    if c.max_bytes.bytes() < 1024 {
+        push(
+            "max_bytes",
+            format!(
+                "{} is too small: must be at least 1KiB (set ttl = \"0s\" to turn the cache off)",
+                c.max_bytes
+            ),
+        );
     }
 }
 
@@ -464,6 +485,20 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
         );
         compile("[[external_rules]]\nseries_query = 'q'\nnamespaced = false\nmetrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'\n")
             .expect("not namespaced: fine");
+    }
+
+    #[test]
+    fn size_limits_must_be_usable() {
+        let err = compile(&format!(
+            "[prometheus]\nmax_response_bytes = 10\n[cache]\nmax_bytes = \"0\"\n{GOOD}"
+        ))
+        .expect_err("too small");
+        let text = err.to_string();
+        assert!(
+            text.contains("prometheus.max_response_bytes: 10B is too small"),
+            "{text}"
+        );
+        assert!(text.contains("cache.max_bytes: 0B is too small"), "{text}");
     }
 
     #[test]

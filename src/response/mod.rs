@@ -2,7 +2,10 @@
 //! `ExternalMetricValueList` JSON, with canonical Quantity values and the sample's own
 //! timestamp.
 
+pub mod discovery;
+
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -79,14 +82,27 @@ struct ExternalItem<'a> {
     value: &'a str,
 }
 
-/// `metav1.Time`: RFC 3339 in UTC, to the second.
+/// The last second RFC 3339 (and `metav1.Time`) can write: 9999-12-31T23:59:59Z.
+pub const MAX_TIMESTAMP: f64 = 253_402_300_799.0;
+
+/// `metav1.Time`: RFC 3339 in UTC, to the second. Never panics: the client clamps sample
+/// times to `[0, MAX_TIMESTAMP]` already ([`crate::prometheus::client`]), and this clamps
+/// again, so no value can reach the formatter's overflow (`UNIX_EPOCH + u64::MAX` seconds)
+/// or its year-10000 error, which `to_string` would turn into a panic.
 pub fn timestamp(unix_seconds: f64) -> String {
-    let secs = if unix_seconds.is_finite() && unix_seconds > 0.0 {
-        unix_seconds.floor() as u64
+    let secs = if unix_seconds > 0.0 {
+        // NaN fails the test above; `as` saturates; the min keeps the year at 9999.
+        unix_seconds.min(MAX_TIMESTAMP).floor() as u64
     } else {
         0
     };
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    let mut out = String::with_capacity(20);
+    let time = UNIX_EPOCH + Duration::from_secs(secs);
+    if write!(out, "{}", humantime::format_rfc3339_seconds(time)).is_err() {
+        // Unreachable within the clamp; say the epoch rather than fail the answer.
+        return "1970-01-01T00:00:00Z".to_string();
+    }
+    out
 }
 
 /// `selector` echoes the metricLabelSelector as a metav1.LabelSelector (or null).
@@ -208,6 +224,20 @@ mod tests {
         assert!(text.contains(r#""metricName":"qps","timestamp":"2024-05-01T12:00:00Z","value":"1500m","selector":{"matchLabels":{"verb":"GET"}}"#), "{text}");
         let empty = custom_list(CustomVersion::V1beta1, "qps", &Value::Null, None, &[]);
         assert!(empty.contains(r#""items":[]"#), "{empty}");
+    }
+
+    #[test]
+    fn timestamps_out_of_range_do_not_panic() {
+        // Before the clamp: u64::MAX seconds overflowed `UNIX_EPOCH + Duration` (a panic),
+        // and year >= 10000 made humantime's Display fail, which `to_string` turns into one.
+        assert_eq!(timestamp(u64::MAX as f64), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(1e300), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(253_402_300_800.0), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(MAX_TIMESTAMP), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(-5.0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(f64::NAN), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(f64::INFINITY), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(1714564800.7), "2024-05-01T12:00:00Z");
     }
 
     #[test]
