@@ -67,7 +67,27 @@ impl ApiError {
         )
     }
 
+    /// kube-apiserver's answer when `--max-requests-inflight` is reached (its message).
+    pub fn too_many_requests() -> Self {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+    }
+
     pub fn body(&self) -> String {
+        self.body_with_details(None)
+    }
+
+    /// The Status JSON; `retry_after_seconds` goes into `details.retryAfterSeconds` as
+    /// apimachinery's `NewTooManyRequests` puts it.
+    fn body_with_details(&self, retry_after_seconds: Option<u32>) -> String {
+        #[derive(Serialize)]
+        struct Details {
+            #[serde(rename = "retryAfterSeconds")]
+            retry_after_seconds: u32,
+        }
         #[derive(Serialize)]
         struct Status<'a> {
             kind: &'static str,
@@ -77,6 +97,8 @@ impl ApiError {
             status: &'static str,
             message: &'a str,
             reason: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<Details>,
             code: u16,
         }
         serde_json::to_string(&Status {
@@ -86,10 +108,32 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
+            details: retry_after_seconds.map(|s| Details {
+                retry_after_seconds: s,
+            }),
             code: self.code,
         })
         .unwrap_or_default()
     }
+}
+
+/// A 429 TooManyRequests Status with `Retry-After` (seconds) in the header and in
+/// `details.retryAfterSeconds`, as kube-apiserver answers when its in-flight limit is reached.
+pub fn too_many_requests_response(retry_after_seconds: u32) -> http::Response<String> {
+    let mut r = http::Response::new(
+        ApiError::too_many_requests().body_with_details(Some(retry_after_seconds)),
+    );
+    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_seconds),
+    );
+    r
 }
 
 impl From<RequestError> for ApiError {
@@ -189,5 +233,20 @@ mod tests {
             "the server could not find the metric qps for pods"
         );
         assert_eq!(v["metadata"], serde_json::json!({}));
+        assert!(v.get("details").is_none());
+    }
+
+    #[test]
+    fn too_many_requests_carries_retry_after() {
+        let r = too_many_requests_response(1);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_str(r.body()).expect("json");
+        assert_eq!(v["kind"], "Status");
+        assert_eq!(v["reason"], "TooManyRequests");
+        assert_eq!(v["code"], 429);
+        assert_eq!(v["details"]["retryAfterSeconds"], 1);
+        assert_eq!(v["message"], "Too many requests, please try again later.");
     }
 }

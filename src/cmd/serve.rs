@@ -136,9 +136,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 args.authentication_tolerate_lookup_failure,
             )
             .await?;
+            // TokenReviews are rate- and concurrency-limited (design §3.4).
+            let reviews = crate::auth::reviews::LimitedReviews::new(
+                Arc::new(KubeReviews::new(c.client.clone())),
+                args.token_review_limits(),
+                metrics.token_reviews.clone(),
+            );
             let auth = Auth::with_defaults(
                 watch.handle(),
-                Arc::new(KubeReviews::new(c.client.clone())),
+                Arc::new(reviews),
                 &args.authorization_always_allow_paths,
             )?;
             (Some(Arc::new(auth)), Some(watch))
@@ -163,10 +169,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%address, "serving /metrics and health over plain HTTP");
         let filter = metrics_routes(metrics.clone(), bridge.clone());
         let rx = shutdown_rx.clone();
-        Some(tokio::spawn(server::serve_plain(
+        Some(tokio::spawn(server::serve_plain_with(
             listener,
             filter,
             wait_for(rx),
+            args.metrics_server_options(metrics.listener("metrics")),
         )))
     };
 
@@ -176,11 +183,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = shutdown_tx.send(true);
     });
 
-    let result = server::serve_tls(
+    let result = server::serve_tls_with(
         listener,
         tls_config,
         api::routes(bridge, auth),
         wait_for(shutdown_rx.clone()),
+        args.secure_server_options(metrics.listener("secure")),
     )
     .await;
     signal_task.abort();
