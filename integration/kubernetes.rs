@@ -781,6 +781,29 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
         .count();
     assert_eq!(forbidden_lines, 1, "{log}");
 
+    // doctor names the resource the rules need and the RBAC lacks, from the live registry.
+    let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+        .arg("doctor")
+        .arg("--kubeconfig")
+        .arg(cp.admin_kubeconfig())
+        .arg("--config")
+        .arg(&bridge.rules_path)
+        .output()
+        .expect("running doctor");
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    let bridge_sa = "system:serviceaccount:custom-metrics:kube-metrics-bridge";
+    for line in [
+        format!("FAIL  {bridge_sa} may list secrets (its rules tie metrics to them): denied"),
+        format!("FAIL  {bridge_sa} may watch secrets (its rules tie metrics to them): denied"),
+        format!("ok    {bridge_sa} may list pods (its rules tie metrics to them)"),
+        format!("ok    {bridge_sa} may watch pods (its rules tie metrics to them)"),
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(&line)),
+            "{line:?} missing:\n{report}"
+        );
+    }
+
     // Granting list/watch later works without a restart: at once per request, and the cache
     // catches up within its backoff.
     cp.apply(
