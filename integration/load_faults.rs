@@ -609,7 +609,8 @@ fn pod_yaml(ns: &str, name: &str) -> String {
     )
 }
 
-/// kube-apiserver stopped for 10 s and started again (etcd keeps the state) under load on
+/// kube-apiserver stopped (SIGTERM, SIGKILL after 5 s as a kubelet would) and started
+/// again 10 s later (etcd keeps the state) under load on
 /// `pods/*?labelSelector=app=load`, a selector answered from the bridge's pods watch cache:
 /// during the outage every request is still answered 200 from the cache; right after the
 /// restart, before the bridge's watch has reconnected, two pods are deleted and two created;
@@ -723,7 +724,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopping = load.now();
-    cp.stop_apiserver().await;
+    let exited = cp.stop_apiserver(Duration::from_secs(5)).await;
     let stopped = load.now();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let restarting = load.now();
@@ -760,15 +761,16 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
         .map(|r| r.end)
         .min()
         .expect("converged");
-    let during: Vec<&Record> = report.between(stopped, restarting).collect();
+    let during: Vec<&Record> = report.between(stopping, restarted).collect();
     let stale = report
         .between(changed, converged)
         .filter(|r| names(&r.json()) == before)
         .count();
     eprintln!(
-        "{}; apiserver stop took {:.1?}, down {:.1?}, restart took {:.1?}, changes made {:.1?} after it was ready",
+        "{}; apiserver stop took {:.1?} ({}), down {:.1?}, restart took {:.1?}, changes made {:.1?} after it was ready",
         report.summary("kube-apiserver restart"),
         stopped - stopping,
+        if exited { "exited on SIGTERM" } else { "SIGKILL after 5 s" },
         restarting - stopped,
         restarted - restarting,
         changed - restarted
@@ -780,15 +782,15 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
         converged - changed,
         converged - restarted,
     );
-    let log = std::fs::read_to_string(bridge.dir.path().join("bridge.log")).unwrap_or_default();
-    for line in log
-        .lines()
-        .filter(|l| l.contains("watch") && l.contains("pods") && !l.contains("DEBUG"))
-    {
-        eprintln!("  bridge: {line}");
-    }
     assert_eq!(report.failed(), 0, "{}", show(&report.failures(10)));
     assert!(!during.is_empty(), "requests were made during the outage");
+    // Generous (measured: about 4 s); before synced caches capped their retries at 5 s,
+    // catching up took as long as the outage had lasted (19 s here), up to a minute.
+    assert!(
+        converged - restarted < Duration::from_secs(60),
+        "caught up {:?} after the restart",
+        converged - restarted
+    );
     let wrong_before: Vec<&Record> = report
         .between(Duration::ZERO, restarted)
         .filter(|r| names(&r.json()) != before)

@@ -334,12 +334,14 @@ impl ControlPlane {
             .collect()
     }
 
-    /// Stops kube-apiserver as an operator would (SIGTERM, then wait; SIGKILL after
-    /// 60 s), leaving etcd and the controller manager running: an API outage in which
-    /// the cluster's state survives. [`ControlPlane::start_apiserver`] brings it back.
-    pub async fn stop_apiserver(&mut self) {
+    /// Stops kube-apiserver as the kubelet stops a static pod: SIGTERM, up to `grace` to
+    /// exit, then SIGKILL. etcd and the controller manager keep running: an API outage in
+    /// which the cluster's state survives. [`ControlPlane::start_apiserver`] brings it back.
+    /// Returns whether it exited within the grace (kube-apiserver closes its listener at
+    /// once, but holds open watch connections for up to a minute before it exits).
+    pub async fn stop_apiserver(&mut self, grace: Duration) -> bool {
         let Some(mut c) = self.apiserver.take() else {
-            return;
+            return true;
         };
         if let Some(pid) = c.child.id() {
             // procps' kill with a positive pid: only this process.
@@ -347,13 +349,9 @@ impl ControlPlane {
                 .args(["-TERM", &pid.to_string()])
                 .status();
         }
-        if tokio::time::timeout(Duration::from_secs(60), c.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!("kube-apiserver did not exit 60 s after SIGTERM; killing it");
-        }
+        let exited = tokio::time::timeout(grace, c.child.wait()).await.is_ok();
         drop(c); // kills (if still running) and reaps
+        exited
     }
 
     /// Starts kube-apiserver again with the flags, port and certificates it first ran

@@ -126,6 +126,8 @@ impl Load {
                         let start = t0.elapsed();
                         let (outcome, body) = one(&client, &target).await;
                         let end = t0.elapsed();
+                        let failed_fast = matches!(outcome, Outcome::Error(..))
+                            && end - start < Duration::from_millis(10);
                         records.lock().unwrap().push(Record {
                             client: i,
                             url: target,
@@ -134,8 +136,14 @@ impl Load {
                             outcome,
                             body,
                         });
-                        if !config.pause.is_zero() {
-                            tokio::time::sleep(config.pause).await;
+                        // A refused connection comes back at once: do not spin on it.
+                        let pause = if failed_fast {
+                            config.pause.max(Duration::from_millis(10))
+                        } else {
+                            config.pause
+                        };
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
                         }
                     }
                 })
