@@ -4,12 +4,21 @@
 //! warp 0.4 has no TLS and `warp::serve` takes only a plain listener, so the loop is ours:
 //! rustls handshake (under a deadline) in a task per connection, then `warp::service(filter)`
 //! through hyper-util's auto builder, HTTP/2 or HTTP/1.1 as ALPN chose. Every request carries a
-//! [`PeerInfo`] extension for authentication. On shutdown the listener closes, connections are
-//! asked to finish (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY), and
-//! whatever is still open after the drain deadline is aborted.
+//! [`PeerInfo`] extension for authentication. On shutdown the listener closes (new connections
+//! are refused), then for [`ServerOptions::close_grace`] open connections keep being served,
+//! HTTP/1.1 answers carrying `Connection: close`; then connections are asked to finish
+//! (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY), and whatever is still
+//! open after the drain deadline is aborted.
+//!
+//! Why the grace: an HTTP/1.1 connection idle at the signal would be closed at once, and a
+//! client writing its next request on it at that moment sees "connection closed before
+//! message completed" for a request it had already sent (measured under load: one or two
+//! per SIGTERM). A `Connection: close` answer tells the client not to send another, so
+//! under load every keep-alive connection is wound down without losing a request.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +58,9 @@ pub struct ServerOptions {
     /// After shutdown starts, in-flight requests get this long before their connections are
     /// aborted.
     pub drain_timeout: Duration,
+    /// After shutdown starts, how long open connections keep being served (HTTP/1.1 answers
+    /// with `Connection: close`) before they are asked to finish; part of `drain_timeout`.
+    pub close_grace: Duration,
 }
 
 impl Default for ServerOptions {
@@ -58,6 +70,7 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(30),
             max_concurrent_streams: 250,
             drain_timeout: Duration::from_secs(20),
+            close_grace: Duration::from_secs(1),
         }
     }
 }
@@ -131,8 +144,8 @@ where
     accept_loop(
         listener,
         shutdown,
-        options.drain_timeout,
-        move |tcp, remote_addr, watcher| {
+        &options,
+        move |tcp, remote_addr, watcher, closing| {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
             let (filter, builders) = (filter.clone(), builders.clone());
             async move {
@@ -158,7 +171,7 @@ where
                     remote_addr,
                     client_certs: Arc::new(client_certs),
                 };
-                serve_connection(tls, peer, filter, builder, watcher).await;
+                serve_connection(tls, peer, filter, builder, watcher, closing).await;
             }
         },
     )
@@ -195,15 +208,15 @@ where
     accept_loop(
         listener,
         shutdown,
-        options.drain_timeout,
-        move |tcp, remote_addr, watcher| {
+        &options,
+        move |tcp, remote_addr, watcher, closing| {
             let (filter, builders) = (filter.clone(), builders.clone());
             async move {
                 let peer = PeerInfo {
                     remote_addr,
                     client_certs: Arc::new(Vec::new()),
                 };
-                serve_connection(tcp, peer, filter, &builders.auto, watcher).await;
+                serve_connection(tcp, peer, filter, &builders.auto, watcher, closing).await;
             }
         },
     )
@@ -211,43 +224,58 @@ where
 }
 
 /// Serves one connection's requests, each with `peer` as an extension, until it closes or
-/// the graceful shutdown finishes it.
+/// the graceful shutdown finishes it. Once `closing` is set, HTTP/1.x answers carry
+/// `Connection: close`.
 async fn serve_connection<I, F>(
     io: I,
     peer: PeerInfo,
     filter: F,
     builder: &Builder<TokioExecutor>,
     watcher: Watcher,
+    closing: Arc<AtomicBool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
     let remote_addr = peer.remote_addr;
-    let service = warp::service(filter).map_request(
-        move |mut request: http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(peer.clone());
-            request
-        },
-    );
+    let filtered = warp::service(filter);
+    let service = tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(peer.clone());
+        let http1 = request.version() < http::Version::HTTP_2;
+        let (answer, closing) = (filtered.clone().oneshot(request), closing.clone());
+        async move {
+            let mut response = answer.await?;
+            if http1 && closing.load(Ordering::SeqCst) {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%remote_addr, error = %e, "connection ended with an error");
     }
 }
 
-/// Accepts until `shutdown`, one task a connection; then closes the listener, signals the
-/// connections to finish, waits up to `drain_timeout` and aborts the rest.
+/// Accepts until `shutdown`, one task a connection; then closes the listener, serves open
+/// connections for the close grace (HTTP/1.1 answers saying `Connection: close`), signals
+/// them to finish, waits out the rest of `drain_timeout` and aborts what is left.
 async fn accept_loop<C, Fut>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-    drain_timeout: Duration,
+    options: &ServerOptions,
     mut connection: C,
 ) -> anyhow::Result<()>
 where
-    C: FnMut(TcpStream, SocketAddr, Watcher) -> Fut,
+    C: FnMut(TcpStream, SocketAddr, Watcher, Arc<AtomicBool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let drain_timeout = options.drain_timeout;
+    let closing = Arc::new(AtomicBool::new(false));
     let graceful = GracefulShutdown::new();
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut backoff = Backoff::default();
@@ -268,7 +296,7 @@ where
                     backoff.reset();
                     // Responses are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
-                    tasks.spawn(connection(tcp, remote_addr, graceful.watcher()));
+                    tasks.spawn(connection(tcp, remote_addr, graceful.watcher(), closing.clone()));
                 }
                 // The peer gave up before we accepted: nothing wrong with the listener.
                 Err(e) if is_connection_error(&e) => {
@@ -289,11 +317,23 @@ where
         }
     }
     drop(listener);
+    closing.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
     let open = tasks.len();
     if open > 0 {
         tracing::info!(connections = open, "draining connections");
+        // Connections that close meanwhile (told to by `Connection: close`) are reaped here.
+        let grace = tokio::time::sleep(options.close_grace.min(drain_timeout));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                () = &mut grace => break,
+                joined = tasks.join_next() => if joined.is_none() { break },
+            }
+        }
     }
-    if tokio::time::timeout(drain_timeout, graceful.shutdown())
+    let left = drain_timeout.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, graceful.shutdown())
         .await
         .is_err()
     {
