@@ -793,6 +793,32 @@ mod tests {
         assert!(TcpStream::connect(addr).await.is_err());
     }
 
+    /// A keep-alive HTTP/1.1 connection idle at the shutdown is not closed under the
+    /// client's next request: it is answered, with `Connection: close`.
+    #[tokio::test]
+    async fn shutdown_answers_idle_keep_alive_connections_with_connection_close() {
+        let serving = local_pair();
+        let config = tls::server_config(resolver_for(&serving), ClientAuth::None).unwrap();
+        let server = start_tls(config, quick_routes(), ServerOptions::default()).await;
+        let url = server.url("/hello");
+        let http1 = client(serving.ca_pem.as_bytes(), true, None);
+        let first = http1.get(&url).send().await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert!(first.headers().get(http::header::CONNECTION).is_none());
+        first.text().await.unwrap();
+        let stopping = tokio::spawn(server.stop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = http1
+            .get(&url)
+            .send()
+            .await
+            .expect("answered on the pooled connection");
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.headers()[http::header::CONNECTION], "close");
+        let took = stopping.await.unwrap();
+        assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    }
+
     fn server_url(addr: SocketAddr, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", addr.port())
     }

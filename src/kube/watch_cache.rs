@@ -70,8 +70,9 @@ const MAX_RETRY: Duration = Duration::from_secs(60);
 /// The cap while a synced cache has lost kube-apiserver (an outage, not a refusal): its
 /// retries are a connect or a WATCH from the last resourceVersion, cheap, and every second
 /// of delay after kube-apiserver is back is a second of answers naming pods deleted during
-/// the outage, or missing the ones created. With the minute cap, an outage of 20 s was
-/// noticed up to 20 s after it ended (the delay doubles with the outage's length).
+/// the outage, or missing the ones created. With the minute cap an outage was noticed about
+/// as long after it ended as it had lasted (the delay doubles; 19 s after a 15 s outage in
+/// `integration/load_faults.rs`).
 const SYNCED_MAX_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default)]
