@@ -20,6 +20,7 @@ pub mod limits;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,12 @@ pub struct ServerOptions {
     /// After shutdown starts, in-flight requests get this long before their connections are
     /// aborted.
     pub drain_timeout: Duration,
+    /// After shutdown starts, how long open connections keep being served (HTTP/1.1 answers
+    /// with `Connection: close`) before they are asked to finish; part of `drain_timeout`.
+    /// Without it, a request written on an idle HTTP/1.1 keep-alive connection just as
+    /// shutdown closed it was lost ("connection closed before message completed": one or two
+    /// per SIGTERM under load, `integration/load_faults.rs`).
+    pub close_grace: Duration,
     /// Where this listener's counts go.
     pub metrics: ListenerMetrics,
 }
@@ -96,6 +103,7 @@ impl Default for ServerOptions {
             max_connections_per_ip: 256,
             max_requests_inflight: 400,
             drain_timeout: Duration::from_secs(20),
+            close_grace: Duration::from_secs(1),
             metrics: ListenerMetrics::default(),
         }
     }
@@ -208,7 +216,7 @@ where
         listener,
         shutdown,
         &loop_options,
-        move |tcp, remote_addr, stop| {
+        move |tcp, remote_addr, stop, closing| {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
             let (filter, shared) = (filter.clone(), shared.clone());
             async move {
@@ -237,7 +245,7 @@ where
                     client_certs: Arc::new(client_certs),
                 };
                 let builder = shared.builders.for_alpn(alpn.as_deref());
-                serve_connection(tls, peer, filter, builder, &shared, stop).await;
+                serve_connection(tls, peer, filter, builder, &shared, stop, closing).await;
             }
         },
     )
@@ -276,14 +284,23 @@ where
         listener,
         shutdown,
         &loop_options,
-        move |tcp, remote_addr, stop| {
+        move |tcp, remote_addr, stop, closing| {
             let (filter, shared) = (filter.clone(), shared.clone());
             async move {
                 let peer = PeerInfo {
                     remote_addr,
                     client_certs: Arc::new(Vec::new()),
                 };
-                serve_connection(tcp, peer, filter, &shared.builders.auto, &shared, stop).await;
+                serve_connection(
+                    tcp,
+                    peer,
+                    filter,
+                    &shared.builders.auto,
+                    &shared,
+                    stop,
+                    closing,
+                )
+                .await;
             }
         },
     )
@@ -291,7 +308,8 @@ where
 }
 
 /// Serves one connection's requests, each with `peer` as an extension, until it closes, goes
-/// idle, or the shutdown finishes it.
+/// idle, or the shutdown finishes it. Once `closing` is set (shutdown has begun), HTTP/1.x
+/// answers carry `Connection: close`, so keep-alive clients stop sending on it.
 async fn serve_connection<I, F>(
     io: I,
     peer: PeerInfo,
@@ -299,6 +317,7 @@ async fn serve_connection<I, F>(
     builder: &Builder<TokioExecutor>,
     shared: &Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    closing: Arc<AtomicBool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: warp::Filter + Clone + Send + Sync + 'static,
@@ -321,6 +340,8 @@ async fn serve_connection<I, F>(
         let warp_service = warp::service(filter);
         hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(peer.clone());
+            let http1 = request.version() < http::Version::HTTP_2;
+            let closing = closing.clone();
             let active = activity.start();
             let exempt = limits::exempt_from_inflight_limit(request.uri().path());
             let admitted = if exempt {
@@ -330,21 +351,25 @@ async fn serve_connection<I, F>(
             };
             let mut warp_service = warp_service.clone();
             async move {
-                let response = match admitted {
+                let mut response = match admitted {
                     Err(()) => {
                         tracing::debug!(%remote_addr, path = request.uri().path(), "too many requests in flight; 429");
-                        let r = crate::api::status::too_many_requests_response(RETRY_AFTER_SECONDS)
-                            .into_response();
-                        return Ok::<_, std::convert::Infallible>(
-                            r.map(|body| Guarded::new(body, None, active)),
-                        );
+                        crate::api::status::too_many_requests_response(RETRY_AFTER_SECONDS)
+                            .into_response()
+                            .map(|body| Guarded::new(body, None, active))
                     }
                     Ok(admitted) => {
                         let response = tower::Service::call(&mut warp_service, request).await?;
                         response.map(|body| Guarded::new(body, admitted, active))
                     }
                 };
-                Ok(response)
+                if http1 && closing.load(Ordering::SeqCst) {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
             }
         })
     };
@@ -408,10 +433,12 @@ async fn accept_loop<C, Fut>(
     mut connection: C,
 ) -> anyhow::Result<()>
 where
-    C: FnMut(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    C: FnMut(TcpStream, SocketAddr, watch::Receiver<bool>, Arc<AtomicBool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let closing = Arc::new(AtomicBool::new(false));
+    let drain_timeout = options.drain_timeout;
     let slots = Arc::new(Semaphore::new(match options.max_connections {
         0 => Semaphore::MAX_PERMITS,
         n => n,
@@ -463,7 +490,7 @@ where
                     // Responses are small and latency matters more than packet count.
                     let _ = tcp.set_nodelay(true);
                     let open = OpenConnection::new(slot, per_ip_slot, metrics.open_connections.clone());
-                    let serve = connection(tcp, remote_addr, stop_rx.clone());
+                    let serve = connection(tcp, remote_addr, stop_rx.clone(), closing.clone());
                     tasks.spawn(async move {
                         serve.await;
                         drop(open);
@@ -488,16 +515,25 @@ where
         }
     }
     drop(listener);
+    closing.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
     let open = tasks.len();
     if open > 0 {
         tracing::info!(connections = open, "draining connections");
+        // Connections that close meanwhile (told to by `Connection: close`) are reaped here.
+        let grace = tokio::time::sleep(options.close_grace.min(drain_timeout));
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                () = &mut grace => break,
+                joined = tasks.join_next() => if joined.is_none() { break },
+            }
+        }
     }
     let _ = stop_tx.send(true);
     let drained = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(options.drain_timeout, drained)
-        .await
-        .is_err()
-    {
+    let left = drain_timeout.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, drained).await.is_err() {
         tracing::warn!(connections = tasks.len(), timeout = ?options.drain_timeout, "connections still open after the drain timeout; closing them");
     }
     tasks.shutdown().await;
@@ -960,6 +996,32 @@ mod tests {
         drop(idle);
         // The listener is closed.
         assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    /// A keep-alive HTTP/1.1 connection idle at the shutdown is not closed under the
+    /// client's next request: it is answered, with `Connection: close`.
+    #[tokio::test]
+    async fn shutdown_answers_idle_keep_alive_connections_with_connection_close() {
+        let serving = local_pair();
+        let config = tls::server_config(resolver_for(&serving), ClientAuth::None).unwrap();
+        let server = start_tls(config, quick_routes(), ServerOptions::default()).await;
+        let url = server.url("/hello");
+        let http1 = client(serving.ca_pem.as_bytes(), true, None);
+        let first = http1.get(&url).send().await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert!(first.headers().get(http::header::CONNECTION).is_none());
+        first.text().await.unwrap();
+        let stopping = tokio::spawn(server.stop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let second = http1
+            .get(&url)
+            .send()
+            .await
+            .expect("answered on the pooled connection");
+        assert_eq!(second.status(), 200);
+        assert_eq!(second.headers()[http::header::CONNECTION], "close");
+        let took = stopping.await.unwrap();
+        assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
     }
 
     fn server_url(addr: SocketAddr, path: &str) -> String {

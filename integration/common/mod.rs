@@ -747,3 +747,4 @@ fn find_prometheus() -> PathBuf {
 }
 pub mod bridge;
 pub mod controlplane;
+pub mod load;
