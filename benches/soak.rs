@@ -366,12 +366,14 @@ type Column = fn(&Row) -> f64;
 
 /// Least-squares slope of `y` over time, per hour.
 fn slope_per_hour(rows: &[Row], y: impl Fn(&Row) -> f64) -> f64 {
+    // A window whose figure could not be read (NaN) is left out, not allowed to poison the fit.
+    let rows: Vec<&Row> = rows.iter().filter(|r| y(r).is_finite()).collect();
     let n = rows.len() as f64;
     if rows.len() < 2 {
         return 0.0;
     }
     let mx = rows.iter().map(|r| r.at_s).sum::<f64>() / n;
-    let my = rows.iter().map(&y).sum::<f64>() / n;
+    let my = rows.iter().map(|r| y(r)).sum::<f64>() / n;
     let sxy: f64 = rows.iter().map(|r| (r.at_s - mx) * (y(r) - my)).sum();
     let sxx: f64 = rows.iter().map(|r| (r.at_s - mx).powi(2)).sum();
     if sxx == 0.0 {
