@@ -1005,17 +1005,6 @@ fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, Vec<f64>)> {
     ]
 }
 
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // <target>/release/deps/compare-<hash>
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -1386,7 +1375,7 @@ async fn run(settings: Settings) -> Vec<String> {
     print!("{summary}");
 
     let timestamp = humantime::format_rfc3339_seconds(started).to_string();
-    let out_dir = target_dir().join("bench");
+    let out_dir = common::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).expect("creating the bench output dir");
     let out = out_dir.join(format!("compare-{}.json", timestamp.replace(':', "-")));
     let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

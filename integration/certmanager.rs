@@ -34,11 +34,7 @@ use tokio::process::{Child, Command};
 const NS: &str = "custom-metrics";
 const SERVICE_DNS: &str = "kube-metrics-bridge.custom-metrics.svc";
 const TLS_SECRET: &str = "kube-metrics-bridge-tls";
-const APISERVICES: [&str; 3] = [
-    "v1beta1.custom.metrics.k8s.io",
-    "v1beta2.custom.metrics.k8s.io",
-    "v1beta1.external.metrics.k8s.io",
-];
+const APISERVICES: [&str; 3] = ControlPlane::BRIDGE_APISERVICES;
 /// cert-manager issues a chain of three certificates; each step takes a few seconds.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -517,21 +513,7 @@ async fn chart_cert_manager_mode_issues_injects_and_serves() {
         cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])
             .await;
     }
-    for name in APISERVICES {
-        cp.wait_for(
-            &format!("APIService {name} Available"),
-            Duration::from_secs(90),
-            || async {
-                let svc = cp
-                    .get_json(&format!(
-                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                    ))
-                    .await;
-                condition_true(&svc, "Available").then_some(())
-            },
-        )
-        .await;
-    }
+    cp.wait_apiservices_available().await;
     let t_available = t0.elapsed();
 
     // Through kube-apiserver and the aggregator.

@@ -101,11 +101,7 @@ async fn register(cp: &ControlPlane, ca_pem: &[u8], port: u16) {
     .await;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let patch = format!(r#"{{"spec":{{"caBundle":"{ca}","service":{{"port":{port}}}}}}}"#);
-    for name in [
-        "v1beta1.custom.metrics.k8s.io",
-        "v1beta2.custom.metrics.k8s.io",
-        "v1beta1.external.metrics.k8s.io",
-    ] {
+    for name in ControlPlane::BRIDGE_APISERVICES {
         cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])
             .await;
     }
@@ -296,7 +292,7 @@ async fn aggregated_api_and_real_hpas() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
     ))
     .await;
-    wait_available(&cp).await;
+    cp.wait_apiservices_available().await;
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
@@ -596,33 +592,6 @@ async fn hpa_reports(cp: &ControlPlane, name: &str, pointer: &str, want: &str) {
     );
 }
 
-/// Waits for every APIService of the bridge to become Available.
-async fn wait_available(cp: &ControlPlane) {
-    for name in [
-        "v1beta1.custom.metrics.k8s.io",
-        "v1beta2.custom.metrics.k8s.io",
-        "v1beta1.external.metrics.k8s.io",
-    ] {
-        cp.wait_for(
-            &format!("{name} Available"),
-            Duration::from_secs(90),
-            || async {
-                let svc = cp
-                    .get_json(&format!(
-                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                    ))
-                    .await;
-                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                });
-                available.then_some(())
-            },
-        )
-        .await;
-    }
-}
-
 /// Waits until the bridge reports `resource`'s watch cache in `state`.
 async fn cache_state(bridge: &Bridge, resource: &str, state: &str) {
     let series = format!(
@@ -723,7 +692,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
 
     let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
     register(&cp, &ca, bridge.port).await;
-    wait_available(&cp).await;
+    cp.wait_apiservices_available().await;
     let pods_path =
         format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{RNS}/pods/%2A/pod_work");
     let list = wait_until(
@@ -811,6 +780,29 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
         .filter(|l| l.contains("watch forbidden") && l.contains("secrets"))
         .count();
     assert_eq!(forbidden_lines, 1, "{log}");
+
+    // doctor names the resource the rules need and the RBAC lacks, from the live registry.
+    let doctor = std::process::Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+        .arg("doctor")
+        .arg("--kubeconfig")
+        .arg(cp.admin_kubeconfig())
+        .arg("--config")
+        .arg(&bridge.rules_path)
+        .output()
+        .expect("running doctor");
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    let bridge_sa = "system:serviceaccount:custom-metrics:kube-metrics-bridge";
+    for line in [
+        format!("FAIL  {bridge_sa} may list secrets (its rules tie metrics to them): denied"),
+        format!("FAIL  {bridge_sa} may watch secrets (its rules tie metrics to them): denied"),
+        format!("ok    {bridge_sa} may list pods (its rules tie metrics to them)"),
+        format!("ok    {bridge_sa} may watch pods (its rules tie metrics to them)"),
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(&line)),
+            "{line:?} missing:\n{report}"
+        );
+    }
 
     // Granting list/watch later works without a restart: at once per request, and the cache
     // catches up within its backoff.

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::api::status::ApiError;
 use crate::config::OnMissing;
 use crate::discovery::{CustomMetric, Registry};
 use crate::kube::objects::{ObjectResolver, ObjectSet, ResolveError};
 use crate::kube::resources::{ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, Metrics, ValueLabels};
+use crate::not_found::NotFound;
 use crate::prometheus::{PrometheusError, QueryCache, Sample};
-use crate::query::{self, Scope};
+use crate::query::{self, QueryError, Scope};
 use crate::request::{CustomRequest, ExternalRequest, Target};
 use crate::response::{self, CustomItem, DescribedObject, ExternalValue};
 use crate::rules::Rule;
@@ -39,6 +39,30 @@ pub struct CustomPlan {
     pub promql: String,
     /// The objects the answer may name; None means any object that has a sample.
     pub objects: Option<Vec<String>>,
+}
+
+/// Why a request could not be answered. The HTTP layer turns each into a Status
+/// ([`crate::api::status`]); nothing here knows about HTTP codes.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// What was asked for is not there.
+    #[error("{0}")]
+    NotFound(NotFound),
+    /// The request cannot be answered as asked (wrong scope, a selector that needs a cluster).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request could not be rendered as PromQL.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Prometheus failed or answered something unusable.
+    #[error(transparent)]
+    Prometheus(#[from] PrometheusError),
+    /// The objects a selector names could not be listed.
+    #[error(transparent)]
+    Objects(ResolveError),
+    /// A rule vanished between lookups (a bug, not the client's fault).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What `/readyz` reports: each check and, when it fails, why.
@@ -82,24 +106,32 @@ impl Bridge {
         &self,
         registry: &Registry,
         req: &CustomRequest,
-    ) -> Result<CustomPlan, ApiError> {
-        let not_found = || ApiError::metric_not_found(&req.metric, &req.resource);
-        let resource = self.mapper.lookup(&req.resource).ok_or_else(not_found)?;
+    ) -> Result<CustomPlan, AnswerError> {
+        let metric_not_found = |resource: &str| {
+            AnswerError::NotFound(NotFound::Metric {
+                metric: req.metric.clone(),
+                resource: resource.to_string(),
+            })
+        };
+        let resource = self
+            .mapper
+            .lookup(&req.resource)
+            .ok_or_else(|| metric_not_found(&req.resource))?;
         let plural = resource.group_resource.to_string();
         if req.namespace.is_some() && !resource.namespaced {
-            return Err(ApiError::bad_request(format!(
+            return Err(AnswerError::BadRequest(format!(
                 "{plural} are cluster-scoped: ask for /{plural}/... without a namespace"
             )));
         }
         if req.namespace.is_none() && resource.namespaced {
-            return Err(ApiError::bad_request(format!(
+            return Err(AnswerError::BadRequest(format!(
                 "{plural} are namespaced: ask for /namespaces/{{namespace}}/{plural}/..."
             )));
         }
         let metric = registry
             .custom_metric(&resource.group_resource, &req.metric)
             .cloned()
-            .ok_or_else(|| ApiError::metric_not_found(&req.metric, &plural))?;
+            .ok_or_else(|| metric_not_found(&plural))?;
         let rule = rule_of(registry, metric.rule)?;
         let namespace = req.namespace.as_deref();
         let (scope, objects) = match &req.target {
@@ -107,9 +139,10 @@ impl Bridge {
                 // A synced cache knows every object: a deleted pod's lingering series must not
                 // answer for it. Without one, Prometheus is all there is (documented).
                 if self.objects.exists(&resource, namespace, name) == Some(false) {
-                    return Err(ApiError::not_found(format!(
-                        "{plural} \"{name}\" not found"
-                    )));
+                    return Err(AnswerError::NotFound(NotFound::Object {
+                        resource: plural,
+                        name: name.clone(),
+                    }));
                 }
                 (Scope::Object(name.as_str()), Some(vec![name.clone()]))
             }
@@ -130,7 +163,7 @@ impl Bridge {
         })
     }
 
-    pub async fn custom(&self, req: &CustomRequest) -> Result<String, ApiError> {
+    pub async fn custom(&self, req: &CustomRequest) -> Result<String, AnswerError> {
         let registry = self.registry.load_full();
         let plan = self.plan_custom(&registry, req).await?;
         let rule = rule_of(&registry, plan.metric.rule)?;
@@ -170,24 +203,19 @@ impl Bridge {
             let what = match &req.target {
                 Target::Named(name) => format!("{plural} {name}"),
                 Target::All(sel) if plan.objects.as_ref().is_some_and(Vec::is_empty) => {
-                    let scope = req
-                        .namespace
-                        .as_deref()
-                        .map(|ns| format!(" in namespace {ns}"))
-                        .unwrap_or_default();
-                    return Err(ApiError::not_found(if sel.is_empty() {
-                        format!("no {plural} exist{scope}")
-                    } else {
-                        format!("no {plural}{scope} match labelSelector \"{sel}\"")
+                    return Err(AnswerError::NotFound(NotFound::NoObjects {
+                        resource: plural,
+                        namespace: req.namespace.clone(),
+                        selector: sel.to_string(),
                     }));
                 }
                 Target::All(_) => plural.clone(),
             };
-            return Err(ApiError::not_found(format!(
-                "the server could not find the metric {} for {what}{}",
-                req.metric,
-                selector_suffix(req)
-            )));
+            return Err(AnswerError::NotFound(NotFound::NoSamples {
+                metric: req.metric.clone(),
+                what,
+                metric_selector: req.metric_selector.to_string(),
+            }));
         }
         items.sort_by(|a, b| a.object.name.cmp(&b.object.name));
         let selector = req.metric_selector.to_label_selector_json();
@@ -200,12 +228,12 @@ impl Bridge {
         ))
     }
 
-    pub async fn external(&self, req: &ExternalRequest) -> Result<String, ApiError> {
+    pub async fn external(&self, req: &ExternalRequest) -> Result<String, AnswerError> {
         let registry = self.registry.load_full();
         let promql = self.plan_external(&registry, req)?;
         let metric = registry
             .external_metric(&req.metric)
-            .ok_or_else(|| ApiError::metric_not_found(&req.metric, "namespaces"))?;
+            .ok_or_else(|| external_not_found(req))?;
         let rule = rule_of(&registry, metric.rule)?;
         let result = self.query(&promql).await?;
         let mut items: Vec<ExternalValue> = result
@@ -230,16 +258,11 @@ impl Bridge {
                     value: "0".into(),
                 });
             } else {
-                return Err(ApiError::not_found(format!(
-                    "no samples for external metric {} in namespace {}{}",
-                    req.metric,
-                    req.namespace,
-                    if req.selector.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" with labelSelector \"{}\"", req.selector)
-                    }
-                )));
+                return Err(AnswerError::NotFound(NotFound::NoExternalSamples {
+                    metric: req.metric.clone(),
+                    namespace: req.namespace.clone(),
+                    selector: req.selector.to_string(),
+                }));
             }
         }
         Ok(response::external_list(&req.metric, rule.window, &items))
@@ -249,27 +272,25 @@ impl Bridge {
         &self,
         registry: &Registry,
         req: &ExternalRequest,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, AnswerError> {
         let metric = registry
             .external_metric(&req.metric)
-            .ok_or_else(|| ApiError::metric_not_found(&req.metric, "namespaces"))?;
+            .ok_or_else(|| external_not_found(req))?;
         let rule = rule_of(registry, metric.rule)?;
-        query::external_query(rule, metric, &req.namespace, &req.selector)
+        Ok(query::external_query(
+            rule,
+            metric,
+            &req.namespace,
+            &req.selector,
+        )?)
     }
 
-    async fn query(&self, promql: &str) -> Result<Arc<crate::prometheus::QueryResult>, ApiError> {
+    async fn query(
+        &self,
+        promql: &str,
+    ) -> Result<Arc<crate::prometheus::QueryResult>, AnswerError> {
         let backend = self.backend.load_full();
-        backend.query(promql).await.map_err(|e| match e {
-            PrometheusError::Unavailable(_) => ApiError::unavailable(),
-            PrometheusError::Query { .. } | PrometheusError::Malformed(_) => {
-                ApiError::internal("unable to fetch metrics")
-            }
-            // 500, not 503: asking again gets the same answer; the rule's query is too broad
-            // or the limit too low, which the operator fixes, not time.
-            PrometheusError::TooLarge { limit, .. } => ApiError::internal(format!(
-                "unable to fetch metrics: the answer from the metrics backend is larger than prometheus.max_response_bytes ({limit})"
-            )),
-        })
+        Ok(backend.query(promql).await?)
     }
 
     /// The Quantity for a sample, or None if it has none (NaN/Inf count as missing).
@@ -321,46 +342,33 @@ impl Bridge {
     }
 }
 
-/// The Status for objects that could not be resolved.
-fn resolve_error(e: ResolveError) -> ApiError {
+/// Objects that could not be resolved: a vanished resource is a 404 like any other; the rest
+/// keep their cause for the HTTP layer (the details go to the log here).
+fn resolve_error(e: ResolveError) -> AnswerError {
     match e {
-        ResolveError::Unsupported(msg) => ApiError::bad_request(msg),
-        ResolveError::Forbidden { resource } => {
+        ResolveError::Gone { resource } => AnswerError::NotFound(NotFound::Resource { resource }),
+        ResolveError::Forbidden { ref resource } => {
             tracing::warn!(%resource, "cannot list the selected objects: the bridge's RBAC does not allow it");
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "unable to list {resource}: kube-metrics-bridge is not allowed to list {resource}; \
-                     grant list and watch on {resource} to its ServiceAccount"
-                ),
-            )
+            AnswerError::Objects(e)
         }
-        ResolveError::Gone { resource } => ApiError::not_found(format!(
-            "the server could not find the requested resource {resource}: it no longer exists in the cluster"
-        )),
-        e @ ResolveError::Unavailable { .. } => {
+        ResolveError::Unavailable { .. } => {
             tracing::warn!(error = %e, "cannot resolve labelSelector");
-            ApiError::new(
-                503,
-                "ServiceUnavailable",
-                "unable to list the selected objects",
-            )
+            AnswerError::Objects(e)
         }
+        ResolveError::Unsupported(_) => AnswerError::Objects(e),
     }
 }
 
-fn rule_of(registry: &Registry, id: crate::rules::RuleId) -> Result<&Rule, ApiError> {
+fn external_not_found(req: &ExternalRequest) -> AnswerError {
+    AnswerError::NotFound(NotFound::Metric {
+        metric: req.metric.clone(),
+        resource: "namespaces".into(),
+    })
+}
+
+fn rule_of(registry: &Registry, id: crate::rules::RuleId) -> Result<&Rule, AnswerError> {
     registry
         .rules
         .rule(id)
-        .ok_or_else(|| ApiError::internal(format!("{id} vanished")))
-}
-
-fn selector_suffix(req: &CustomRequest) -> String {
-    if req.metric_selector.is_empty() {
-        String::new()
-    } else {
-        format!(" with metricLabelSelector \"{}\"", req.metric_selector)
-    }
+        .ok_or_else(|| AnswerError::Internal(format!("{id} vanished")))
 }

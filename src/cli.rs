@@ -29,7 +29,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a rules file: TOML, regexes, templates, PromQL. Exits non-zero on any problem.
     Check {
         /// The rules file.
@@ -119,6 +119,62 @@ pub struct ServeArgs {
     /// How often the rules file is re-read even without a change event.
     #[arg(long, env = "KMB_RULES_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s")]
     pub rules_poll_interval: std::time::Duration,
+    /// Requests answered at once on the secure port; more get 429 TooManyRequests with
+    /// Retry-After. /healthz, /livez, /readyz are exempt. 0: no limit.
+    #[arg(long, env = "KMB_MAX_REQUESTS_INFLIGHT", default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Connections open at once on the secure port (TLS handshakes included); more are closed
+    /// at accept. 0: no limit.
+    #[arg(long, env = "KMB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Connections open at once on the secure port from one client address, so one client
+    /// cannot take every slot. 0: no limit.
+    #[arg(long, env = "KMB_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Connections open at once on the plain metrics port. 0: no limit.
+    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS", default_value_t = 256)]
+    pub metrics_max_connections: usize,
+    /// Connections open at once on the metrics port from one client address (scrapers and
+    /// probes need a few). 0: no limit.
+    #[arg(long, env = "KMB_METRICS_MAX_CONNECTIONS_PER_IP", default_value_t = 16)]
+    pub metrics_max_connections_per_ip: usize,
+    /// A connection that sends nothing this long after the TLS handshake (or, on the metrics
+    /// port, after accept) is closed. HTTP/1.1, HTTP/2 and connections without ALPN alike.
+    /// 0: no deadline.
+    #[arg(long, env = "KMB_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub first_byte_timeout: std::time::Duration,
+    /// A connection with no request in flight this long is closed (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike; kube-apiserver's idle timeout). 0: never.
+    #[arg(long, env = "KMB_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "90s")]
+    pub idle_timeout: std::time::Duration,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    #[arg(long, env = "KMB_HTTP2_MAX_STREAMS_PER_CONNECTION", default_value_t = 250, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams_per_connection: u32,
+    /// TokenReviews sent to kube-apiserver per second on average (bearer tokens not in the
+    /// cache); beyond it and its burst a token is not reviewed and the request gets 401.
+    /// 0: no rate limit.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_QPS",
+        default_value_t = 20.0,
+        value_parser = non_negative_rate
+    )]
+    pub authentication_token_review_qps: f64,
+    /// TokenReviews that may be sent back to back after a quiet spell.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_BURST",
+        default_value_t = 40
+    )]
+    pub authentication_token_review_burst: u32,
+    /// TokenReviews waiting for kube-apiserver at once; a review that cannot start within a
+    /// second is not sent (401). 0: no limit.
+    #[arg(
+        long,
+        env = "KMB_AUTHENTICATION_TOKEN_REVIEW_MAX_INFLIGHT",
+        default_value_t = 8
+    )]
+    pub authentication_token_review_max_inflight: usize,
 }
 
 impl ServeArgs {
@@ -133,5 +189,140 @@ impl ServeArgs {
             (false, ip) => ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
         };
         Ok(SocketAddr::new(ip, self.secure_port))
+    }
+
+    /// Limits of the secure port; `metrics` is where its counts go.
+    pub fn secure_server_options(
+        &self,
+        metrics: crate::metrics::ListenerMetrics,
+    ) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            first_byte_timeout: self.first_byte_timeout,
+            idle_timeout: self.idle_timeout,
+            max_concurrent_streams: self.http2_max_streams_per_connection,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_requests_inflight: self.max_requests_inflight,
+            metrics,
+            ..crate::server::ServerOptions::default()
+        }
+    }
+
+    /// Limits of the plain metrics port: the same deadlines, its own connection cap, and a
+    /// small fixed in-flight limit for `/metrics` (health is exempt), as only scrapers and
+    /// probes call it.
+    pub fn metrics_server_options(
+        &self,
+        metrics: crate::metrics::ListenerMetrics,
+    ) -> crate::server::ServerOptions {
+        crate::server::ServerOptions {
+            max_connections: self.metrics_max_connections,
+            max_connections_per_ip: self.metrics_max_connections_per_ip,
+            max_requests_inflight: METRICS_PORT_MAX_REQUESTS_INFLIGHT,
+            ..self.secure_server_options(metrics)
+        }
+    }
+
+    pub fn token_review_limits(&self) -> crate::auth::reviews::ReviewLimits {
+        crate::auth::reviews::ReviewLimits {
+            qps: self.authentication_token_review_qps,
+            burst: self.authentication_token_review_burst,
+            max_inflight: self.authentication_token_review_max_inflight,
+            ..crate::auth::reviews::ReviewLimits::default()
+        }
+    }
+}
+
+fn non_negative_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a rate (a number >= 0)")),
+    }
+}
+
+/// `/metrics` requests answered at once on the metrics port (health paths are not counted).
+pub const METRICS_PORT_MAX_REQUESTS_INFLIGHT: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["kube-metrics-bridge", "serve", "--config", "rules.toml"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn limits_have_defaults_and_reach_the_server_options() {
+        let args = serve(&[]).expect("defaults");
+        let secure = args.secure_server_options(Default::default());
+        assert_eq!(secure.max_connections, 1024);
+        assert_eq!(secure.max_requests_inflight, 400);
+        assert_eq!(secure.first_byte_timeout, Duration::from_secs(10));
+        assert_eq!(secure.idle_timeout, Duration::from_secs(90));
+        assert_eq!(secure.max_concurrent_streams, 250);
+        assert_eq!(secure.max_connections_per_ip, 256);
+        let plain = args.metrics_server_options(Default::default());
+        assert_eq!(plain.max_connections, 256);
+        assert_eq!(plain.max_connections_per_ip, 16);
+        assert_eq!(
+            plain.max_requests_inflight,
+            METRICS_PORT_MAX_REQUESTS_INFLIGHT
+        );
+        assert_eq!(plain.first_byte_timeout, Duration::from_secs(10));
+        let reviews = args.token_review_limits();
+        assert_eq!(
+            (reviews.qps, reviews.burst, reviews.max_inflight),
+            (20.0, 40, 8)
+        );
+
+        let args = serve(&[
+            "--max-connections=10",
+            "--metrics-max-connections=3",
+            "--max-requests-inflight=0",
+            "--first-byte-timeout=2s",
+            "--idle-timeout=0s",
+            "--http2-max-streams-per-connection=16",
+            "--authentication-token-review-qps=0.5",
+        ])
+        .expect("flags");
+        let secure = args.secure_server_options(Default::default());
+        assert_eq!(
+            (
+                secure.max_connections,
+                secure.max_requests_inflight,
+                secure.max_concurrent_streams
+            ),
+            (10, 0, 16)
+        );
+        assert_eq!(secure.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(secure.idle_timeout, Duration::ZERO);
+        assert_eq!(
+            args.metrics_server_options(Default::default())
+                .max_connections,
+            3
+        );
+        assert_eq!(args.token_review_limits().qps, 0.5);
+    }
+
+    #[test]
+    fn nonsense_limits_are_refused() {
+        for bad in [
+            "--authentication-token-review-qps=-1",
+            "--authentication-token-review-qps=NaN",
+            "--http2-max-streams-per-connection=0",
+            "--first-byte-timeout=soon",
+            "--max-connections=-5",
+        ] {
+            assert!(serve(&[bad]).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -50,7 +50,7 @@ pub struct Registry {
     custom: HashMap<(GroupResource, String), CustomMetric>,
     external: BTreeMap<String, ExternalMetric>,
     /// Discovery documents rendered once per registry; discovery GETs only copy bytes.
-    pub documents: crate::api::discovery::Documents,
+    pub documents: crate::response::discovery::Documents,
     /// False until one discovery run has finished (successfully or not).
     pub discovered: bool,
 }
@@ -62,7 +62,7 @@ impl Registry {
         external: BTreeMap<String, ExternalMetric>,
         discovered: bool,
     ) -> Self {
-        let documents = crate::api::discovery::Documents::render(
+        let documents = crate::response::discovery::Documents::render(
             custom
                 .iter()
                 .map(|((_, metric), m)| (&m.resource, metric.as_str())),
@@ -238,7 +238,10 @@ pub fn build_registry(
             continue;
         };
         for (name, labels) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
-            let Some(metric) = rule.metric_name(name).filter(|m| is_valid_metric_name(m)) else {
+            let Some(metric) = rule
+                .metric_name(name)
+                .filter(|m| crate::names::is_metric_name(m))
+            else {
                 tracing::debug!(rule = %rule.id, series = %name, "series gives no usable metric name; skipped");
                 continue;
             };
@@ -267,7 +270,10 @@ pub fn build_registry(
             continue;
         };
         for (name, _) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
-            if let Some(metric) = rule.metric_name(name).filter(|m| is_valid_metric_name(m)) {
+            if let Some(metric) = rule
+                .metric_name(name)
+                .filter(|m| crate::names::is_metric_name(m))
+            {
                 external.insert(
                     metric,
                     ExternalMetric {
@@ -279,17 +285,6 @@ pub fn build_registry(
         }
     }
     Registry::new(rules, custom, external, true)
-}
-
-/// Metric names (what a rule's `name.as` makes of a series name) travel as one URL path
-/// segment. Series names themselves are checked as they are read
-/// ([`crate::promql::is_metric_name`], in [`SeriesSet`]).
-pub fn is_valid_metric_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains(['/', '%', '?', '#'])
-        && !name.chars().any(char::is_control)
 }
 
 /// What the discovery loop needs.
@@ -472,9 +467,10 @@ metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
 
     #[test]
     fn metric_names_must_fit_a_path_segment() {
-        assert!(is_valid_metric_name("request_count:rate1m"));
-        assert!(!is_valid_metric_name("a/b"));
-        assert!(!is_valid_metric_name(".."));
-        assert!(!is_valid_metric_name(""));
+        use crate::names::is_metric_name;
+        assert!(is_metric_name("request_count:rate1m"));
+        assert!(!is_metric_name("a/b"));
+        assert!(!is_metric_name(".."));
+        assert!(!is_metric_name(""));
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod bridge;
 pub mod cli;
 pub mod cmd;
@@ -29,6 +30,8 @@ pub mod convert;
 pub mod discovery;
 pub mod kube;
 pub mod metrics;
+pub mod names;
+pub mod not_found;
 pub mod prometheus;
 pub mod promql;
 pub mod quantity;

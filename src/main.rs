@@ -21,7 +21,7 @@ fn main() {
             output,
             prometheus_url,
         } => cmd::convert::run(&file, output.as_deref(), prometheus_url.as_deref()),
-        Command::Serve(args) => block_on(cmd::serve::run(args)),
+        Command::Serve(args) => block_on(cmd::serve::run(*args)),
         Command::Doctor(args) => block_on_code(cmd::doctor::run(args)),
     };
     std::process::exit(code);

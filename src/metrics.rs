@@ -52,6 +52,27 @@ pub struct ValueLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// secure (the metrics APIs over TLS) or metrics (plain `/metrics` and health)
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub listener: &'static str,
+    /// total (`--max-connections`) or per_ip (`--max-connections-per-ip`)
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    pub listener: &'static str,
+    /// handshake (TLS), first_byte (nothing sent after the handshake or accept), idle (no
+    /// request in flight for `--idle-timeout`)
+    pub timeout: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// invalid_metric_name or invalid_label_name
     pub reason: &'static str,
@@ -72,7 +93,17 @@ pub struct Metrics {
     pub values: Family<ValueLabels, Counter>,
     pub series_dropped: Family<ReasonLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    pub rejected_connections: Family<RejectLabels, Counter>,
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    pub requests_inflight: Family<ListenerLabels, Gauge>,
+    pub rejected_requests: Family<ListenerLabels, Counter>,
+    /// authenticated, unauthenticated, error, throttled
+    pub token_reviews: Family<ResultLabels, Counter>,
     pub watch_caches: Family<WatchCacheLabels, Gauge>,
+    /// Tasks alive in the async runtime, read when the metrics are encoded: a leak of
+    /// connections, watches or requests shows here first (the soak benchmark watches it).
+    pub runtime_tasks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,7 +139,14 @@ impl Metrics {
             values: Family::default(),
             series_dropped: Family::default(),
             cert_reloads: Family::default(),
+            open_connections: Family::default(),
+            rejected_connections: Family::default(),
+            connection_timeouts: Family::default(),
+            requests_inflight: Family::default(),
+            rejected_requests: Family::default(),
+            token_reviews: Family::default(),
             watch_caches: Family::default(),
+            runtime_tasks: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,11 +215,80 @@ impl Metrics {
             m.cert_reloads.clone(),
         );
         registry.register(
+            "open_connections",
+            "Connections open now, by listener (TLS handshakes included)",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            "rejected_connections",
+            "Connections closed at accept because a connection limit of the listener was reached: total or per_ip",
+            m.rejected_connections.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by a deadline: handshake, first_byte or idle",
+            m.connection_timeouts.clone(),
+        );
+        registry.register(
+            "requests_inflight",
+            "Requests being answered now (response still being sent included), health paths excluded",
+            m.requests_inflight.clone(),
+        );
+        registry.register(
+            "rejected_requests",
+            "Requests answered 429 TooManyRequests because --max-requests-inflight was reached",
+            m.rejected_requests.clone(),
+        );
+        registry.register(
+            "token_reviews",
+            "TokenReviews by result: authenticated, unauthenticated, error, or throttled (not sent: rate or concurrency limit)",
+            m.token_reviews.clone(),
+        );
+        registry.register(
             "watch_cache_state",
             "1 for the state each resource's watch cache is in (starting, synced, forbidden, failing), 0 for the others",
             m.watch_caches.clone(),
         );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive in the async runtime (connections, requests, watches, background loops)",
+            m.runtime_tasks.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The counters and gauges one listener updates (see [`crate::server::ServerOptions`]).
+    pub fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        // One statement per handle: a family's guard lives to the end of its statement, and a
+        // second get_or_create on the same family within it would deadlock.
+        let labels = ListenerLabels { listener };
+        let timeout = |timeout| {
+            let handle = self
+                .connection_timeouts
+                .get_or_create(&TimeoutLabels { listener, timeout })
+                .clone();
+            handle
+        };
+        let rejected = |limit| {
+            let handle = self
+                .rejected_connections
+                .get_or_create(&RejectLabels { listener, limit })
+                .clone();
+            handle
+        };
+        let open_connections = self.open_connections.get_or_create(&labels).clone();
+        let requests_inflight = self.requests_inflight.get_or_create(&labels).clone();
+        let rejected_requests = self.rejected_requests.get_or_create(&labels).clone();
+        ListenerMetrics {
+            open_connections,
+            rejected_connections: rejected("total"),
+            rejected_connections_per_ip: rejected("per_ip"),
+            handshake_timeouts: timeout("handshake"),
+            first_byte_timeouts: timeout("first_byte"),
+            idle_timeouts: timeout("idle"),
+            requests_inflight,
+            rejected_requests,
+        }
     }
 
     pub fn observe_request(&self, route: &str, code: u16, elapsed: Duration) {
@@ -223,12 +330,30 @@ impl Metrics {
 
     /// OpenMetrics text.
     pub fn encode(&self) -> String {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(runtime.metrics().num_alive_tasks() as i64);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
     }
+}
+
+/// One listener's handles into [`Metrics`]; cheap to clone (they share the registered values).
+/// The default is a set registered nowhere, for servers run without metrics (tests).
+#[derive(Clone, Debug, Default)]
+pub struct ListenerMetrics {
+    pub open_connections: Gauge,
+    pub rejected_connections: Counter,
+    pub rejected_connections_per_ip: Counter,
+    pub handshake_timeouts: Counter,
+    pub first_byte_timeouts: Counter,
+    pub idle_timeouts: Counter,
+    pub requests_inflight: Gauge,
+    pub rejected_requests: Counter,
 }
 
 pub fn unix_now() -> f64 {
@@ -257,5 +382,26 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn listener_handles_update_the_registered_families() {
+        let m = Metrics::new();
+        let secure = m.listener("secure");
+        secure.open_connections.inc();
+        secure.rejected_connections.inc();
+        secure.first_byte_timeouts.inc();
+        m.listener("secure").rejected_requests.inc();
+        let text = m.encode();
+        for line in [
+            "kube_metrics_bridge_open_connections{listener=\"secure\"} 1",
+            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\",limit=\"total\"} 1",
+            "kube_metrics_bridge_rejected_connections_total{listener=\"secure\",limit=\"per_ip\"} 0",
+            "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"first_byte\"} 1",
+            "kube_metrics_bridge_connection_timeouts_total{listener=\"secure\",timeout=\"idle\"} 0",
+            "kube_metrics_bridge_rejected_requests_total{listener=\"secure\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

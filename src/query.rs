@@ -8,12 +8,25 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::status::ApiError;
 use crate::discovery::{CustomMetric, ExternalMetric};
 use crate::promql::{self, Matcher};
 use crate::rules::template::QueryArgs;
 use crate::rules::Rule;
 use crate::selector::Selector;
+
+/// Why a request could not be rendered as PromQL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A selector cannot be written as PromQL matchers (the client's fault: 400).
+    #[error("{param}: {message}")]
+    Selector {
+        param: &'static str,
+        message: String,
+    },
+    /// The rule cannot serve a namespaced request (the rules' fault: 500).
+    #[error("{rule} has no label for namespaces")]
+    NoNamespaceLabel { rule: String },
+}
 
 /// Which objects of the resource the query asks about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,13 +44,15 @@ pub fn custom_query(
     namespace: Option<&str>,
     scope: &Scope<'_>,
     metric_selector: &Selector,
-) -> Result<String, ApiError> {
+) -> Result<String, QueryError> {
     let mut matchers = selector_matchers(metric_selector, "metricLabelSelector")?;
     let mut values_by_name = values_by_name(metric_selector);
     if let Some(ns) = namespace {
         let label = rule.namespace_label.as_deref().ok_or_else(|| {
             tracing::error!(rule = %rule.id, "namespaced request but the rule associates no label with namespaces");
-            ApiError::internal(format!("{} has no label for namespaces", rule.id))
+            QueryError::NoNamespaceLabel {
+                rule: rule.id.to_string(),
+            }
         })?;
         matchers.push(Matcher::equal(label, ns));
         values_by_name.insert(label.to_string(), string_body(&promql::regex_escape(ns)));
@@ -70,7 +85,7 @@ pub fn external_query(
     metric: &ExternalMetric,
     namespace: &str,
     selector: &Selector,
-) -> Result<String, ApiError> {
+) -> Result<String, QueryError> {
     let mut matchers = selector_matchers(selector, "labelSelector")?;
     let mut values_by_name = values_by_name(selector);
     if rule.namespaced {
@@ -107,10 +122,13 @@ fn render(
     })
 }
 
-fn selector_matchers(selector: &Selector, param: &str) -> Result<Vec<Matcher>, ApiError> {
+fn selector_matchers(selector: &Selector, param: &'static str) -> Result<Vec<Matcher>, QueryError> {
     selector
         .to_promql_matchers()
-        .map_err(|e| ApiError::bad_request(format!("{param}: {e}")))
+        .map_err(|e| QueryError::Selector {
+            param,
+            message: e.to_string(),
+        })
 }
 
 /// `LabelValuesByName`: each selector key's values joined by `|` for use inside `=~"..."`,

@@ -1,9 +1,27 @@
-//! Request parsing: a metrics API path and query string become a typed request, or a 400/404
-//! Status. Nothing here trusts its input: names and selectors are validated before any of
-//! them can reach a query.
+//! Request parsing: a metrics API path and query string become a typed request, or a
+//! [`RequestError`] (the HTTP layer makes it a 400 or 404 Status). Nothing here trusts its
+//! input: names and selectors are validated before any of them can reach a query.
 
-use crate::api::status::ApiError;
+use crate::names;
+use crate::not_found::NotFound;
 use crate::selector::Selector;
+
+/// Why a path and query are not a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// No such route (404).
+    #[error("{0}")]
+    NotFound(NotFound),
+    /// A route, but malformed: a bad name, selector or encoding (400).
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn bad_request(message: impl Into<String>) -> RequestError {
+    RequestError::BadRequest(message.into())
+}
+
+const NO_ROUTE: RequestError = RequestError::NotFound(NotFound::Path);
 
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
 pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
@@ -92,7 +110,7 @@ impl Route {
 }
 
 /// Parses `path` (still percent-encoded) and `query` (form-encoded: `+` is a space).
-pub fn parse(path: &str, query: &str) -> Result<Route, ApiError> {
+pub fn parse(path: &str, query: &str) -> Result<Route, RequestError> {
     let segments = decode_segments(path)?;
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let params = QueryParams::parse(query);
@@ -104,7 +122,7 @@ pub fn parse(path: &str, query: &str) -> Result<Route, ApiError> {
             let version = match *version {
                 "v1beta1" => CustomVersion::V1beta1,
                 "v1beta2" => CustomVersion::V1beta2,
-                _ => return Err(ApiError::not_found_path()),
+                _ => return Err(NO_ROUTE),
             };
             if rest.is_empty() {
                 return Ok(Route::CustomResources(version));
@@ -136,7 +154,7 @@ pub fn parse(path: &str, query: &str) -> Result<Route, ApiError> {
         ["livez", ..] => Ok(Route::Health("livez")),
         ["readyz", ..] => Ok(Route::Health("readyz")),
         ["version"] => Ok(Route::Version),
-        _ => Err(ApiError::not_found_path()),
+        _ => Err(NO_ROUTE),
     }
 }
 
@@ -144,17 +162,17 @@ fn parse_custom(
     version: CustomVersion,
     rest: &[&str],
     params: &QueryParams,
-) -> Result<CustomRequest, ApiError> {
+) -> Result<CustomRequest, RequestError> {
     let metric_selector = params.selector("metricLabelSelector")?;
     let (namespace, resource, name, metric, namespace_metric) = match rest {
         ["namespaces", ns, "metrics", metric] => (None, "namespaces", *ns, *metric, true),
         // The Go framework reads `namespaces/{ns}/x` as a namespaced request without enough parts.
         ["namespaces", _, _] | ["namespaces", _] => {
-            return Err(ApiError::bad_request("invalid request path"))
+            return Err(bad_request("invalid request path"))
         }
         ["namespaces", ns, resource, name, metric] => (Some(*ns), *resource, *name, *metric, false),
         [resource, name, metric] => (None, *resource, *name, *metric, false),
-        _ => return Err(ApiError::not_found_path()),
+        _ => return Err(NO_ROUTE),
     };
     if let Some(ns) = namespace {
         validate_namespace(ns)?;
@@ -163,9 +181,7 @@ fn parse_custom(
     if resource.is_empty()
         || resource.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
     {
-        return Err(ApiError::bad_request(format!(
-            "invalid resource name {resource:?}"
-        )));
+        return Err(bad_request(format!("invalid resource name {resource:?}")));
     }
     let target = if name == "*" {
         Target::All(params.selector("labelSelector")?)
@@ -185,7 +201,7 @@ fn parse_custom(
 }
 
 /// Splits the path and percent-decodes each segment: client-go sends `*` as `%2A`.
-fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+fn decode_segments(path: &str) -> Result<Vec<String>, RequestError> {
     path.trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
@@ -193,7 +209,7 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| ApiError::bad_request("request path is not valid UTF-8"))
+                .map_err(|_| bad_request("request path is not valid UTF-8"))
         })
         .collect()
 }
@@ -217,62 +233,43 @@ impl QueryParams {
             .map(|(_, v)| v.as_str())
     }
 
-    fn selector(&self, key: &str) -> Result<Selector, ApiError> {
+    fn selector(&self, key: &str) -> Result<Selector, RequestError> {
         match self.get(key) {
             None => Ok(Selector::default()),
             Some(text) => crate::selector::parse(text)
-                .map_err(|e| ApiError::bad_request(format!("invalid {key} {text:?}: {e}"))),
+                .map_err(|e| bad_request(format!("invalid {key} {text:?}: {e}"))),
         }
     }
 }
 
 /// Kubernetes object names: DNS-1123 subdomains, at most 253 characters. Anything else
 /// cannot exist, so it is a bad request rather than a lookup.
-pub fn validate_object_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if ok {
+pub fn validate_object_name(name: &str) -> Result<(), RequestError> {
+    if names::is_dns_subdomain(name) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
+        Err(bad_request(format!(
             "invalid object name {name:?}: must be a lowercase RFC 1123 subdomain"
         )))
     }
 }
 
 /// Namespaces are DNS-1123 labels (at most 63 characters, no dots).
-fn validate_namespace(ns: &str) -> Result<(), ApiError> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-');
-    if ok {
+fn validate_namespace(ns: &str) -> Result<(), RequestError> {
+    if names::is_dns_label(ns) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
+        Err(bad_request(format!(
             "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
         )))
     }
 }
 
-fn validate_metric(metric: &str) -> Result<(), ApiError> {
-    if crate::discovery::is_valid_metric_name(metric) && metric.len() <= 1024 {
+fn validate_metric(metric: &str) -> Result<(), RequestError> {
+    if names::is_metric_name(metric) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
-            "invalid metric name {metric:?}"
-        )))
+        Err(bad_request(format!("invalid metric name {metric:?}")))
     }
 }
 
@@ -358,7 +355,12 @@ mod tests {
 
     #[test]
     fn errors_have_the_framework_codes() {
-        let code = |p: &str, q: &str| parse(p, q).err().map(|e| e.code);
+        let code = |p: &str, q: &str| {
+            parse(p, q).err().map(|e| match e {
+                RequestError::NotFound(_) => 404,
+                RequestError::BadRequest(_) => 400,
+            })
+        };
         assert_eq!(
             code("/apis/custom.metrics.k8s.io/v1beta1/nodes/foo", ""),
             Some(404)
@@ -437,7 +439,7 @@ mod tests {
                 if let Target::Named(name) = &c.target {
                     proptest::prop_assert!(validate_object_name(name).is_ok());
                 }
-                proptest::prop_assert!(crate::discovery::is_valid_metric_name(&c.metric));
+                proptest::prop_assert!(crate::names::is_metric_name(&c.metric));
             }
             let _ = parse(&path, &query);
         }

@@ -295,21 +295,6 @@ fn is_name(s: &str) -> bool {
     }
 }
 
-/// A lowercase RFC 1123 subdomain: dot-separated `[a-z0-9]([-a-z0-9]*[a-z0-9])?`.
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= PREFIX_MAX
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            match (b.first(), b.last()) {
-                (Some(first), Some(last)) => {
-                    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-                    alnum(first) && alnum(last) && b.iter().all(|c| alnum(c) || *c == b'-')
-                }
-                _ => false,
-            }
-        })
-}
-
 fn validate_key(key: &str, column: usize) -> Result<(), SelectorError> {
     let mut problems: Vec<String> = Vec::new();
     let name = match key.split_once('/') {
@@ -325,7 +310,7 @@ fn validate_key(key: &str, column: usize) -> Result<(), SelectorError> {
                 problems.push(format!(
                     "prefix part must be no more than {PREFIX_MAX} characters"
                 ));
-            } else if !is_dns_subdomain(prefix) {
+            } else if !crate::names::is_dns_subdomain(prefix) {
                 problems.push(
                     "prefix part must be a lowercase RFC 1123 subdomain: lowercase alphanumeric \
                      characters, '-' or '.', starting and ending with an alphanumeric character \

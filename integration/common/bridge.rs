@@ -27,6 +27,18 @@ pub fn tls_client(ca: &Path, h2: bool) -> reqwest::Client {
 
 /// Like [`tls_client`], presenting the client certificate (chain, key) PEM files.
 pub fn tls_client_with(ca: &Path, h2: bool, identity: Option<(&Path, &Path)>) -> reqwest::Client {
+    tls_client_builder(ca, h2, identity)
+        .build()
+        .expect("TLS test client")
+}
+
+/// The builder behind [`tls_client_with`], for tests that need more (default headers, no
+/// connection pool).
+pub fn tls_client_builder(
+    ca: &Path,
+    h2: bool,
+    identity: Option<(&Path, &Path)>,
+) -> reqwest::ClientBuilder {
     let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("reading {}: {e}", ca.display()));
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
@@ -62,7 +74,7 @@ pub fn tls_client_with(ca: &Path, h2: bool, identity: Option<(&Path, &Path)>) ->
     if !h2 {
         builder = builder.http1_only();
     }
-    builder.build().expect("TLS test client")
+    builder
 }
 
 use rustls_pki_types::pem::PemObject;

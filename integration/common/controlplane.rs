@@ -96,6 +96,9 @@ pub struct ControlPlane {
     client: reqwest::Client,
     admin_kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// How kube-apiserver was started (binary, flags), to start it again after
+    /// [`ControlPlane::stop_apiserver`].
+    apiserver_command: (PathBuf, Vec<String>),
     /// Makes file names of minted credentials unique.
     minted: AtomicUsize,
     // Last: removed (or kept) after the processes are gone.
@@ -140,6 +143,7 @@ impl ControlPlane {
             client: pki.admin_client(),
             ca: pki.ca,
             kubectl: find_kubectl(),
+            apiserver_command: (PathBuf::new(), Vec::new()),
             minted: AtomicUsize::new(0),
             dir: Some(dir),
         };
@@ -177,6 +181,7 @@ impl ControlPlane {
         // kube-apiserver
         let p = |name: &str| root.join("pki").join(name).display().to_string();
         let mut server_url = String::new();
+        let mut apiserver_command = (PathBuf::new(), Vec::new());
         let client = cp.client.clone();
         cp.apiserver = Some(
             start_component("kube-apiserver", &root, || {
@@ -215,11 +220,13 @@ impl ControlPlane {
                     url: format!("{server_url}/readyz"),
                     etcd: false,
                 };
+                apiserver_command = (bin.join("kube-apiserver"), args.clone());
                 (bin.join("kube-apiserver"), args, probe, APISERVER_READY)
             })
             .await,
         );
         cp.server_url = server_url;
+        cp.apiserver_command = apiserver_command;
         cp.admin_kubeconfig = cp.write_kubeconfig("admin", &p("admin.crt"), &p("admin.key"));
         let kcm_kubeconfig = cp.write_kubeconfig(
             "kube-controller-manager",
@@ -325,6 +332,65 @@ impl ControlPlane {
             .flatten()
             .filter_map(|c| Some((c.name, c.child.id()?)))
             .collect()
+    }
+
+    /// Stops kube-apiserver as the kubelet stops a static pod: SIGTERM, up to `grace` to
+    /// exit, then SIGKILL. etcd and the controller manager keep running: an API outage in
+    /// which the cluster's state survives. [`ControlPlane::start_apiserver`] brings it back.
+    /// Returns whether it exited within the grace (kube-apiserver closes its listener at
+    /// once, but holds open watch connections for up to a minute before it exits).
+    pub async fn stop_apiserver(&mut self, grace: Duration) -> bool {
+        let Some(mut c) = self.apiserver.take() else {
+            return true;
+        };
+        if let Some(pid) = c.child.id() {
+            // procps' kill with a positive pid: only this process.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let exited = tokio::time::timeout(grace, c.child.wait()).await.is_ok();
+        drop(c); // kills (if still running) and reaps
+        exited
+    }
+
+    /// Starts kube-apiserver again with the flags, port and certificates it first ran
+    /// with (the same etcd, so every object is still there) and waits for `/readyz`.
+    pub async fn start_apiserver(&mut self) {
+        assert!(self.apiserver.is_none(), "kube-apiserver is running");
+        let (bin, args) = self.apiserver_command.clone();
+        let root = self.dir().to_path_buf();
+        let log = self.log_path("kube-apiserver");
+        let t0 = Instant::now();
+        let mut comp = spawn("kube-apiserver", &bin, &args, &root, &log);
+        let probe = Probe {
+            client: self.client.clone(),
+            url: format!("{}/readyz", self.server_url),
+            etcd: false,
+        };
+        loop {
+            if let Ok(Some(status)) = comp.child.try_wait() {
+                panic!(
+                    "kube-apiserver exited on restart with {status}\n--- last lines of {} ---\n{}",
+                    log.display(),
+                    tail(&log, 40)
+                );
+            }
+            if probe.ok().await {
+                eprintln!("kube-apiserver ready again in {:.1?}", t0.elapsed());
+                break;
+            }
+            if t0.elapsed() > APISERVER_READY {
+                drop(comp);
+                panic!(
+                    "kube-apiserver not ready within {APISERVER_READY:?} of its restart\n--- last lines of {} ---\n{}",
+                    log.display(),
+                    tail(&log, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.apiserver = Some(comp);
     }
 
     /// An HTTP client authenticated as the admin (`system:masters`) that
@@ -477,6 +543,36 @@ impl ControlPlane {
             &status,
         ])
         .await;
+    }
+
+    /// The bridge's three APIServices, as deploy/ registers them.
+    pub const BRIDGE_APISERVICES: [&'static str; 3] = [
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+    ];
+
+    /// Waits until each of the bridge's APIServices reports `Available`.
+    pub async fn wait_apiservices_available(&self) {
+        for name in ControlPlane::BRIDGE_APISERVICES {
+            self.wait_for(
+                &format!("APIService {name} Available"),
+                Duration::from_secs(90),
+                || async {
+                    let svc = self
+                        .get_json(&format!(
+                            "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                        ))
+                        .await;
+                    let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Available" && c["status"] == "True")
+                    });
+                    available.then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Polls `f` like [`wait_until`]; on timeout the panic is preceded by the

@@ -71,6 +71,18 @@ pub fn command_dying_with_parent(bin: &Path) -> Command {
     }
 }
 
+/// Where cargo builds (benchmarks write their figures under it): `$CARGO_TARGET_DIR`, else
+/// worked out from this executable (`<target>/<profile>/deps/<name>`).
+pub fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
 /// A free loopback port. Racy by nature (released before use); callers that
 /// can, like [`Prometheus::start`], retry on "address already in use".
 pub fn free_port() -> u16 {
@@ -735,3 +747,4 @@ fn find_prometheus() -> PathBuf {
 }
 pub mod bridge;
 pub mod controlplane;
+pub mod load;

@@ -1,7 +1,7 @@
 //! The HTTP API kube-apiserver and the HPA controller call: routing, content negotiation,
 //! Status errors, and the per-request log line and latency metric.
 
-pub mod discovery;
+pub mod accept;
 pub mod openapi;
 pub mod status;
 
@@ -15,12 +15,20 @@ use warp::Filter;
 use crate::auth::{attributes_for, Auth};
 use crate::bridge::{Bridge, Readiness};
 use crate::request::{self, Route};
+use crate::response::discovery;
 use crate::server::PeerInfo;
+use accept::Accept;
 use status::ApiError;
 
 const JSON: &str = "application/json";
 
 /// The warp filter for the secure port. `auth` is `None` only with `--standalone`.
+///
+/// warp is the service adapter here, not the router: its path filters would match (and
+/// reject, with warp's own plain-text bodies) before anything else ran, while kube-apiserver's
+/// order is authenticate -> route -> authorize, and every answer, a 404 included, must be a
+/// `metav1.Status`. So the one filter extracts what a request carries (method, raw path,
+/// query, headers, the connection's [`PeerInfo`]) and [`handle`] does the rest in that order.
 pub fn routes(
     bridge: Arc<Bridge>,
     auth: Option<Arc<Auth>>,
@@ -69,9 +77,11 @@ pub async fn handle(
     headers: &HeaderMap,
 ) -> Response<String> {
     let started = Instant::now();
-    let accept = headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = Accept::parse(
+        headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let mut label = "unauthenticated";
     let mut caller = String::new();
     let result = async {
@@ -92,10 +102,10 @@ pub async fn handle(
             auth.authorize(peer, user, &attributes_for(&route, path))
                 .await?;
         }
-        if !accepts_json(accept) && !matches!(route, Route::Health(_)) {
+        if !accept.json() && !matches!(route, Route::Health(_)) {
             return Err(ApiError::not_acceptable());
         }
-        answer(bridge, route, accept).await
+        answer(bridge, route, &accept).await
     }
     .await;
     let response = match result {
@@ -121,12 +131,12 @@ pub async fn handle(
 async fn answer(
     bridge: &Bridge,
     route: Route,
-    accept: Option<&str>,
+    accept: &Accept<'_>,
 ) -> Result<Response<String>, ApiError> {
     let registry = bridge.registry.load_full();
     let ok = |body: String| Ok(json_response(StatusCode::OK, body));
     match route {
-        Route::RootDiscovery if discovery::wants_aggregated(accept) => {
+        Route::RootDiscovery if accept.aggregated_discovery() => {
             let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
             if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -189,16 +199,6 @@ fn json_response(code: StatusCode, body: String) -> Response<String> {
     r
 }
 
-/// JSON is served for `*/*`, `application/*`, `application/json` (with any parameters) or
-/// no Accept at all; the HPA sends `application/vnd.kubernetes.protobuf, */*`.
-fn accepts_json(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return true };
-    accept.split(',').any(|part| {
-        let media = part.split(';').next().unwrap_or("").trim();
-        media.is_empty() || media == "*/*" || media == "application/*" || media == JSON
-    })
-}
-
 fn version_json() -> String {
     serde_json::json!({
         "major": "0", "minor": env!("CARGO_PKG_VERSION").split('.').nth(1).unwrap_or("0"),
@@ -206,22 +206,4 @@ fn version_json() -> String {
         "compiler": "rustc", "goVersion": ""
     })
     .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_negotiation() {
-        assert!(accepts_json(None));
-        assert!(accepts_json(Some(
-            "application/vnd.kubernetes.protobuf, */*"
-        )));
-        assert!(accepts_json(Some(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-        )));
-        assert!(!accepts_json(Some("application/yaml")));
-        assert!(!accepts_json(Some("application/vnd.kubernetes.protobuf")));
-    }
 }

@@ -21,9 +21,17 @@ fn definitions() -> Value {
         "external.v1beta1.ExternalMetricValue": {"type": "object", "required": ["metricName", "metricLabels", "timestamp", "value"], "properties": {
             "metricName": {"type": "string"}, "metricLabels": {"type": "object", "additionalProperties": {"type": "string"}},
             "timestamp": {"type": "string", "format": "date-time"}, "window": {"type": "integer", "format": "int64"}, "value": quantity}},
-        "MetricValueList": {"type": "object", "properties": {"kind": {"type": "string"}, "apiVersion": {"type": "string"},
-            "metadata": {"type": "object"}, "items": {"type": "array", "items": {"type": "object"}}}},
+        "custom.v1beta1.MetricValueList": list("custom.v1beta1.MetricValue"),
+        "custom.v1beta2.MetricValueList": list("custom.v1beta2.MetricValue"),
+        "external.v1beta1.ExternalMetricValueList": list("external.v1beta1.ExternalMetricValue"),
     })
+}
+
+/// A list type whose items are `item`.
+fn list(item: &str) -> Value {
+    json!({"type": "object", "required": ["kind", "apiVersion", "metadata", "items"], "properties": {
+        "kind": {"type": "string"}, "apiVersion": {"type": "string"}, "metadata": {"type": "object"},
+        "items": {"type": "array", "items": {"$ref": format!("#/definitions/{item}")}}}})
 }
 
 fn param(name: &str, location: &str, description: &str) -> Value {
@@ -33,7 +41,9 @@ fn param(name: &str, location: &str, description: &str) -> Value {
 fn get(summary: &str, params: Vec<Value>, schema: &str) -> Value {
     json!({"get": {"summary": summary, "produces": ["application/json"], "parameters": params,
         "responses": {"200": {"description": "OK", "schema": {"$ref": format!("#/definitions/{schema}")}},
-                      "400": {"description": "bad selector or path"}, "404": {"description": "unknown metric or object"},
+                      "400": {"description": "bad selector or path"}, "401": {"description": "no credentials believed"},
+                      "403": {"description": "not allowed"}, "404": {"description": "unknown metric or object"},
+                      "429": {"description": "too many requests in flight"},
                       "503": {"description": "metrics backend unavailable"}}}})
 }
 
@@ -42,13 +52,15 @@ fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
     let q = |n: &str, d: &str| param(n, "query", d);
     let mut out = serde_json::Map::new();
     let base = format!("/apis/{group}/{version}");
+    let list = format!("custom.{version}.MetricValueList");
+    let list = list.as_str();
     if group == CUSTOM_GROUP {
         out.insert(
             format!("{base}/namespaces/{{namespace}}/{{resource}}/{{name}}/{{metric}}"),
             get("metric for a namespaced object, or all objects selected by labelSelector when name is *",
                 vec![p("namespace", ""), p("resource", "plural, singular, short or group-qualified"), p("name", "object name or *"), p("metric", ""),
                      q("labelSelector", "selects the objects (with name *)"), q("metricLabelSelector", "selects series by their labels")],
-                "MetricValueList"),
+                list),
         );
         out.insert(
             format!("{base}/{{resource}}/{{name}}/{{metric}}"),
@@ -61,7 +73,7 @@ fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
                     q("labelSelector", ""),
                     q("metricLabelSelector", ""),
                 ],
-                "MetricValueList",
+                list,
             ),
         );
         out.insert(
@@ -73,7 +85,7 @@ fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
                     p("metric", ""),
                     q("metricLabelSelector", ""),
                 ],
-                "MetricValueList",
+                list,
             ),
         );
     } else {
@@ -86,7 +98,7 @@ fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
                     p("metric", ""),
                     q("labelSelector", "selects series by their labels"),
                 ],
-                "MetricValueList",
+                "external.v1beta1.ExternalMetricValueList",
             ),
         );
     }
@@ -133,4 +145,40 @@ pub fn v3(group: &str, version: &str) -> String {
            "components": {"schemas": definitions()}})
     .to_string()
     .replace("#/definitions/", "#/components/schemas/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` names a defined schema, and each path returns its own version's list.
+    #[test]
+    fn references_resolve_to_the_served_list_types() {
+        let spec: Value = serde_json::from_str(&v2()).expect("json");
+        let defined = spec["definitions"].as_object().expect("definitions");
+        let text = spec.to_string();
+        for reference in text.split("#/definitions/").skip(1) {
+            let name = reference.split('"').next().unwrap_or_default();
+            assert!(defined.contains_key(name), "{name} is not defined");
+        }
+        let schema =
+            |path: &str| spec["paths"][path]["get"]["responses"]["200"]["schema"]["$ref"].clone();
+        assert_eq!(
+            schema("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"),
+            "#/definitions/external.v1beta1.ExternalMetricValueList"
+        );
+        assert_eq!(
+            schema("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/metrics/{metric}"),
+            "#/definitions/custom.v1beta2.MetricValueList"
+        );
+        assert_eq!(
+            schema("/apis/custom.metrics.k8s.io/v1beta1/{resource}/{name}/{metric}"),
+            "#/definitions/custom.v1beta1.MetricValueList"
+        );
+        let v3: Value = serde_json::from_str(&v3(EXTERNAL_GROUP, "v1beta1")).expect("json");
+        assert!(!v3.to_string().contains("#/definitions/"));
+        assert!(
+            v3["components"]["schemas"]["external.v1beta1.ExternalMetricValueList"].is_object()
+        );
+    }
 }

@@ -1,6 +1,16 @@
 //! Errors as Kubernetes `metav1.Status` objects: what kube-apiserver relays and the HPA shows.
+//! The only place where the errors of the request path (parsing, authentication, answering)
+//! become HTTP codes and reasons.
 
 use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::bridge::AnswerError;
+use crate::kube::objects::ResolveError;
+use crate::not_found::NotFound;
+use crate::prometheus::PrometheusError;
+use crate::query::QueryError;
+use crate::request::RequestError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -22,20 +32,9 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(404, "NotFound", message)
-    }
-
-    /// An unknown route, worded as kube-apiserver words it.
-    pub fn not_found_path() -> Self {
-        ApiError::not_found("the server could not find the requested resource")
-    }
-
-    /// `the server could not find the metric http_requests for pods`
-    pub fn metric_not_found(metric: &str, resource: &str) -> Self {
-        ApiError::not_found(format!(
-            "the server could not find the metric {metric} for {resource}"
-        ))
+    /// Every 404, worded by [`NotFound`].
+    pub fn not_found(what: &NotFound) -> Self {
+        ApiError::new(404, "NotFound", what.to_string())
     }
 
     pub fn method_not_allowed(method: &str) -> Self {
@@ -68,7 +67,27 @@ impl ApiError {
         )
     }
 
+    /// kube-apiserver's answer when `--max-requests-inflight` is reached (its message).
+    pub fn too_many_requests() -> Self {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        )
+    }
+
     pub fn body(&self) -> String {
+        self.body_with_details(None)
+    }
+
+    /// The Status JSON; `retry_after_seconds` goes into `details.retryAfterSeconds` as
+    /// apimachinery's `NewTooManyRequests` puts it.
+    fn body_with_details(&self, retry_after_seconds: Option<u32>) -> String {
+        #[derive(Serialize)]
+        struct Details {
+            #[serde(rename = "retryAfterSeconds")]
+            retry_after_seconds: u32,
+        }
         #[derive(Serialize)]
         struct Status<'a> {
             kind: &'static str,
@@ -78,6 +97,8 @@ impl ApiError {
             status: &'static str,
             message: &'a str,
             reason: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<Details>,
             code: u16,
         }
         serde_json::to_string(&Status {
@@ -87,9 +108,98 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
+            details: retry_after_seconds.map(|s| Details {
+                retry_after_seconds: s,
+            }),
             code: self.code,
         })
         .unwrap_or_default()
+    }
+}
+
+/// A 429 TooManyRequests Status with `Retry-After` (seconds) in the header and in
+/// `details.retryAfterSeconds`, as kube-apiserver answers when its in-flight limit is reached.
+pub fn too_many_requests_response(retry_after_seconds: u32) -> http::Response<String> {
+    let mut r = http::Response::new(
+        ApiError::too_many_requests().body_with_details(Some(retry_after_seconds)),
+    );
+    *r.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = r.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from(retry_after_seconds),
+    );
+    r
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::NotFound(what) => ApiError::not_found(&what),
+            RequestError::BadRequest(message) => ApiError::bad_request(message),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized => ApiError::new(401, "Unauthorized", e.to_string()),
+            AuthError::Forbidden(message) => ApiError::new(403, "Forbidden", message),
+            AuthError::Unavailable => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<AnswerError> for ApiError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::NotFound(what) => ApiError::not_found(&what),
+            AnswerError::BadRequest(message) => ApiError::bad_request(message),
+            AnswerError::Query(e @ QueryError::Selector { .. }) => {
+                ApiError::bad_request(e.to_string())
+            }
+            AnswerError::Query(e @ QueryError::NoNamespaceLabel { .. }) => {
+                ApiError::internal(e.to_string())
+            }
+            AnswerError::Prometheus(PrometheusError::Unavailable(_)) => ApiError::unavailable(),
+            AnswerError::Prometheus(
+                PrometheusError::Query { .. } | PrometheusError::Malformed(_),
+            ) => ApiError::internal("unable to fetch metrics"),
+            // 500, not 503: asking again gets the same answer; the rule's query is too broad
+            // or the limit too low, which the operator fixes, not time.
+            AnswerError::Prometheus(PrometheusError::TooLarge { limit, .. }) => {
+                ApiError::internal(format!(
+                    "unable to fetch metrics: the answer from the metrics backend is larger than prometheus.max_response_bytes ({limit})"
+                ))
+            }
+            AnswerError::Objects(ResolveError::Unsupported(message)) => {
+                ApiError::bad_request(message)
+            }
+            // 503, not 403: the caller may read the metric; the bridge's own RBAC lacks the
+            // resource, which its operator can grant (no restart needed).
+            AnswerError::Objects(ResolveError::Forbidden { resource }) => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "unable to list {resource}: kube-metrics-bridge is not allowed to list {resource}; \
+                     grant list and watch on {resource} to its ServiceAccount"
+                ),
+            ),
+            AnswerError::Objects(ResolveError::Gone { resource }) => {
+                ApiError::not_found(&NotFound::Resource { resource })
+            }
+            AnswerError::Objects(ResolveError::Unavailable { .. }) => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "unable to list the selected objects",
+            ),
+            AnswerError::Internal(message) => ApiError::internal(message),
+        }
     }
 }
 
@@ -105,8 +215,14 @@ mod tests {
 
     #[test]
     fn status_json_shape() {
-        let v: serde_json::Value =
-            serde_json::from_str(&ApiError::metric_not_found("qps", "pods").body()).expect("json");
+        let v: serde_json::Value = serde_json::from_str(
+            &ApiError::not_found(&NotFound::Metric {
+                metric: "qps".into(),
+                resource: "pods".into(),
+            })
+            .body(),
+        )
+        .expect("json");
         assert_eq!(v["kind"], "Status");
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["status"], "Failure");
@@ -117,5 +233,20 @@ mod tests {
             "the server could not find the metric qps for pods"
         );
         assert_eq!(v["metadata"], serde_json::json!({}));
+        assert!(v.get("details").is_none());
+    }
+
+    #[test]
+    fn too_many_requests_carries_retry_after() {
+        let r = too_many_requests_response(1);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_str(r.body()).expect("json");
+        assert_eq!(v["kind"], "Status");
+        assert_eq!(v["reason"], "TooManyRequests");
+        assert_eq!(v["code"], 429);
+        assert_eq!(v["details"]["retryAfterSeconds"], 1);
+        assert_eq!(v["message"], "Too many requests, please try again later.");
     }
 }

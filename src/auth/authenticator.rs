@@ -451,6 +451,56 @@ mod tests {
         assert_eq!(f.reviews.token_calls(), 2);
     }
 
+    /// A flood of random tokens behind [`super::super::reviews::LimitedReviews`]: reviews stop
+    /// at the burst, throttled tokens are refused (401) without being cached as invalid, and
+    /// a token already in the cache keeps passing without a review.
+    #[tokio::test]
+    async fn throttled_token_reviews_are_401_and_cached_tokens_still_pass() {
+        let f = fixture(&[]);
+        let counts = prometheus_client::metrics::family::Family::default();
+        let limited = super::super::reviews::LimitedReviews::new(
+            f.reviews.clone(),
+            super::super::reviews::ReviewLimits {
+                qps: 0.01,
+                burst: 3,
+                ..Default::default()
+            },
+            counts,
+        );
+        let auth = Authenticator::new(
+            f.auth.config.clone(),
+            Some(Arc::new(limited) as Arc<dyn Reviews>),
+            TokenOptions::default(),
+        )
+        .expect("authenticator");
+        let good = headers(&[("authorization", "Bearer good-token")]);
+        auth.authenticate(&[], &good).await.expect("good token");
+        let mut throttled = 0;
+        for i in 0..50 {
+            let value = http::HeaderValue::from_str(&format!("Bearer random-{i}")).expect("header");
+            let mut h = HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, value);
+            let err = auth.authenticate(&[], &h).await.expect_err("refused");
+            if err.to_string().contains("too many TokenReviews") {
+                throttled += 1;
+            }
+        }
+        assert_eq!(f.reviews.token_calls(), 3, "the burst, then nothing");
+        assert_eq!(throttled, 48);
+        // Cached: no review needed, so not throttled.
+        auth.authenticate(&[], &good)
+            .await
+            .expect("cached good token");
+        // A throttled token was not remembered as invalid: it is throttled again, not refused
+        // from the cache.
+        let value = http::HeaderValue::from_static("Bearer random-49");
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value);
+        let err = auth.authenticate(&[], &h).await.expect_err("still refused");
+        assert!(err.to_string().contains("too many TokenReviews"), "{err}");
+        assert_eq!(f.reviews.token_calls(), 3);
+    }
+
     #[tokio::test]
     async fn slow_token_reviews_hit_the_deadline() {
         let f = fixture(&[]);

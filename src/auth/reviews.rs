@@ -48,6 +48,9 @@ pub enum ReviewError {
     Timeout(Duration),
     #[error("{0}")]
     Failed(String),
+    /// Not sent: the TokenReview rate or concurrency limit was reached ([`LimitedReviews`]).
+    #[error("too many TokenReviews at once; not reviewed")]
+    Throttled,
 }
 
 /// What authentication and authorization ask kube-apiserver.
@@ -211,6 +214,165 @@ impl Reviews for KubeReviews {
     }
 }
 
+/// Bounds on TokenReviews, so a flood of random bearer tokens (each a cache miss) cannot be
+/// multiplied onto kube-apiserver.
+#[derive(Debug, Clone)]
+pub struct ReviewLimits {
+    /// TokenReviews sent per second on average; 0: no rate limit.
+    pub qps: f64,
+    /// TokenReviews that may be sent at once after a quiet spell (the bucket's size).
+    pub burst: u32,
+    /// TokenReviews waiting for kube-apiserver at once; 0: no limit.
+    pub max_inflight: usize,
+    /// How long a review may wait for one of those slots before it is throttled.
+    pub queue_wait: Duration,
+}
+
+impl Default for ReviewLimits {
+    fn default() -> Self {
+        ReviewLimits {
+            qps: 20.0,
+            burst: 40,
+            max_inflight: 8,
+            queue_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+/// [`Reviews`] with TokenReviews rate-limited (token bucket) and bounded in concurrency, and
+/// every TokenReview's outcome counted (`result` = authenticated, unauthenticated, error,
+/// throttled). A throttled review is [`ReviewError::Throttled`]: the authenticator does not
+/// cache it, and the request is refused with 401 as kube-apiserver refuses one whose token
+/// webhook could not answer. SubjectAccessReviews pass through: they are only asked for
+/// users already authenticated, and cached.
+pub struct LimitedReviews {
+    inner: std::sync::Arc<dyn Reviews>,
+    limits: ReviewLimits,
+    bucket: std::sync::Mutex<TokenBucket>,
+    slots: Option<tokio::sync::Semaphore>,
+    counts: prometheus_client::metrics::family::Family<
+        crate::metrics::ResultLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl LimitedReviews {
+    pub fn new(
+        inner: std::sync::Arc<dyn Reviews>,
+        limits: ReviewLimits,
+        counts: prometheus_client::metrics::family::Family<
+            crate::metrics::ResultLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> LimitedReviews {
+        LimitedReviews {
+            inner,
+            bucket: std::sync::Mutex::new(TokenBucket::new(limits.qps, limits.burst)),
+            slots: (limits.max_inflight > 0)
+                .then(|| tokio::sync::Semaphore::new(limits.max_inflight)),
+            limits,
+            counts,
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.counts
+            .get_or_create(&crate::metrics::ResultLabels { result })
+            .inc();
+    }
+
+    async fn limited_token_review(&self, token: &str) -> Result<Option<User>, ReviewError> {
+        let allowed = self
+            .bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(tokio::time::Instant::now());
+        if !allowed {
+            self.count("throttled");
+            tracing::debug!("TokenReview rate limit reached; token not reviewed");
+            return Err(ReviewError::Throttled);
+        }
+        let _slot = match &self.slots {
+            None => None,
+            Some(slots) => {
+                match tokio::time::timeout(self.limits.queue_wait, slots.acquire()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => {
+                        self.count("throttled");
+                        tracing::debug!(
+                            "TokenReview concurrency limit reached; token not reviewed"
+                        );
+                        return Err(ReviewError::Throttled);
+                    }
+                }
+            }
+        };
+        let result = self.inner.token_review(token).await;
+        self.count(match &result {
+            Ok(Some(_)) => "authenticated",
+            Ok(None) => "unauthenticated",
+            Err(_) => "error",
+        });
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "TokenReview failed");
+        }
+        result
+    }
+}
+
+impl Reviews for LimitedReviews {
+    fn token_review<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<User>, ReviewError>> {
+        Box::pin(self.limited_token_review(token))
+    }
+
+    fn access_review<'a>(
+        &'a self,
+        user: &'a User,
+        attrs: &'a RequestAttributes,
+    ) -> BoxFuture<'a, Result<Decision, ReviewError>> {
+        self.inner.access_review(user, attrs)
+    }
+}
+
+/// Classic token bucket: `rate` tokens a second up to `burst`; starts full.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! A counting stand-in for [`KubeReviews`]: only to prove what the caches save.
@@ -342,6 +504,135 @@ mod tests {
                 "nonResourceAttributes": {"path": "/apis", "verb": "get"}
             })
         );
+    }
+
+    #[test]
+    fn token_bucket_allows_a_burst_then_the_rate() {
+        let mut b = TokenBucket::new(10.0, 5);
+        let now = tokio::time::Instant::now();
+        assert_eq!((0..8).filter(|_| b.take(now)).count(), 5);
+        // 10/s: one more every 100 ms.
+        assert!(!b.take(now + Duration::from_millis(50)));
+        assert!(b.take(now + Duration::from_millis(160)));
+        // A long pause refills only up to the burst.
+        let later = now + Duration::from_secs(60);
+        assert_eq!((0..8).filter(|_| b.take(later)).count(), 5);
+        let mut unlimited = TokenBucket::new(0.0, 1);
+        assert!((0..1000).all(|_| unlimited.take(now)));
+    }
+
+    fn limited(
+        inner: std::sync::Arc<testing::CountingReviews>,
+        limits: ReviewLimits,
+    ) -> (
+        LimitedReviews,
+        prometheus_client::metrics::family::Family<
+            crate::metrics::ResultLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) {
+        let counts = prometheus_client::metrics::family::Family::default();
+        (LimitedReviews::new(inner, limits, counts.clone()), counts)
+    }
+
+    fn counted(
+        counts: &prometheus_client::metrics::family::Family<
+            crate::metrics::ResultLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        result: &'static str,
+    ) -> u64 {
+        counts
+            .get_or_create(&crate::metrics::ResultLabels { result })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_tokens_reaches_the_api_server_only_at_the_rate() {
+        let inner = std::sync::Arc::new(testing::CountingReviews::default());
+        inner
+            .tokens
+            .lock()
+            .unwrap()
+            .insert("good".into(), User::new("alice", vec![]));
+        let (reviews, counts) = limited(
+            inner.clone(),
+            ReviewLimits {
+                // One more every 100 s: none refills during the test.
+                qps: 0.01,
+                burst: 10,
+                ..ReviewLimits::default()
+            },
+        );
+        let mut throttled = 0;
+        for i in 0..100 {
+            match reviews.token_review(&format!("random-{i}")).await {
+                Ok(None) => {}
+                Err(ReviewError::Throttled) => throttled += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(inner.token_calls(), 10, "only the burst was sent");
+        assert_eq!(throttled, 90);
+        assert_eq!(counted(&counts, "unauthenticated"), 10);
+        assert_eq!(counted(&counts, "throttled"), 90);
+        // Throttled is an error (not cached, 401 for now), never an answer about the token.
+        assert_eq!(
+            reviews.token_review("good").await,
+            Err(ReviewError::Throttled)
+        );
+        assert_eq!(inner.token_calls(), 10);
+    }
+
+    #[tokio::test]
+    async fn concurrent_reviews_are_bounded_and_the_rest_wait_then_give_up() {
+        let inner = std::sync::Arc::new(testing::CountingReviews::default());
+        // Far longer than the queue wait, so no slot frees while the others wait.
+        *inner.delay.lock().unwrap() = Some(Duration::from_secs(3));
+        let (reviews, counts) = limited(
+            inner.clone(),
+            ReviewLimits {
+                qps: 0.0,
+                max_inflight: 2,
+                queue_wait: Duration::from_millis(200),
+                ..ReviewLimits::default()
+            },
+        );
+        let reviews = std::sync::Arc::new(reviews);
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let r = reviews.clone();
+            tasks.push(tokio::spawn(async move {
+                r.token_review(&format!("t{i}")).await
+            }));
+        }
+        let results: Vec<_> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(inner.token_calls(), 2);
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| matches!(r, Err(ReviewError::Throttled)))
+                .count(),
+            3
+        );
+        assert_eq!(counted(&counts, "throttled"), 3);
+        // SubjectAccessReviews are not limited.
+        let attrs = RequestAttributes::NonResource {
+            verb: "get".into(),
+            path: "/apis".into(),
+        };
+        *inner.delay.lock().unwrap() = None;
+        for _ in 0..10 {
+            reviews
+                .access_review(&User::anonymous(), &attrs)
+                .await
+                .unwrap();
+        }
+        assert_eq!(inner.access_calls(), 10);
     }
 
     #[test]

@@ -1,21 +1,34 @@
-//! The Status errors of authentication and authorization, worded as kube-apiserver words
-//! them (`apierrors.NewUnauthorized("Unauthorized")`, `responsewriters.ForbiddenStatusError`).
-
-use crate::api::status::ApiError;
+//! The errors of authentication and authorization, worded as kube-apiserver words them
+//! (`apierrors.NewUnauthorized("Unauthorized")`, `responsewriters.ForbiddenStatusError`). The
+//! HTTP layer turns each into its Status (401, 403, 500).
 
 use super::attributes::RequestAttributes;
 use super::user::User;
 
-/// 401: no credentials were believed (bad token, certificate not allowed, ...). The
-/// message never says why; the log does.
-pub fn unauthorized() -> ApiError {
-    ApiError::new(401, "Unauthorized", "Unauthorized")
+/// Why a request may not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// 401: no credentials were believed (bad token, certificate not allowed, ...). The
+    /// message never says why; the log does.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// 403, with kube-apiserver's message.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 500: a SubjectAccessReview could not be had. Go answers `Internal Server Error` here
+    /// too (never a 403 nor an allow); the cause goes to the log, not to the client.
+    #[error("the request could not be authorized: the API server did not answer")]
+    Unavailable,
+}
+
+pub fn unauthorized() -> AuthError {
+    AuthError::Unauthorized
 }
 
 /// 403, e.g. `pods.custom.metrics.k8s.io "*" is forbidden: User "x" cannot get resource
 /// "pods/m" in API group "custom.metrics.k8s.io" in the namespace "default"`, then
 /// `: <reason>` when the reviewer gave one.
-pub fn forbidden(user: &User, attrs: &RequestAttributes, reason: &str) -> ApiError {
+pub fn forbidden(user: &User, attrs: &RequestAttributes, reason: &str) -> AuthError {
     let mut msg = sanitize(&forbidden_message(user, attrs));
     if !reason.is_empty() {
         msg.push_str(": ");
@@ -38,31 +51,11 @@ pub fn forbidden(user: &User, attrs: &RequestAttributes, reason: &str) -> ApiErr
         }
         RequestAttributes::NonResource { .. } => format!("forbidden: {msg}"),
     };
-    ApiError::new(403, "Forbidden", message)
+    AuthError::Forbidden(message)
 }
 
-/// The `details` of the 403 Status (`{"name","group","kind"}`, empty ones left out; `{}`
-/// for non-resource requests), for when `ApiError` can carry details.
-pub fn forbidden_details(attrs: &RequestAttributes) -> serde_json::Value {
-    let mut details = serde_json::Map::new();
-    if let RequestAttributes::Resource(r) = attrs {
-        for (key, value) in [
-            ("name", &r.name),
-            ("group", &r.group),
-            ("kind", &r.resource),
-        ] {
-            if !value.is_empty() {
-                details.insert(key.into(), value.clone().into());
-            }
-        }
-    }
-    serde_json::Value::Object(details)
-}
-
-/// 500: a SubjectAccessReview could not be had. Go answers `Internal Server Error` here
-/// too (never a 403 nor an allow); the cause goes to the log, not to the client.
-pub fn authorization_unavailable() -> ApiError {
-    ApiError::internal("the request could not be authorized: the API server did not answer")
+pub fn authorization_unavailable() -> AuthError {
+    AuthError::Unavailable
 }
 
 fn forbidden_message(user: &User, attrs: &RequestAttributes) -> String {
@@ -150,8 +143,9 @@ mod tests {
         })
     }
 
-    fn body(e: &ApiError) -> serde_json::Value {
-        serde_json::from_str(&e.body()).expect("json")
+    fn body(e: &AuthError) -> serde_json::Value {
+        let status = crate::api::status::ApiError::from(e.clone());
+        serde_json::from_str(&status.body()).expect("json")
     }
 
     #[test]
@@ -180,10 +174,6 @@ mod tests {
                 "message": "pods.custom.metrics.k8s.io \"*\" is forbidden: User \"system:anonymous\" cannot get resource \"pods/http_requests\" in API group \"custom.metrics.k8s.io\" in the namespace \"default\"",
                 "reason":"Forbidden","code":403})
         );
-        assert_eq!(
-            forbidden_details(&attrs),
-            serde_json::json!({"name":"*","group":"custom.metrics.k8s.io","kind":"pods"})
-        );
     }
 
     #[test]
@@ -198,7 +188,7 @@ mod tests {
             "node-1",
         );
         assert_eq!(
-            forbidden(&u, &nodes, "no RBAC policy matched").message,
+            forbidden(&u, &nodes, "no RBAC policy matched").to_string(),
             "nodes.custom.metrics.k8s.io \"node-1\" is forbidden: User \"jane\" cannot get resource \"nodes/node_temp\" in API group \"custom.metrics.k8s.io\" at the cluster scope: no RBAC policy matched"
         );
         let ext = resource(
@@ -210,25 +200,22 @@ mod tests {
             "",
         );
         assert_eq!(
-            forbidden(&u, &ext, "").message,
+            forbidden(&u, &ext, "").to_string(),
             "queue_ready.external.metrics.k8s.io is forbidden: User \"jane\" cannot list resource \"queue_ready\" in API group \"external.metrics.k8s.io\" in the namespace \"demo\""
-        );
-        assert_eq!(
-            forbidden_details(&ext),
-            serde_json::json!({"group":"external.metrics.k8s.io","kind":"queue_ready"})
         );
         let path = RequestAttributes::NonResource {
             verb: "get".into(),
             path: "/apis/custom.metrics.k8s.io/v1beta2".into(),
         };
-        let e = forbidden(&u, &path, "");
-        assert_eq!(e.code, 403);
-        assert_eq!(e.reason, "Forbidden");
+        let e = body(&forbidden(&u, &path, ""));
         assert_eq!(
-            e.message,
+            (&e["code"], &e["reason"]),
+            (&403.into(), &"Forbidden".into())
+        );
+        assert_eq!(
+            e["message"],
             "forbidden: User \"jane\" cannot get path \"/apis/custom.metrics.k8s.io/v1beta2\""
         );
-        assert_eq!(forbidden_details(&path), serde_json::json!({}));
     }
 
     #[test]
@@ -239,9 +226,9 @@ mod tests {
             path: "/version".into(),
         };
         assert_eq!(
-            forbidden(&u, &path, "").message,
+            forbidden(&u, &path, "").to_string(),
             "forbidden: User \"&lt;b&gt;\\\"x\\\"\\n\" cannot get path \"/version\""
         );
-        assert_eq!(authorization_unavailable().code, 500);
+        assert_eq!(body(&authorization_unavailable())["code"], 500);
     }
 }

@@ -62,12 +62,12 @@ pub async fn run(
     } else {
         format!("/apis/{}/v1beta2/{path}", request::CUSTOM_GROUP)
     };
-    match request::parse(&full, query).map_err(|e| anyhow::anyhow!("{}", e.message))? {
+    match request::parse(&full, query).map_err(|e| anyhow::anyhow!("{e}"))? {
         Route::Custom(req) => {
             let plan = bridge
                 .plan_custom(&registry, &req)
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", e.message))
+                .map_err(|e| anyhow::anyhow!("{e}"))
                 .context("explaining")?;
             let rule = plan.metric.rule;
             println!(
@@ -95,7 +95,7 @@ pub async fn run(
         Route::External(req) => {
             let promql = bridge
                 .plan_external(&registry, &req)
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let rule = registry
                 .external_metric(&req.metric)
                 .map(|m| m.rule.to_string())

@@ -17,7 +17,7 @@ use crate::kube::resources::{ResourceMapper, StaticMapper};
 use crate::kube::watch_cache::ClusterResolver;
 use crate::metrics::{unix_now, Metrics};
 use crate::reload::{backend_for, RulesReloader};
-use crate::rules::{load_file, LoadError, Overrides};
+use crate::rules::{load_file, LoadError, Overrides, RuleSet};
 use crate::{api, server, tls};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -27,7 +27,71 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         prometheus_url: args.prometheus_url.clone(),
     };
-    let rules = match load_file(&args.config, &overrides) {
+    let rules = load_rules(&args, &overrides, &metrics)?;
+    let cluster = if args.standalone {
+        None
+    } else {
+        Some(Cluster::connect(&args, metrics.clone()).await?)
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let background = Background::start(
+        &args,
+        overrides,
+        rules,
+        cluster.as_ref(),
+        &metrics,
+        &shutdown_rx,
+    )?;
+    let bridge = background.bridge.clone();
+    let certs = serving_certificate(&args, &metrics)?;
+    let tls_config = Arc::new(ArcSwap::new(tls::server_config(
+        certs.resolver(),
+        tls::ClientAuth::None,
+    )?));
+    let (auth, _auth_watch) = match &cluster {
+        None => (None, None),
+        Some(c) => {
+            let (auth, watch) = authentication(&args, c, &certs, &tls_config, &metrics).await?;
+            (Some(auth), Some(watch))
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(secure_address)
+        .await
+        .with_context(|| format!("binding the secure port {secure_address}"))?;
+    tracing::info!(address = %secure_address, standalone = args.standalone, "serving the metrics APIs over TLS");
+    let metrics_server = start_metrics_port(&args, &metrics, &bridge, &shutdown_rx).await?;
+    let signal_task = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let result = server::serve_tls_with(
+        listener,
+        tls_config,
+        api::routes(bridge, auth),
+        wait_for(shutdown_rx.clone()),
+        args.secure_server_options(metrics.listener("secure")),
+    )
+    .await;
+    signal_task.abort();
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
+    background.stop();
+    drop(certs);
+    result
+}
+
+/// The rules file, loaded once before anything starts: a bad file is a clear error at startup
+/// (a reload keeps the old rules instead).
+fn load_rules(
+    args: &ServeArgs,
+    overrides: &Overrides,
+    metrics: &Metrics,
+) -> anyhow::Result<RuleSet> {
+    let rules = match load_file(&args.config, overrides) {
         Ok(r) => r,
         Err(LoadError::Problems(p)) => {
             for problem in &p.0 {
@@ -47,55 +111,79 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     metrics.rules_last_reload_success.set(1);
     metrics.rules_last_reload_timestamp.set(unix_now());
     tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), prometheus = %rules.prometheus.url, "rules loaded");
+    Ok(rules)
+}
 
-    let backend = Arc::new(ArcSwap::from_pointee(backend_for(&rules, &metrics)?));
-    let rules = Arc::new(ArcSwap::from_pointee(rules));
-    let registry = Arc::new(ArcSwap::from_pointee(Registry::empty(rules.load_full())));
-    let cluster = if args.standalone {
-        None
-    } else {
-        Some(Cluster::connect(&args, metrics.clone()).await?)
-    };
-    let (mapper, objects): (Arc<dyn ResourceMapper>, Arc<dyn ObjectResolver>) = match &cluster {
-        None => (
-            Arc::new(StaticMapper::builtin()),
-            Arc::new(StandaloneResolver),
-        ),
-        Some(c) => (c.mapper.clone(), c.objects.clone()),
-    };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let discover_now = Arc::new(Notify::new());
+/// What runs beside the request path: series discovery and the rules reloader, and the
+/// [`Bridge`] both of them keep current.
+struct Background {
+    bridge: Arc<Bridge>,
+    discovery: tokio::task::JoinHandle<()>,
+    reload: tokio::task::JoinHandle<()>,
+}
 
-    let discoverer = Discoverer {
-        rules: rules.clone(),
-        backend: backend.clone(),
-        registry: registry.clone(),
-        mapper: mapper.clone(),
-        objects: objects.clone(),
-        metrics: metrics.clone(),
-        wake: discover_now.clone(),
-    };
-    let discovery_task = tokio::spawn(discoverer.run(shutdown_rx.clone()));
-    let reloader = RulesReloader {
-        path: args.config.clone(),
-        overrides,
-        rules: rules.clone(),
-        backend: backend.clone(),
-        metrics: metrics.clone(),
-        discover_now,
-        poll_interval: args.rules_poll_interval,
-    };
-    let reload_task = tokio::spawn(reloader.run(shutdown_rx.clone()));
+impl Background {
+    fn start(
+        args: &ServeArgs,
+        overrides: Overrides,
+        rules: RuleSet,
+        cluster: Option<&Cluster>,
+        metrics: &Arc<Metrics>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Background> {
+        let backend = Arc::new(ArcSwap::from_pointee(backend_for(&rules, metrics)?));
+        let rules = Arc::new(ArcSwap::from_pointee(rules));
+        let registry = Arc::new(ArcSwap::from_pointee(Registry::empty(rules.load_full())));
+        let (mapper, objects): (Arc<dyn ResourceMapper>, Arc<dyn ObjectResolver>) = match cluster {
+            None => (
+                Arc::new(StaticMapper::builtin()),
+                Arc::new(StandaloneResolver),
+            ),
+            Some(c) => (c.mapper.clone(), c.objects.clone()),
+        };
+        let discover_now = Arc::new(Notify::new());
+        let discoverer = Discoverer {
+            rules: rules.clone(),
+            backend: backend.clone(),
+            registry: registry.clone(),
+            mapper: mapper.clone(),
+            objects: objects.clone(),
+            metrics: metrics.clone(),
+            wake: discover_now.clone(),
+        };
+        let reloader = RulesReloader {
+            path: args.config.clone(),
+            overrides,
+            rules,
+            backend: backend.clone(),
+            metrics: metrics.clone(),
+            discover_now,
+            poll_interval: args.rules_poll_interval,
+        };
+        Ok(Background {
+            discovery: tokio::spawn(discoverer.run(shutdown.clone())),
+            reload: tokio::spawn(reloader.run(shutdown.clone())),
+            bridge: Arc::new(Bridge {
+                registry,
+                backend,
+                mapper,
+                objects,
+                metrics: metrics.clone(),
+            }),
+        })
+    }
 
-    let bridge = Arc::new(Bridge {
-        registry: registry.clone(),
-        backend,
-        mapper,
-        objects,
-        metrics: metrics.clone(),
-    });
+    fn stop(self) {
+        self.discovery.abort();
+        self.reload.abort();
+    }
+}
 
-    // Serving certificate: files (reloaded on change) or a self-signed pair in --cert-dir.
+/// The serving certificate: files (reloaded on change) or a self-signed pair in --cert-dir.
+fn serving_certificate(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<tls::ServingCert> {
     let source = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => tls::CertSource::Files {
             cert: cert.clone(),
@@ -107,7 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let cert_metrics = metrics.clone();
-    let certs = tls::ServingCert::start(
+    tls::ServingCert::start(
         source,
         Arc::new(move |result: Result<(), String>| {
             cert_metrics.count(
@@ -116,81 +204,66 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }),
     )
-    .context("loading the serving certificate")?;
-    let tls_config = Arc::new(ArcSwap::new(tls::server_config(
-        certs.resolver(),
-        tls::ClientAuth::None,
-    )?));
+    .context("loading the serving certificate")
+}
 
-    // Delegated authentication and authorization (design §3.4): the ConfigMap is read before
-    // the port opens, and its CAs go into the TLS configuration now and on every change.
-    let (auth, _auth_watch) = match &cluster {
-        None => (None, None),
-        Some(c) => {
-            let watch = AuthConfigWatch::start(
-                c.client.clone(),
-                Some(TlsReload {
-                    resolver: certs.resolver(),
-                    server_config: tls_config.clone(),
-                }),
-                args.authentication_tolerate_lookup_failure,
-            )
-            .await?;
-            let auth = Auth::with_defaults(
-                watch.handle(),
-                Arc::new(KubeReviews::new(c.client.clone())),
-                &args.authorization_always_allow_paths,
-            )?;
-            (Some(Arc::new(auth)), Some(watch))
-        }
-    };
-
-    let listener = tokio::net::TcpListener::bind(secure_address)
-        .await
-        .with_context(|| format!("binding the secure port {secure_address}"))?;
-    tracing::info!(address = %secure_address, standalone = args.standalone, "serving the metrics APIs over TLS");
-
-    let metrics_server = if args.metrics_bind_address.is_empty() {
-        None
-    } else {
-        let address: std::net::SocketAddr = args
-            .metrics_bind_address
-            .parse()
-            .with_context(|| format!("--metrics-bind-address {:?}", args.metrics_bind_address))?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding --metrics-bind-address {address}"))?;
-        tracing::info!(%address, "serving /metrics and health over plain HTTP");
-        let filter = metrics_routes(metrics.clone(), bridge.clone());
-        let rx = shutdown_rx.clone();
-        Some(tokio::spawn(server::serve_plain(
-            listener,
-            filter,
-            wait_for(rx),
-        )))
-    };
-
-    let signal_task = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
-
-    let result = server::serve_tls(
-        listener,
-        tls_config,
-        api::routes(bridge, auth),
-        wait_for(shutdown_rx.clone()),
+/// Delegated authentication and authorization (design §3.4): the ConfigMap is read before the
+/// port opens, and its CAs go into the TLS configuration now and on every change. The watch
+/// must live as long as the server.
+async fn authentication(
+    args: &ServeArgs,
+    cluster: &Cluster,
+    certs: &tls::ServingCert,
+    tls_config: &Arc<ArcSwap<rustls::ServerConfig>>,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<Auth>, AuthConfigWatch)> {
+    let watch = AuthConfigWatch::start(
+        cluster.client.clone(),
+        Some(TlsReload {
+            resolver: certs.resolver(),
+            server_config: tls_config.clone(),
+        }),
+        args.authentication_tolerate_lookup_failure,
     )
-    .await;
-    signal_task.abort();
-    if let Some(task) = metrics_server {
-        let _ = task.await;
+    .await?;
+    // TokenReviews are rate- and concurrency-limited (design §3.4).
+    let reviews = crate::auth::reviews::LimitedReviews::new(
+        Arc::new(KubeReviews::new(cluster.client.clone())),
+        args.token_review_limits(),
+        metrics.token_reviews.clone(),
+    );
+    let auth = Auth::with_defaults(
+        watch.handle(),
+        Arc::new(reviews),
+        &args.authorization_always_allow_paths,
+    )?;
+    Ok((Arc::new(auth), watch))
+}
+
+/// `/metrics` and health over plain HTTP on --metrics-bind-address (none when it is empty).
+async fn start_metrics_port(
+    args: &ServeArgs,
+    metrics: &Arc<Metrics>,
+    bridge: &Arc<Bridge>,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    if args.metrics_bind_address.is_empty() {
+        return Ok(None);
     }
-    discovery_task.abort();
-    reload_task.abort();
-    drop(certs);
-    result
+    let address: std::net::SocketAddr = args
+        .metrics_bind_address
+        .parse()
+        .with_context(|| format!("--metrics-bind-address {:?}", args.metrics_bind_address))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding --metrics-bind-address {address}"))?;
+    tracing::info!(%address, "serving /metrics and health over plain HTTP");
+    Ok(Some(tokio::spawn(server::serve_plain_with(
+        listener,
+        metrics_routes(metrics.clone(), bridge.clone()),
+        wait_for(shutdown.clone()),
+        args.metrics_server_options(metrics.listener("metrics")),
+    ))))
 }
 
 /// `/metrics` (OpenMetrics text) and health on the plain port.

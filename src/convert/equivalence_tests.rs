@@ -115,7 +115,7 @@ fn ours(case: &Case) -> (bool, Option<String>, String) {
         };
         external_query(rule, &metric, namespace.unwrap_or(""), &selector)
     }
-    .unwrap_or_else(|e| panic!("{}: {}", case.name, e.message));
+    .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     (kept, metric, query)
 }
 

@@ -150,18 +150,6 @@ pub fn api_group(name: &str) -> String {
     g.to_string()
 }
 
-/// Whether the client asked for aggregated discovery v2 (kube-aggregator does on `/apis`).
-pub fn wants_aggregated(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| {
-        a.split(',').any(|part| {
-            let params: Vec<&str> = part.split(';').map(str::trim).collect();
-            params.contains(&"g=apidiscovery.k8s.io")
-                && params.contains(&"v=v2")
-                && params.contains(&"as=APIGroupDiscoveryList")
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,15 +203,6 @@ mod tests {
             agg["items"][0]["versions"][0]["resources"][1]["subresources"][0]["subresource"],
             "a"
         );
-    }
-
-    #[test]
-    fn aggregated_accept_header() {
-        assert!(wants_aggregated(Some(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-        )));
-        assert!(!wants_aggregated(Some("application/json")));
-        assert!(!wants_aggregated(None));
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `ExternalMetricValueList` JSON, with canonical Quantity values and the sample's own
 //! timestamp.
 
+pub mod discovery;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
