@@ -3,6 +3,7 @@
 //! timestamp.
 
 pub mod discovery;
+pub mod resource;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

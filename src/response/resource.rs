@@ -1,0 +1,287 @@
+//! The Resource Metrics API's objects (`metrics.k8s.io/v1beta1`): `PodMetrics` and
+//! `NodeMetrics` and their lists, as the bridge builds them before they are encoded. JSON is
+//! shaped as metrics-server and `k8s.io/metrics` write it: `metadata` with name, namespace
+//! and labels, `timestamp` (RFC 3339, whole seconds), `window` (a Go duration string) and
+//! `usage` maps of canonical Quantity strings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::timestamp;
+
+pub const RESOURCE_GROUP: &str = "metrics.k8s.io";
+pub const RESOURCE_VERSION: &str = "v1beta1";
+
+/// `cpu` and `memory` usage of one container or node: resource name -> canonical Quantity.
+/// Sorted, as Go's encoders sort map keys.
+pub type Usage = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerMetrics {
+    pub name: String,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodMetrics {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// Unix seconds of the oldest sample the pod's values come from.
+    pub timestamp: f64,
+    pub window: Duration,
+    /// Sorted by name, so answers are stable.
+    pub containers: Vec<ContainerMetrics>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeMetrics {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub timestamp: f64,
+    pub window: Duration,
+    pub usage: Usage,
+}
+
+/// Go's `time.Duration.String()`: `15s`, `1m0s`, `5m0s`, `1h0m0s`, `500ms`, `0s`, `10.866s`.
+/// `metav1.Duration` is written this way and parsed back with `time.ParseDuration`.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    if nanos < 1_000_000_000 {
+        // Below a second Go picks the largest unit that keeps an integer part.
+        let (unit, scale) = if nanos < 1_000 {
+            ("ns", 1)
+        } else if nanos < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{}{unit}", fraction(nanos, scale));
+    }
+    let hours = nanos / 3_600_000_000_000;
+    let minutes = (nanos / 60_000_000_000) % 60;
+    let seconds = fraction(nanos % 60_000_000_000, 1_000_000_000);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// `value / scale` with the fraction's trailing zeros removed, as Go prints it.
+fn fraction(value: u128, scale: u128) -> String {
+    let whole = value / scale;
+    let rest = value % scale;
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let digits = scale.to_string().len() - 1;
+    let frac = format!("{rest:0digits$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    // metav1.ObjectMeta writes `creationTimestamp: null` for a zero time; we have no
+    // creation time of our own to report (metrics-server's is "now", which says nothing).
+    #[serde(rename = "creationTimestamp")]
+    creation_timestamp: Option<()>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ContainerJson<'a> {
+    name: &'a str,
+    usage: &'a Usage,
+}
+
+#[derive(Serialize)]
+struct PodJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    metadata: Metadata<'a>,
+    timestamp: String,
+    window: String,
+    containers: Vec<ContainerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct NodeJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    api_version: Option<String>,
+    metadata: Metadata<'a>,
+    timestamp: String,
+    window: String,
+    usage: &'a Usage,
+}
+
+#[derive(Serialize)]
+struct ListJson<T> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    items: Vec<T>,
+}
+
+fn api_version() -> String {
+    format!("{RESOURCE_GROUP}/{RESOURCE_VERSION}")
+}
+
+impl PodMetrics {
+    fn json(&self, top_level: bool) -> PodJson<'_> {
+        PodJson {
+            kind: top_level.then_some("PodMetrics"),
+            api_version: top_level.then(api_version),
+            metadata: Metadata {
+                name: &self.name,
+                namespace: Some(&self.namespace),
+                creation_timestamp: None,
+                labels: &self.labels,
+            },
+            timestamp: timestamp(self.timestamp),
+            window: go_duration(self.window),
+            containers: self
+                .containers
+                .iter()
+                .map(|c| ContainerJson {
+                    name: &c.name,
+                    usage: &c.usage,
+                })
+                .collect(),
+        }
+    }
+
+    /// A single `PodMetrics` (a get by name).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.json(true)).unwrap_or_default()
+    }
+}
+
+impl NodeMetrics {
+    fn json(&self, top_level: bool) -> NodeJson<'_> {
+        NodeJson {
+            kind: top_level.then_some("NodeMetrics"),
+            api_version: top_level.then(api_version),
+            metadata: Metadata {
+                name: &self.name,
+                namespace: None,
+                creation_timestamp: None,
+                labels: &self.labels,
+            },
+            timestamp: timestamp(self.timestamp),
+            window: go_duration(self.window),
+            usage: &self.usage,
+        }
+    }
+
+    /// A single `NodeMetrics` (a get by name).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.json(true)).unwrap_or_default()
+    }
+}
+
+/// `PodMetricsList`; items carry no kind or apiVersion, as in Go.
+pub fn pod_list_json(items: &[PodMetrics]) -> String {
+    serde_json::to_string(&ListJson {
+        kind: "PodMetricsList",
+        api_version: api_version(),
+        metadata: Default::default(),
+        items: items.iter().map(|p| p.json(false)).collect(),
+    })
+    .unwrap_or_default()
+}
+
+/// `NodeMetricsList`.
+pub fn node_list_json(items: &[NodeMetrics]) -> String {
+    serde_json::to_string(&ListJson {
+        kind: "NodeMetricsList",
+        api_version: api_version(),
+        metadata: Default::default(),
+        items: items.iter().map(|n| n.json(false)).collect(),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_strings() {
+        let s = |secs: u64| go_duration(Duration::from_secs(secs));
+        assert_eq!(s(0), "0s");
+        assert_eq!(s(15), "15s");
+        assert_eq!(s(60), "1m0s");
+        assert_eq!(s(300), "5m0s");
+        assert_eq!(s(3600), "1h0m0s");
+        assert_eq!(s(3725), "1h2m5s");
+        assert_eq!(go_duration(Duration::from_millis(10_866)), "10.866s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
+        assert_eq!(go_duration(Duration::from_millis(90_500)), "1m30.5s");
+    }
+
+    fn pod() -> PodMetrics {
+        PodMetrics {
+            name: "web-1".into(),
+            namespace: "default".into(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            timestamp: 1_700_000_000.5,
+            window: Duration::from_secs(15),
+            containers: vec![ContainerMetrics {
+                name: "c".into(),
+                usage: [
+                    ("cpu".to_string(), "1234567n".to_string()),
+                    ("memory".to_string(), "12345Ki".to_string()),
+                ]
+                .into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn pod_list_shape() {
+        assert_eq!(
+            pod_list_json(&[pod()]),
+            r#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":[{"metadata":{"name":"web-1","namespace":"default","creationTimestamp":null,"labels":{"app":"web"}},"timestamp":"2023-11-14T22:13:20Z","window":"15s","containers":[{"name":"c","usage":{"cpu":"1234567n","memory":"12345Ki"}}]}]}"#
+        );
+    }
+
+    #[test]
+    fn single_objects_carry_kind() {
+        let text = pod().to_json();
+        assert!(
+            text.starts_with(r#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1beta1","#),
+            "{text}"
+        );
+        let node = NodeMetrics {
+            name: "node-a".into(),
+            labels: BTreeMap::new(),
+            timestamp: 1_700_000_000.0,
+            window: Duration::from_secs(60),
+            usage: [("cpu".to_string(), "2".to_string())].into(),
+        };
+        assert_eq!(
+            node.to_json(),
+            r#"{"kind":"NodeMetrics","apiVersion":"metrics.k8s.io/v1beta1","metadata":{"name":"node-a","creationTimestamp":null},"timestamp":"2023-11-14T22:13:20Z","window":"1m0s","usage":{"cpu":"2"}}"#
+        );
+        assert!(node_list_json(&[]).ends_with(r#""items":[]}"#));
+    }
+}
