@@ -25,6 +25,9 @@ pub struct ConfigFile {
     pub cache: CacheConfig,
     pub rules: Vec<RuleConfig>,
     pub external_rules: Vec<RuleConfig>,
+    /// The resource metrics API (`metrics.k8s.io`): prometheus-adapter's `resourceRules`.
+    /// Absent: that API is not served.
+    pub resource_rules: Option<ResourceRulesConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -250,6 +253,51 @@ pub enum OnMissing {
     Zero,
 }
 
+/// `[resource_rules]`: CPU and memory for `kubectl top` and `Resource` HPAs, with
+/// prometheus-adapter's `resourceRules` meaning (`rules::resource_metrics` compiles it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceRulesConfig {
+    /// The interval the usage covers, reported as `window` and used by the HPA's CPU
+    /// readiness check. Unset: the range of the CPU container query's `rate()` (or
+    /// `increase()`, `*_over_time()`).
+    #[serde(with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// What a pod gets when some of its containers have no sample for a resource.
+    pub missing_containers: MissingContainers,
+    /// Required; `Option` so that a missing table is a problem named by `check`.
+    pub cpu: Option<ResourceRuleConfig>,
+    pub memory: Option<ResourceRuleConfig>,
+}
+
+/// `[resource_rules.cpu]` / `[resource_rules.memory]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceRuleConfig {
+    /// Per-container usage; rendered once per namespace (or once for the cluster).
+    pub container_query: String,
+    /// Per-node usage; rendered once for all nodes.
+    pub node_query: String,
+    /// Which labels name namespaces, pods and nodes (as in `[[rules]]`).
+    pub resources: ResourceMapping,
+    /// The label that names the container, e.g. `container` for cAdvisor series.
+    pub container_label: String,
+}
+
+/// What the resource metrics API answers for a pod some of whose containers have no sample
+/// for cpu or memory.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingContainers {
+    /// Leave the pod out, as metrics-server does: `kubectl top` does not list it and the HPA
+    /// counts it as missing (conservatively).
+    #[default]
+    DropPod,
+    /// Report 0 for the missing resource of that container, as prometheus-adapter does for a
+    /// container with only one of the two resources.
+    Zero,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("rules file {path}: {source}")]
@@ -434,6 +482,77 @@ namespaced = false
         assert!(err.contains("cache.max_bytes"), "{err}");
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn parses_resource_rules() {
+        let cfg = parse_str(
+            r#"
+[resource_rules]
+window = "2m"
+missing_containers = "zero"
+[resource_rules.cpu]
+container_query = 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!=""}[2m]))'
+node_query = 'sum by (<<.GroupBy>>) (rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
+container_label = "container"
+[resource_rules.memory]
+container_query = 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!=""})'
+node_query = 'sum by (<<.GroupBy>>) (node_memory_working_set_bytes{<<.LabelMatchers>>})'
+resources.template = "<<.Resource>>"
+container_label = "container"
+"#,
+        )
+        .expect("parses");
+        let rr = cfg.resource_rules.expect("resource_rules");
+        assert_eq!(rr.window, Some(Duration::from_secs(120)));
+        assert_eq!(rr.missing_containers, MissingContainers::Zero);
+        let cpu = rr.cpu.expect("cpu");
+        assert_eq!(cpu.container_label, "container");
+        assert_eq!(cpu.resources.overrides["node"].resource, "node");
+        assert!(cpu.node_query.contains("node_cpu_usage_seconds_total"));
+        let memory = rr.memory.expect("memory");
+        assert_eq!(memory.resources.template.as_deref(), Some("<<.Resource>>"));
+
+        let defaults = parse_str("[resource_rules]\n").expect("parses");
+        let rr = defaults.resource_rules.expect("present");
+        assert_eq!(rr.window, None);
+        assert_eq!(rr.missing_containers, MissingContainers::DropPod);
+        assert!(rr.cpu.is_none() && rr.memory.is_none());
+        assert_eq!(ConfigFile::default().resource_rules, None);
+    }
+
+    #[test]
+    fn resource_rules_errors_name_section_and_field() {
+        for (text, needle) in [
+            (
+                "[resource_rules]\nwindw = \"2m\"\n",
+                "resource_rules.windw: unknown field: found `windw`",
+            ),
+            (
+                "[resource_rules.cpu]\ncontainer_querry = 'x'\n",
+                "resource_rules.cpu.container_querry: unknown field",
+            ),
+            (
+                "[resource_rules.memory]\nresources.overides = {}\n",
+                "resource_rules.memory.resources.overides: unknown field",
+            ),
+            (
+                "[resource_rules]\nwindow = \"two minutes\"\n",
+                "resource_rules.window",
+            ),
+            (
+                "[resource_rules]\nmissing_containers = \"drop\"\n",
+                "resource_rules.missing_containers",
+            ),
+            (
+                "[resource_rules.cpu]\ncontainer_label = 3\n",
+                "resource_rules.cpu.container_label",
+            ),
+        ] {
+            let err = parse_str(text).expect_err(text).to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -98,6 +98,9 @@ impl RulesReloader {
                     external = new_rules.external.len(),
                     "rules reloaded"
                 );
+                for warning in &new_rules.warnings {
+                    tracing::warn!(path = %self.path.display(), %warning, "rules warning");
+                }
                 self.rules.store(Arc::new(new_rules));
                 self.metrics.rules_last_reload_success.set(1);
                 self.metrics.count(&self.metrics.rules_reloads, "success");

@@ -111,6 +111,9 @@ fn load_rules(
     metrics.rules_last_reload_success.set(1);
     metrics.rules_last_reload_timestamp.set(unix_now());
     tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), prometheus = %rules.prometheus.url, "rules loaded");
+    for warning in &rules.warnings {
+        tracing::warn!(path = %args.config.display(), %warning, "rules warning");
+    }
     Ok(rules)
 }
 

@@ -5,6 +5,7 @@
 //! query parsed as PromQL), so that a broken rule fails `check` and reload, never a request.
 
 pub mod naming;
+pub mod resource_metrics;
 pub mod resources;
 pub mod template;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::config::{CacheConfig, ConfigFile, OnMissing, PrometheusConfig, RuleConfig};
 use naming::{MetricNamer, SeriesFilter};
+use resource_metrics::ResourceRules;
 use resources::ResourceAssociation;
 use template::{Template, TemplateKind};
 
@@ -66,10 +68,11 @@ impl Rule {
     }
 }
 
-/// One thing wrong in a rules file.
+/// One thing wrong in a rules file (or, in [`RuleSet::warnings`], probably wrong).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// `rules[0]`, `external_rules[2]`, or a top-level section like `prometheus`.
+    /// `rules[0]`, `external_rules[2]`, `resource_rules.cpu`, or a top-level section like
+    /// `prometheus`.
     pub place: String,
     pub field: String,
     pub message: String,
@@ -117,6 +120,11 @@ pub struct RuleSet {
     pub cache: CacheConfig,
     pub custom: Vec<Rule>,
     pub external: Vec<Rule>,
+    /// `[resource_rules]`: the resource metrics API is served only when this is set.
+    pub resource_rules: Option<ResourceRules>,
+    /// What loads but is probably wrong (e.g. a window that disagrees with a query's range).
+    /// `check` prints these without failing; `serve` logs them.
+    pub warnings: Vec<Problem>,
 }
 
 impl RuleSet {
@@ -133,13 +141,19 @@ impl RuleSet {
         };
         let custom = compile_all(Api::Custom, &file.rules, &mut problems);
         let external = compile_all(Api::External, &file.external_rules, &mut problems);
-        if file.rules.is_empty() && file.external_rules.is_empty() {
+        let mut warnings = Vec::new();
+        let resource_rules = file
+            .resource_rules
+            .as_ref()
+            .and_then(|cfg| ResourceRules::compile(cfg, &mut problems, &mut warnings));
+        if file.rules.is_empty() && file.external_rules.is_empty() && file.resource_rules.is_none()
+        {
             problems.push(Problem {
                 place: "rules".into(),
                 field: "rules".into(),
-                message:
-                    "the file has no [[rules]] and no [[external_rules]]; nothing would be served"
-                        .into(),
+                message: "the file has no [[rules]], no [[external_rules]] and no \
+                          [resource_rules]; nothing would be served"
+                    .into(),
             });
         }
         if !problems.is_empty() {
@@ -150,6 +164,8 @@ impl RuleSet {
             cache: file.cache.clone(),
             custom,
             external,
+            resource_rules,
+            warnings,
         })
     }
 
@@ -504,5 +520,25 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
     #[test]
     fn empty_file_is_a_problem() {
         assert!(compile("").is_err());
+    }
+
+    #[test]
+    fn resource_rules_alone_are_a_file_and_their_warnings_are_kept() {
+        let text =
+            super::resource_metrics::tests::EXAMPLE.replace("window = \"2m\"", "window = \"1m\"");
+        let set = compile(&text).expect("resource rules alone are enough");
+        assert!(set.custom.is_empty() && set.external.is_empty());
+        let rr = set.resource_rules.as_ref().expect("compiled");
+        assert_eq!(rr.window, std::time::Duration::from_secs(60));
+        assert_eq!(set.warnings.len(), 2, "{:#?}", set.warnings);
+        assert!(set.warnings.iter().all(|w| w.place == "resource_rules.cpu"));
+
+        let set = compile(GOOD).expect("compiles");
+        assert!(set.resource_rules.is_none() && set.warnings.is_empty());
+
+        let err = compile(&format!("{GOOD}\n[resource_rules]\nwindow = \"1m\"\n"))
+            .expect_err("no cpu, no memory");
+        let text = err.to_string();
+        assert!(text.contains("resource_rules.cpu: is required"), "{text}");
     }
 }

@@ -108,6 +108,49 @@ impl ResourceAssociation {
         crate::promql::is_label_name(&label).then_some(label)
     }
 
+    /// Every label that names objects of `resource`: each override that maps to it (in label
+    /// order), then the rendered template if it is not one of them. Resource rules match a
+    /// node through any of its labels, where prometheus-adapter took one of them at random
+    /// (Go map order; prometheus-adapter#398).
+    pub fn labels_for_resource(
+        &self,
+        resource: &ResourceInfo,
+        mapper: &dyn ResourceMapper,
+    ) -> Vec<String> {
+        let mut labels = self.override_labels_for_resource(resource, mapper);
+        if let Some(label) = self.template_label_for_resource(resource) {
+            if !labels.contains(&label) {
+                labels.push(label);
+            }
+        }
+        labels
+    }
+
+    /// The overrides' labels that map to `resource`, in label order.
+    pub fn override_labels_for_resource(
+        &self,
+        resource: &ResourceInfo,
+        mapper: &dyn ResourceMapper,
+    ) -> Vec<String> {
+        self.overrides
+            .iter()
+            .filter(|(_, (group, res))| {
+                lookup(mapper, group, res)
+                    .is_some_and(|info| info.group_resource == resource.group_resource)
+            })
+            .map(|(label, _)| label.clone())
+            .collect()
+    }
+
+    /// The template rendered for `resource`, if there is a template and the result is a
+    /// label name.
+    pub fn template_label_for_resource(&self, resource: &ResourceInfo) -> Option<String> {
+        let (template, _) = self.template.as_ref()?;
+        let group = resource.group_resource.group.replace(['.', '-'], "_");
+        let label = template.render_resource(&group, &resource.singular);
+        crate::promql::is_label_name(&label).then_some(label)
+    }
+
     /// The label for namespaces, known without a cluster (namespaces are always there).
     pub fn namespace_label(&self) -> Option<String> {
         let builtin = StaticMapper::builtin();
@@ -209,6 +252,34 @@ mod tests {
             Some("pods")
         );
         assert_eq!(bare.namespace_label().as_deref(), Some("namespace"));
+    }
+
+    #[test]
+    fn every_label_of_a_resource() {
+        let mapper = StaticMapper::builtin();
+        let nodes = mapper.lookup("nodes").expect("nodes");
+        let a = ResourceAssociation::new(
+            &overrides(&[
+                ("node", "", "node"),
+                ("instance", "", "nodes"),
+                ("pod", "", "pod"),
+            ]),
+            Some("<<.Resource>>"),
+        )
+        .expect("ok");
+        assert_eq!(
+            a.labels_for_resource(&nodes, &mapper),
+            vec!["instance".to_string(), "node".to_string()],
+            "overrides in label order; the template's `node` is already there"
+        );
+        let only_template =
+            ResourceAssociation::new(&BTreeMap::new(), Some("kube_<<.Resource>>")).expect("ok");
+        assert_eq!(
+            only_template.labels_for_resource(&nodes, &mapper),
+            vec!["kube_node".to_string()]
+        );
+        let none = ResourceAssociation::new(&overrides(&[("pod", "", "pod")]), None).expect("ok");
+        assert!(none.labels_for_resource(&nodes, &mapper).is_empty());
     }
 
     #[test]
