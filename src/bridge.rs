@@ -285,7 +285,7 @@ impl Bridge {
         )?)
     }
 
-    async fn query(
+    pub(crate) async fn query(
         &self,
         promql: &str,
     ) -> Result<Arc<crate::prometheus::QueryResult>, AnswerError> {

@@ -67,6 +67,7 @@ impl Registry {
                 .iter()
                 .map(|((_, metric), m)| (&m.resource, metric.as_str())),
             external.keys().map(String::as_str),
+            rules.resource_rules.is_some(),
         );
         Registry {
             rules,
@@ -349,6 +350,8 @@ impl Discoverer {
             "series discovery finished"
         );
         self.objects.track(&registry.resources());
+        self.objects
+            .serve_resource_metrics(registry.rules.resource_rules.is_some());
         self.registry.store(Arc::new(registry));
         *previous = series;
     }

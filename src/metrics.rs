@@ -92,6 +92,7 @@ pub struct Metrics {
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
     pub series_dropped: Family<ReasonLabels, Counter>,
+    pub resource_metrics_omitted: Family<ReasonLabels, Counter>,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub open_connections: Family<ListenerLabels, Gauge>,
     pub rejected_connections: Family<RejectLabels, Counter>,
@@ -138,6 +139,7 @@ impl Metrics {
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
             series_dropped: Family::default(),
+            resource_metrics_omitted: Family::default(),
             cert_reloads: Family::default(),
             open_connections: Family::default(),
             rejected_connections: Family::default(),
@@ -208,6 +210,11 @@ impl Metrics {
             "series_dropped",
             "Series (or their labels) in discovery answers left out because their name cannot stand unquoted in PromQL, by reason",
             m.series_dropped.clone(),
+        );
+        registry.register(
+            "resource_metrics_omitted",
+            "Pods and nodes left out of metrics.k8s.io answers (a container or resource without a sample, under the rule's missing_containers policy) and usage samples that were NaN, infinite or negative, by reason",
+            m.resource_metrics_omitted.clone(),
         );
         registry.register(
             "certificate_reloads",

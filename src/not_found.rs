@@ -27,6 +27,9 @@ pub enum NotFound {
         what: String,
         metric_selector: String,
     },
+    /// A Running pod or a node without complete metrics (metrics-server's wording, with its
+    /// group-resources `podmetrics` and `nodemetrics`; `name` is `namespace/pod` for pods).
+    ResourceMetrics { kind: &'static str, name: String },
     /// An external query returned no finite sample.
     NoExternalSamples {
         metric: String,
@@ -80,6 +83,9 @@ impl fmt::Display for NotFound {
                 }
                 Ok(())
             }
+            NotFound::ResourceMetrics { kind, name } => {
+                write!(f, "{kind}.metrics.k8s.io \"{name}\" not found")
+            }
             NotFound::NoExternalSamples {
                 metric,
                 namespace,
@@ -117,6 +123,13 @@ mod tests {
                 name: "ghost-0".into()
             }),
             "pods \"ghost-0\" not found"
+        );
+        assert_eq!(
+            s(NotFound::ResourceMetrics {
+                kind: "podmetrics",
+                name: "default/busy".into()
+            }),
+            "podmetrics.metrics.k8s.io \"default/busy\" not found"
         );
         assert_eq!(
             s(NotFound::NoObjects {

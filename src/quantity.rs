@@ -185,6 +185,30 @@ fn suffix_exponent(suffix: &str) -> Option<i32> {
     SUFFIXES.iter().find(|(_, s)| *s == suffix).map(|(e, _)| *e)
 }
 
+/// The exact sum of DecimalSI strings of the form [`from_f64`] emits, in canonical form (a
+/// `kubectl get podmetrics` row sums its containers, as `Quantity.Add` does). `None` if one is
+/// not of that form or the sum overflows.
+pub fn sum<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut nanos: i128 = 0;
+    for value in values {
+        let (negative, rest) = match value.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, value),
+        };
+        let digits_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (digits, suffix) = rest.split_at(digits_end);
+        if digits.is_empty() || digits.len() > 24 {
+            return None;
+        }
+        let scale = 10i128.checked_pow((suffix_exponent(suffix)? + 9).unsigned_abs())?;
+        let magnitude = digits.parse::<i128>().ok()?.checked_mul(scale)?;
+        nanos = nanos.checked_add(if negative { -magnitude } else { magnitude })?;
+    }
+    Some(canonical(nanos < 0, nanos.abs(), -9))
+}
+
 /// Parses a DecimalSI string (`[-]digits[suffix]`, the form [`from_f64`] emits) and returns
 /// its value in milli-units rounded away from zero, as apimachinery's `MilliValue()` does.
 /// For tests and diagnostics; `None` for anything else (fractions, binary suffixes, overflow).
@@ -255,6 +279,18 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(q(*v), *want, "{v}");
         }
+    }
+
+    #[test]
+    fn sums_are_exact_and_canonical() {
+        assert_eq!(sum(["1234567n", "1234567n"]).as_deref(), Some("2469134n"));
+        assert_eq!(sum(["1500m", "500m"]).as_deref(), Some("2"));
+        assert_eq!(sum(["1k", "1"]).as_deref(), Some("1001"));
+        assert_eq!(sum(["12345678", "2"]).as_deref(), Some("12345680"));
+        assert_eq!(sum(["-250m", "250m"]).as_deref(), Some("0"));
+        assert_eq!(sum([]).as_deref(), Some("0"));
+        assert_eq!(sum(["1.5"]), None);
+        assert_eq!(sum(["1Ki"]), None);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! [`RequestError`] (the HTTP layer makes it a 400 or 404 Status). Nothing here trusts its
 //! input: names and selectors are validated before any of them can reach a query.
 
+use crate::field_selector::{self, FieldSelector};
 use crate::names;
 use crate::not_found::NotFound;
+use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
 use crate::selector::Selector;
 
 /// Why a path and query are not a request.
@@ -15,6 +17,10 @@ pub enum RequestError {
     /// A route, but malformed: a bad name, selector or encoding (400).
     #[error("{0}")]
     BadRequest(String),
+    /// `?watch=true` on a resource that can only be read (405, as kube-apiserver answers
+    /// for a storage without a watcher).
+    #[error("watch is not supported on {0}")]
+    WatchNotSupported(String),
 }
 
 fn bad_request(message: impl Into<String>) -> RequestError {
@@ -64,6 +70,45 @@ pub struct CustomRequest {
     pub namespace_metric: bool,
 }
 
+/// The two kinds the Resource Metrics API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Pods,
+    Nodes,
+}
+
+impl ResourceKind {
+    /// The URL plural.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Pods => "pods",
+            ResourceKind::Nodes => "nodes",
+        }
+    }
+}
+
+/// What a Table row carries as `object` (`includeObject`; the default is `Metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    None,
+    #[default]
+    Metadata,
+    Object,
+}
+
+/// A `metrics.k8s.io` get (`name` set) or list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceMetricsRequest {
+    pub kind: ResourceKind,
+    /// None: nodes, or pods across all namespaces.
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub label_selector: Selector,
+    pub field_selector: FieldSelector,
+    /// For Table answers only.
+    pub include_object: IncludeObject,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalRequest {
     pub namespace: String,
@@ -78,8 +123,11 @@ pub enum Route {
     GroupDiscovery(&'static str),
     CustomResources(CustomVersion),
     ExternalResources,
+    /// `/apis/metrics.k8s.io/v1beta1`.
+    ResourceMetricsResources,
     Custom(CustomRequest),
     External(ExternalRequest),
+    ResourceMetrics(ResourceMetricsRequest),
     OpenApiV2,
     OpenApiV3Index,
     OpenApiV3(&'static str, &'static str),
@@ -94,7 +142,14 @@ impl Route {
             Route::RootDiscovery
             | Route::GroupDiscovery(_)
             | Route::CustomResources(_)
-            | Route::ExternalResources => "discovery",
+            | Route::ExternalResources
+            | Route::ResourceMetricsResources => "discovery",
+            Route::ResourceMetrics(r) => match (r.kind, &r.name) {
+                (ResourceKind::Pods, Some(_)) => "resource_pod",
+                (ResourceKind::Pods, None) => "resource_pods",
+                (ResourceKind::Nodes, Some(_)) => "resource_node",
+                (ResourceKind::Nodes, None) => "resource_nodes",
+            },
             Route::Custom(c) if c.namespace_metric => "custom_namespace",
             Route::Custom(CustomRequest {
                 target: Target::Named(_),
@@ -118,6 +173,11 @@ pub fn parse(path: &str, query: &str) -> Result<Route, RequestError> {
         ["apis"] => Ok(Route::RootDiscovery),
         ["apis", CUSTOM_GROUP] => Ok(Route::GroupDiscovery(CUSTOM_GROUP)),
         ["apis", EXTERNAL_GROUP] => Ok(Route::GroupDiscovery(EXTERNAL_GROUP)),
+        ["apis", RESOURCE_GROUP] => Ok(Route::GroupDiscovery(RESOURCE_GROUP)),
+        ["apis", RESOURCE_GROUP, RESOURCE_VERSION] => Ok(Route::ResourceMetricsResources),
+        ["apis", RESOURCE_GROUP, RESOURCE_VERSION, rest @ ..] => {
+            parse_resource_metrics(rest, &params).map(Route::ResourceMetrics)
+        }
         ["apis", CUSTOM_GROUP, version, rest @ ..] => {
             let version = match *version {
                 "v1beta1" => CustomVersion::V1beta1,
@@ -149,6 +209,9 @@ pub fn parse(path: &str, query: &str) -> Result<Route, RequestError> {
         }
         ["openapi", "v3", "apis", EXTERNAL_GROUP, "v1beta1"] => {
             Ok(Route::OpenApiV3(EXTERNAL_GROUP, "v1beta1"))
+        }
+        ["openapi", "v3", "apis", RESOURCE_GROUP, RESOURCE_VERSION] => {
+            Ok(Route::OpenApiV3(RESOURCE_GROUP, RESOURCE_VERSION))
         }
         ["healthz", ..] => Ok(Route::Health("healthz")),
         ["livez", ..] => Ok(Route::Health("livez")),
@@ -197,6 +260,65 @@ fn parse_custom(
         metric: metric.to_string(),
         metric_selector,
         namespace_metric,
+    })
+}
+
+/// `nodes`, `nodes/{name}`, `pods`, `namespaces/{ns}/pods`, `namespaces/{ns}/pods/{name}`.
+fn parse_resource_metrics(
+    rest: &[&str],
+    params: &QueryParams,
+) -> Result<ResourceMetricsRequest, RequestError> {
+    let (kind, namespace, name) = match rest {
+        ["nodes"] => (ResourceKind::Nodes, None, None),
+        ["nodes", name] => (ResourceKind::Nodes, None, Some(*name)),
+        ["pods"] => (ResourceKind::Pods, None, None),
+        ["namespaces", ns, "pods"] => (ResourceKind::Pods, Some(*ns), None),
+        ["namespaces", ns, "pods", name] => (ResourceKind::Pods, Some(*ns), Some(*name)),
+        _ => return Err(NO_ROUTE),
+    };
+    if let Some(ns) = namespace {
+        validate_namespace(ns)?;
+    }
+    if let Some(name) = name {
+        validate_object_name(name)?;
+    }
+    if params
+        .get("watch")
+        .is_some_and(|w| w == "1" || w.eq_ignore_ascii_case("true"))
+    {
+        return Err(RequestError::WatchNotSupported(format!(
+            "{}.{RESOURCE_GROUP}",
+            kind.as_str()
+        )));
+    }
+    let field_selector = match params.get("fieldSelector") {
+        None => FieldSelector::default(),
+        Some(text) => field_selector::parse(text).map_err(|e| bad_request(e.to_string()))?,
+    };
+    if let Some(name) = name {
+        if !field_selector.allows_get_of(name) {
+            return Err(bad_request(
+                "fieldSelector metadata.name doesn't match requested name",
+            ));
+        }
+    }
+    let include_object = match params.get("includeObject") {
+        None | Some("") | Some("Metadata") => IncludeObject::Metadata,
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        Some(other) => {
+            return Err(bad_request(format!(
+                "invalid includeObject {other:?}: must be None, Metadata or Object"
+            )))
+        }
+    };
+    Ok(ResourceMetricsRequest {
+        kind,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        label_selector: params.selector("labelSelector")?,
+        field_selector,
+        include_object,
     })
 }
 
@@ -359,6 +481,7 @@ mod tests {
             parse(p, q).err().map(|e| match e {
                 RequestError::NotFound(_) => 404,
                 RequestError::BadRequest(_) => 400,
+                RequestError::WatchNotSupported(_) => 405,
             })
         };
         assert_eq!(
@@ -443,5 +566,80 @@ mod tests {
             }
             let _ = parse(&path, &query);
         }
+    }
+
+    fn resource_metrics(path: &str, query: &str) -> ResourceMetricsRequest {
+        match parse(path, query) {
+            Ok(Route::ResourceMetrics(r)) => r,
+            other => panic!("{path}?{query}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resource_metrics_routes() {
+        let base = "/apis/metrics.k8s.io/v1beta1";
+        assert_eq!(parse(base, ""), Ok(Route::ResourceMetricsResources));
+        assert_eq!(
+            parse("/apis/metrics.k8s.io", ""),
+            Ok(Route::GroupDiscovery(RESOURCE_GROUP))
+        );
+        let all = resource_metrics(&format!("{base}/pods"), "labelSelector=app%3Dweb");
+        assert_eq!(
+            (all.kind, all.namespace, all.name),
+            (ResourceKind::Pods, None, None)
+        );
+        assert_eq!(all.label_selector.to_string(), "app=web");
+        let ns = resource_metrics(
+            &format!("{base}/namespaces/default/pods"),
+            "fieldSelector=metadata.name%3Dweb-1",
+        );
+        assert_eq!(ns.namespace.as_deref(), Some("default"));
+        assert!(ns.field_selector.matches("default", "web-1"));
+        assert!(!ns.field_selector.matches("default", "web-2"));
+        let one = resource_metrics(&format!("{base}/namespaces/default/pods/web-1"), "");
+        assert_eq!(one.name.as_deref(), Some("web-1"));
+        let node = resource_metrics(&format!("{base}/nodes/node-a"), "");
+        assert_eq!(
+            (node.kind, node.name.as_deref()),
+            (ResourceKind::Nodes, Some("node-a"))
+        );
+        assert_eq!(
+            resource_metrics(&format!("{base}/nodes"), "").kind,
+            ResourceKind::Nodes
+        );
+        assert_eq!(
+            parse("/openapi/v3/apis/metrics.k8s.io/v1beta1", ""),
+            Ok(Route::OpenApiV3(RESOURCE_GROUP, RESOURCE_VERSION))
+        );
+    }
+
+    #[test]
+    fn resource_metrics_errors() {
+        let base = "/apis/metrics.k8s.io/v1beta1";
+        assert_eq!(
+            parse(&format!("{base}/pods"), "fieldSelector=spec.nodeName%3Dn"),
+            Err(RequestError::BadRequest(
+                r#""spec.nodeName" is not a known field selector: only "metadata.name", "metadata.namespace""#.into()
+            ))
+        );
+        assert_eq!(
+            parse(
+                &format!("{base}/namespaces/default/pods/a"),
+                "fieldSelector=metadata.name%3Db"
+            ),
+            Err(RequestError::BadRequest(
+                "fieldSelector metadata.name doesn't match requested name".into()
+            ))
+        );
+        assert!(matches!(
+            parse(&format!("{base}/pods"), "watch=1"),
+            Err(RequestError::WatchNotSupported(_))
+        ));
+        assert!(matches!(
+            parse(&format!("{base}/namespaces/Bad_NS/pods"), ""),
+            Err(RequestError::BadRequest(_))
+        ));
+        assert_eq!(parse(&format!("{base}/services"), ""), Err(NO_ROUTE));
+        assert_eq!(parse("/apis/metrics.k8s.io/v1", ""), Err(NO_ROUTE));
     }
 }

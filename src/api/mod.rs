@@ -14,8 +14,11 @@ use warp::Filter;
 
 use crate::auth::{attributes_for, Auth};
 use crate::bridge::{Bridge, Readiness};
+use crate::not_found::NotFound;
 use crate::request::{self, Route};
+use crate::resource_answer::ResourceAnswer;
 use crate::response::discovery;
+use crate::response::resource::{self, RESOURCE_GROUP};
 use crate::server::PeerInfo;
 use accept::Accept;
 use status::ApiError;
@@ -135,6 +138,7 @@ async fn answer(
 ) -> Result<Response<String>, ApiError> {
     let registry = bridge.registry.load_full();
     let ok = |body: String| Ok(json_response(StatusCode::OK, body));
+    let resource_metrics = registry.documents.resource_v1beta1.is_some();
     match route {
         Route::RootDiscovery if accept.aggregated_discovery() => {
             let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
@@ -143,8 +147,21 @@ async fn answer(
             }
             Ok(r)
         }
-        Route::RootDiscovery => ok(discovery::group_list()),
+        Route::RootDiscovery => ok(registry.documents.group_list.clone()),
+        Route::GroupDiscovery(RESOURCE_GROUP) if registry.documents.resource_v1beta1.is_none() => {
+            Err(ApiError::not_found(&NotFound::Path))
+        }
         Route::GroupDiscovery(group) => ok(discovery::api_group(group)),
+        Route::ResourceMetricsResources => match &registry.documents.resource_v1beta1 {
+            Some(list) => ok(list.clone()),
+            None => Err(ApiError::not_found(&NotFound::Path)),
+        },
+        Route::ResourceMetrics(req) => ok(match bridge.resource_metrics(&req).await? {
+            ResourceAnswer::Pod(p) => p.to_json(),
+            ResourceAnswer::Pods(p) => resource::pod_list_json(&p),
+            ResourceAnswer::Node(n) => n.to_json(),
+            ResourceAnswer::Nodes(n) => resource::node_list_json(&n),
+        }),
         Route::CustomResources(request::CustomVersion::V1beta1) => {
             ok(registry.documents.custom_v1beta1.clone())
         }
@@ -154,8 +171,11 @@ async fn answer(
         Route::ExternalResources => ok(registry.documents.external_v1beta1.clone()),
         Route::Custom(req) => ok(bridge.custom(&req).await?),
         Route::External(req) => ok(bridge.external(&req).await?),
-        Route::OpenApiV2 => ok(openapi::v2()),
-        Route::OpenApiV3Index => ok(openapi::v3_index()),
+        Route::OpenApiV2 => ok(openapi::v2(resource_metrics)),
+        Route::OpenApiV3Index => ok(openapi::v3_index(resource_metrics)),
+        Route::OpenApiV3(RESOURCE_GROUP, _) if !resource_metrics => {
+            Err(ApiError::not_found(&NotFound::Path))
+        }
         Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
         Route::Version => ok(version_json()),
         Route::Health(which) => Ok(health_response(which, &bridge.readiness())),

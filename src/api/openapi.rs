@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
+use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
 
 fn definitions() -> Value {
     let object_ref = json!({"type": "object", "properties": {
@@ -24,7 +25,31 @@ fn definitions() -> Value {
         "custom.v1beta1.MetricValueList": list("custom.v1beta1.MetricValue"),
         "custom.v1beta2.MetricValueList": list("custom.v1beta2.MetricValue"),
         "external.v1beta1.ExternalMetricValueList": list("external.v1beta1.ExternalMetricValue"),
+        "metrics.v1beta1.PodMetrics": {"type": "object", "required": ["metadata", "timestamp", "window", "containers"], "properties": {
+            "kind": {"type": "string"}, "apiVersion": {"type": "string"}, "metadata": object_meta(),
+            "timestamp": {"type": "string", "format": "date-time"}, "window": duration(),
+            "containers": {"type": "array", "items": {"type": "object", "required": ["name", "usage"], "properties": {
+                "name": {"type": "string"}, "usage": usage()}}}}},
+        "metrics.v1beta1.NodeMetrics": {"type": "object", "required": ["metadata", "timestamp", "window", "usage"], "properties": {
+            "kind": {"type": "string"}, "apiVersion": {"type": "string"}, "metadata": object_meta(),
+            "timestamp": {"type": "string", "format": "date-time"}, "window": duration(), "usage": usage()}},
+        "metrics.v1beta1.PodMetricsList": list("metrics.v1beta1.PodMetrics"),
+        "metrics.v1beta1.NodeMetricsList": list("metrics.v1beta1.NodeMetrics"),
     })
+}
+
+fn object_meta() -> Value {
+    json!({"type": "object", "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}}}})
+}
+
+fn duration() -> Value {
+    json!({"type": "string", "description": "Go duration (e.g. 30s, 1m0s): the range the usage was measured over"})
+}
+
+fn usage() -> Value {
+    json!({"type": "object", "description": "cpu (cores) and memory (bytes) as canonical Quantities",
+        "additionalProperties": {"type": "string"}})
 }
 
 /// A list type whose items are `item`.
@@ -54,7 +79,61 @@ fn paths(group: &str, version: &str) -> serde_json::Map<String, Value> {
     let base = format!("/apis/{group}/{version}");
     let list = format!("custom.{version}.MetricValueList");
     let list = list.as_str();
-    if group == CUSTOM_GROUP {
+    if group == RESOURCE_GROUP {
+        let selectors = || {
+            vec![
+                q("labelSelector", "selects objects by their labels"),
+                q("fieldSelector", "metadata.name and metadata.namespace only"),
+            ]
+        };
+        let named = |scope: Vec<Value>| {
+            let mut params = scope;
+            params.push(p("name", ""));
+            params
+        };
+        out.insert(
+            format!("{base}/nodes"),
+            get(
+                "usage of the nodes selected",
+                selectors(),
+                "metrics.v1beta1.NodeMetricsList",
+            ),
+        );
+        out.insert(
+            format!("{base}/nodes/{{name}}"),
+            get(
+                "usage of one node",
+                named(vec![]),
+                "metrics.v1beta1.NodeMetrics",
+            ),
+        );
+        out.insert(
+            format!("{base}/pods"),
+            get(
+                "usage of the Running pods selected in every namespace",
+                selectors(),
+                "metrics.v1beta1.PodMetricsList",
+            ),
+        );
+        let mut in_namespace = vec![p("namespace", "")];
+        in_namespace.extend(selectors());
+        out.insert(
+            format!("{base}/namespaces/{{namespace}}/pods"),
+            get(
+                "usage of the Running pods selected in a namespace",
+                in_namespace,
+                "metrics.v1beta1.PodMetricsList",
+            ),
+        );
+        out.insert(
+            format!("{base}/namespaces/{{namespace}}/pods/{{name}}"),
+            get(
+                "usage of one Running pod, per container",
+                named(vec![p("namespace", "")]),
+                "metrics.v1beta1.PodMetrics",
+            ),
+        );
+    } else if group == CUSTOM_GROUP {
         out.insert(
             format!("{base}/namespaces/{{namespace}}/{{resource}}/{{name}}/{{metric}}"),
             get("metric for a namespaced object, or all objects selected by labelSelector when name is *",
@@ -109,14 +188,24 @@ fn info() -> Value {
     json!({"title": "kube-metrics-bridge", "version": env!("CARGO_PKG_VERSION")})
 }
 
-/// Swagger 2.0 for everything served.
-pub fn v2() -> String {
-    let mut all = serde_json::Map::new();
-    for (g, v) in [
+/// The group-versions served: the Resource Metrics API only with `[resource_rules]`, so the
+/// spec kube-aggregator merges never claims paths another server (metrics-server) owns.
+fn served(resource_metrics: bool) -> Vec<(&'static str, &'static str)> {
+    let mut served = vec![
         (CUSTOM_GROUP, "v1beta1"),
         (CUSTOM_GROUP, "v1beta2"),
         (EXTERNAL_GROUP, "v1beta1"),
-    ] {
+    ];
+    if resource_metrics {
+        served.push((RESOURCE_GROUP, RESOURCE_VERSION));
+    }
+    served
+}
+
+/// Swagger 2.0 for everything served.
+pub fn v2(resource_metrics: bool) -> String {
+    let mut all = serde_json::Map::new();
+    for (g, v) in served(resource_metrics) {
         all.extend(paths(g, v));
     }
     json!({"swagger": "2.0", "info": info(), "paths": all, "definitions": definitions()})
@@ -124,13 +213,9 @@ pub fn v2() -> String {
 }
 
 /// The v3 index: one spec per group-version.
-pub fn v3_index() -> String {
+pub fn v3_index(resource_metrics: bool) -> String {
     let mut paths = serde_json::Map::new();
-    for (g, v) in [
-        (CUSTOM_GROUP, "v1beta1"),
-        (CUSTOM_GROUP, "v1beta2"),
-        (EXTERNAL_GROUP, "v1beta1"),
-    ] {
+    for (g, v) in served(resource_metrics) {
         paths.insert(
             format!("apis/{g}/{v}"),
             json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}")}),
@@ -154,7 +239,7 @@ mod tests {
     /// Every `$ref` names a defined schema, and each path returns its own version's list.
     #[test]
     fn references_resolve_to_the_served_list_types() {
-        let spec: Value = serde_json::from_str(&v2()).expect("json");
+        let spec: Value = serde_json::from_str(&v2(true)).expect("json");
         let defined = spec["definitions"].as_object().expect("definitions");
         let text = spec.to_string();
         for reference in text.split("#/definitions/").skip(1) {
@@ -175,6 +260,20 @@ mod tests {
             schema("/apis/custom.metrics.k8s.io/v1beta1/{resource}/{name}/{metric}"),
             "#/definitions/custom.v1beta1.MetricValueList"
         );
+        assert_eq!(
+            schema("/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"),
+            "#/definitions/metrics.v1beta1.PodMetricsList"
+        );
+        assert_eq!(
+            schema("/apis/metrics.k8s.io/v1beta1/nodes/{name}"),
+            "#/definitions/metrics.v1beta1.NodeMetrics"
+        );
+        let without: Value = serde_json::from_str(&v2(false)).expect("json");
+        assert!(!without["paths"]
+            .to_string()
+            .contains("/apis/metrics.k8s.io/"));
+        assert!(!v3_index(false).contains("apis/metrics.k8s.io"));
+        assert!(v3_index(true).contains("/openapi/v3/apis/metrics.k8s.io/v1beta1"));
         let v3: Value = serde_json::from_str(&v3(EXTERNAL_GROUP, "v1beta1")).expect("json");
         assert!(!v3.to_string().contains("#/definitions/"));
         assert!(

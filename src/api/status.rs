@@ -141,6 +141,9 @@ impl From<RequestError> for ApiError {
         match e {
             RequestError::NotFound(what) => ApiError::not_found(&what),
             RequestError::BadRequest(message) => ApiError::bad_request(message),
+            RequestError::WatchNotSupported(_) => {
+                ApiError::new(405, "MethodNotAllowed", e.to_string())
+            }
         }
     }
 }

@@ -8,6 +8,8 @@
 //! | `{resource}/{name}/{metric}` | the same without a namespace |
 //! | `namespaces/{ns}/metrics/{metric}` | `get` `metrics` named `{metric}` in namespace `{ns}` |
 //! | external `namespaces/{ns}/{metric}` | `list` `{metric}` in namespace `{ns}` (no name, so RequestInfo turns `get` into `list`) |
+//! | `metrics.k8s.io/v1beta1/[namespaces/{ns}/]pods`, `.../nodes` | `list` `pods`/`nodes` (group `metrics.k8s.io`), in `{ns}`; named by `fieldSelector=metadata.name=x` if given, as RequestInfo does |
+//! | `metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}`, `.../nodes/{name}` | `get` that object |
 //! | `/apis`, `/apis/<g>`, `/apis/<g>/<v>`, `/openapi/*`, `/version`, health | non-resource `get` on the path |
 //!
 //! The attributes are derived from the parsed [`Route`], i.e. from what will be served, so
@@ -17,7 +19,11 @@
 //! subresource RequestInfo would see; and `?watch=true` / `fieldSelector=metadata.name=`
 //! do not change the verb or name, since no watch is served.
 
-use crate::request::{CustomRequest, Route, Target, CUSTOM_GROUP, EXTERNAL_GROUP};
+use crate::field_selector::Field;
+use crate::request::{
+    CustomRequest, ResourceMetricsRequest, Route, Target, CUSTOM_GROUP, EXTERNAL_GROUP,
+};
+use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
 
 /// What is being done to what; the fields of `authorizer.Attributes` that reach a review.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -64,10 +70,12 @@ pub fn attributes_for(route: &Route, path: &str) -> RequestAttributes {
             namespace: e.namespace.clone(),
             ..ResourceAttributes::default()
         }),
+        Route::ResourceMetrics(r) => RequestAttributes::Resource(resource_metrics(r)),
         Route::RootDiscovery
         | Route::GroupDiscovery(_)
         | Route::CustomResources(_)
         | Route::ExternalResources
+        | Route::ResourceMetricsResources
         | Route::OpenApiV2
         | Route::OpenApiV3Index
         | Route::OpenApiV3(..)
@@ -107,6 +115,30 @@ fn custom(c: &CustomRequest) -> ResourceAttributes {
         },
         namespace: c.namespace.clone().unwrap_or_default(),
         ..base
+    }
+}
+
+fn resource_metrics(r: &ResourceMetricsRequest) -> ResourceAttributes {
+    // RequestInfo names a list by its `metadata.name=` field selector (only an equality).
+    let selected_name = || {
+        r.field_selector
+            .requirements
+            .iter()
+            .find(|q| q.field == Field::Name && q.equals)
+            .map(|q| q.value.clone())
+    };
+    let (verb, name) = match &r.name {
+        Some(name) => ("get", name.clone()),
+        None => ("list", selected_name().unwrap_or_default()),
+    };
+    ResourceAttributes {
+        verb: verb.into(),
+        group: RESOURCE_GROUP.into(),
+        version: RESOURCE_VERSION.into(),
+        resource: r.kind.as_str().into(),
+        namespace: r.namespace.clone().unwrap_or_default(),
+        name,
+        ..ResourceAttributes::default()
     }
 }
 
@@ -164,6 +196,7 @@ mod tests {
     fn attributes_for_every_route_kind() {
         const C: &str = CUSTOM_GROUP;
         const E: &str = EXTERNAL_GROUP;
+        const M: &str = RESOURCE_GROUP;
         let table: Vec<(&str, &str, RequestAttributes)> =
             vec![
             (
@@ -210,6 +243,36 @@ mod tests {
                 "/apis/custom.metrics.k8s.io/v1beta2/namespaces/%2A/metrics/m",
                 "",
                 res("get", C, "v1beta2", "metrics", "", "*", "m"),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+                "labelSelector=app%3Dweb",
+                res("list", M, "v1beta1", "pods", "", "default", ""),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/pods",
+                "fieldSelector=metadata.name%3Dweb-1",
+                res("list", M, "v1beta1", "pods", "", "", "web-1"),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web-1",
+                "",
+                res("get", M, "v1beta1", "pods", "", "default", "web-1"),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/nodes",
+                "",
+                res("list", M, "v1beta1", "nodes", "", "", ""),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1/nodes/node-a",
+                "",
+                res("get", M, "v1beta1", "nodes", "", "", "node-a"),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1beta1",
+                "",
+                non("/apis/metrics.k8s.io/v1beta1"),
             ),
             ("/apis", "", non("/apis")),
             ("/apis/custom.metrics.k8s.io", "", non("/apis/custom.metrics.k8s.io")),

@@ -7,5 +7,6 @@
 pub mod client;
 pub mod mapper;
 pub mod objects;
+pub mod resource_objects;
 pub mod resources;
 pub mod watch_cache;

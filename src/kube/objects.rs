@@ -6,7 +6,9 @@
 
 use futures::future::BoxFuture;
 
+use super::resource_objects::{NodeInfo, RunningPod};
 use super::resources::ResourceInfo;
+use crate::field_selector::FieldSelector;
 use crate::selector::Selector;
 
 /// The objects a request is about.
@@ -62,6 +64,31 @@ pub trait ObjectResolver: Send + Sync {
     /// that failed do not count).
     fn starting(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Starts (or stops) the pod and node caches of the Resource Metrics API; called after
+    /// each series discovery with whether the rules have `[resource_rules]`.
+    fn serve_resource_metrics(&self, _on: bool) {}
+
+    /// Running pods in `namespace` (all for None) that both selectors pick, for the Resource
+    /// Metrics API. `Ok(None)`: no cluster to ask (`--standalone`), so every pod with a sample
+    /// is answered.
+    fn running_pods(
+        &self,
+        _namespace: Option<&str>,
+        _labels: &Selector,
+        _fields: &FieldSelector,
+    ) -> Result<Option<Vec<RunningPod>>, ResolveError> {
+        Ok(None)
+    }
+
+    /// Nodes both selectors pick; `Ok(None)` as for [`Self::running_pods`].
+    fn nodes(
+        &self,
+        _labels: &Selector,
+        _fields: &FieldSelector,
+    ) -> Result<Option<Vec<NodeInfo>>, ResolveError> {
+        Ok(None)
     }
 }
 

@@ -17,12 +17,15 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
 
 use super::objects::{ObjectResolver, ObjectSet, ResolveError};
+use super::resource_objects::{NodeIndex, NodeInfo, PodIndex, RunningPod};
 use super::resources::{GroupResource, ResourceInfo};
 use crate::backoff::Backoff;
+use crate::field_selector::FieldSelector;
 use crate::metrics::Metrics;
 use crate::selector::Selector;
 
@@ -139,13 +142,60 @@ impl SharedState {
     }
 }
 
-struct Cache {
-    index: Arc<RwLock<Index>>,
+/// What a watch keeps of the objects it sees. [`run_cache`] fills it; a failed cache is
+/// reset to the default (empty) value.
+pub(crate) trait WatchIndex<K>: Default + Send + Sync + 'static {
+    fn apply(&mut self, obj: &K);
+    fn delete(&mut self, obj: &K);
+}
+
+impl WatchIndex<PartialObjectMeta<DynamicObject>> for Index {
+    fn apply(&mut self, obj: &PartialObjectMeta<DynamicObject>) {
+        insert(self, obj)
+    }
+
+    fn delete(&mut self, obj: &PartialObjectMeta<DynamicObject>) {
+        remove(self, obj)
+    }
+}
+
+/// One watch: its index, its state and the task that keeps both current.
+pub(crate) struct Cache<I = Index> {
+    pub(crate) index: Arc<RwLock<I>>,
     state: SharedState,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Cache {
+impl<I> Cache<I> {
+    /// Starts watching `api` (with `config`'s selectors) into a fresh index of type `I`;
+    /// `resource` names the cache in logs and in the state metric.
+    pub(crate) fn start<K>(
+        api: Api<K>,
+        config: watcher::Config,
+        resource: &str,
+        metrics: Arc<Metrics>,
+    ) -> Self
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        I: WatchIndex<K>,
+    {
+        let index: Arc<RwLock<I>> = Arc::default();
+        let state = SharedState::new(resource, metrics);
+        let task = tokio::spawn(run_cache(api, config, index.clone(), state.clone()));
+        Cache { index, state, task }
+    }
+
+    pub(crate) fn state(&self) -> CacheState {
+        self.state.get()
+    }
+
+    /// The index, if the cache is synced (only a synced cache answers).
+    pub(crate) fn synced(&self) -> Option<&Arc<RwLock<I>>> {
+        (self.state.get() == CacheState::Synced).then_some(&self.index)
+    }
+}
+
+impl<I> Drop for Cache<I> {
     fn drop(&mut self) {
         self.task.abort();
         self.state.unpublish();
@@ -157,6 +207,8 @@ pub struct ClusterResolver {
     client: kube::Client,
     metrics: Arc<Metrics>,
     caches: Mutex<HashMap<GroupResource, Cache>>,
+    /// Running pods and nodes for the Resource Metrics API, while `[resource_rules]` exist.
+    resource_metrics: Mutex<Option<ResourceMetricsCaches>>,
     /// Deadline of a per-request LIST.
     list_timeout: Duration,
 }
@@ -167,6 +219,7 @@ impl ClusterResolver {
             client,
             metrics,
             caches: Mutex::new(HashMap::new()),
+            resource_metrics: Mutex::new(None),
             list_timeout: Duration::from_secs(10),
         }
     }
@@ -188,11 +241,83 @@ impl ClusterResolver {
         let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         let mut waiting: Vec<String> = caches
             .iter()
-            .filter(|(_, c)| c.state.get() == CacheState::Starting)
+            .filter(|(_, c)| c.state() == CacheState::Starting)
             .map(|(gr, _)| gr.to_string())
             .collect();
+        let resource_metrics = self
+            .resource_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = resource_metrics.as_ref() {
+            if r.pods.state() == CacheState::Starting {
+                waiting.push(RUNNING_PODS.to_string());
+            }
+            if r.nodes.state() == CacheState::Starting {
+                waiting.push(NODES.to_string());
+            }
+        }
         waiting.sort();
         waiting
+    }
+
+    /// Starts or stops the Resource Metrics API's pod and node caches.
+    pub fn serve_resource_metrics(&self, on: bool) {
+        let mut caches = self
+            .resource_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (on, caches.is_some()) {
+            (true, false) => {
+                tracing::info!("starting the Running-pod and node watch caches of metrics.k8s.io");
+                let pods: Api<Pod> = Api::all(self.client.clone());
+                let nodes: Api<Node> = Api::all(self.client.clone());
+                *caches = Some(ResourceMetricsCaches {
+                    pods: Cache::start(
+                        pods,
+                        watcher::Config::default().fields("status.phase=Running"),
+                        RUNNING_PODS,
+                        self.metrics.clone(),
+                    ),
+                    nodes: Cache::start(
+                        nodes,
+                        watcher::Config::default(),
+                        NODES,
+                        self.metrics.clone(),
+                    ),
+                });
+            }
+            (false, true) => *caches = None,
+            _ => {}
+        }
+    }
+
+    /// The synced index `pick` chooses from the resource-metrics caches, or why there is none.
+    fn resource_index<I>(
+        &self,
+        pick: impl Fn(&ResourceMetricsCaches) -> &Cache<I>,
+        resource: &str,
+    ) -> Result<Arc<RwLock<I>>, ResolveError> {
+        let caches = self
+            .resource_metrics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let unavailable = |message: &str| ResolveError::Unavailable {
+            resource: resource.to_string(),
+            message: message.to_string(),
+        };
+        let cache = pick(
+            caches
+                .as_ref()
+                .ok_or_else(|| unavailable("its watch cache is not running yet"))?,
+        );
+        match cache.state() {
+            CacheState::Synced => Ok(cache.index.clone()),
+            CacheState::Forbidden => Err(ResolveError::Forbidden {
+                resource: resource.to_string(),
+            }),
+            CacheState::Starting => Err(unavailable("its watch cache has not listed yet")),
+            CacheState::Failing => Err(unavailable("its watch cache is failing")),
+        }
     }
 
     /// Every tracked resource and its cache's state (for tests and `doctor`-like reports).
@@ -200,27 +325,25 @@ impl ClusterResolver {
         let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
         caches
             .iter()
-            .map(|(gr, c)| (gr.to_string(), c.state.get()))
+            .map(|(gr, c)| (gr.to_string(), c.state()))
             .collect()
     }
 
     /// The index of `resource`'s cache if it is synced.
     fn synced_index(&self, resource: &GroupResource) -> Option<Arc<RwLock<Index>>> {
         let caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
-        caches
-            .get(resource)
-            .filter(|c| c.state.get() == CacheState::Synced)
-            .map(|c| c.index.clone())
+        caches.get(resource).and_then(|c| c.synced()).cloned()
     }
 
     fn start_cache(&self, info: &ResourceInfo) -> Cache {
-        let index: Arc<RwLock<Index>> = Arc::default();
-        let resource = info.group_resource.to_string();
-        let state = SharedState::new(&resource, self.metrics.clone());
         let api: Api<PartialObjectMeta<DynamicObject>> =
             Api::all_with(self.client.clone(), &api_resource(info));
-        let task = tokio::spawn(run_cache(api, index.clone(), state.clone()));
-        Cache { index, state, task }
+        Cache::start(
+            api,
+            watcher::Config::default(),
+            &info.group_resource.to_string(),
+            self.metrics.clone(),
+        )
     }
 
     async fn list(
@@ -249,6 +372,15 @@ impl ClusterResolver {
             .filter_map(|o| o.metadata.name)
             .collect())
     }
+}
+
+/// The resource-metrics caches' names in logs, the state metric and readiness.
+const RUNNING_PODS: &str = "pods (Running, for metrics.k8s.io)";
+const NODES: &str = "nodes (for metrics.k8s.io)";
+
+struct ResourceMetricsCaches {
+    pods: Cache<PodIndex>,
+    nodes: Cache<NodeIndex>,
 }
 
 /// Sorts a failed LIST: 403 and 404 say something about the resource, the rest about
@@ -287,22 +419,26 @@ fn state_after(error: &watcher::Error, current: CacheState) -> CacheState {
 }
 
 /// The task behind one cache: follows the watch, moves the state, backs off on errors.
-async fn run_cache(
-    api: Api<PartialObjectMeta<DynamicObject>>,
-    index: Arc<RwLock<Index>>,
+async fn run_cache<K, I>(
+    api: Api<K>,
+    config: watcher::Config,
+    index: Arc<RwLock<I>>,
     state: SharedState,
-) {
+) where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    I: WatchIndex<K>,
+{
     let resource = state.resource.clone();
     let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
-    let mut relist: Option<Index> = None;
+    let mut relist: Option<I> = None;
     // No kube-rs backoff: ours grows to a minute and is reset only by a finished list.
-    let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(api, config).boxed();
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Init) => relist = Some(Index::new()),
+            Ok(Event::Init) => relist = Some(I::default()),
             Ok(Event::InitApply(obj)) => {
                 if let Some(buffer) = relist.as_mut() {
-                    insert(buffer, &obj);
+                    buffer.apply(&obj);
                 }
             }
             Ok(Event::InitDone) => {
@@ -314,18 +450,17 @@ async fn run_cache(
                     tracing::info!(%resource, "watch cache synced");
                 }
             }
-            Ok(Event::Apply(obj)) => {
-                insert(&mut index.write().unwrap_or_else(|e| e.into_inner()), &obj)
-            }
-            Ok(Event::Delete(obj)) => {
-                remove(&mut index.write().unwrap_or_else(|e| e.into_inner()), &obj)
-            }
+            Ok(Event::Apply(obj)) => index.write().unwrap_or_else(|e| e.into_inner()).apply(&obj),
+            Ok(Event::Delete(obj)) => index
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .delete(&obj),
             Err(e) => {
                 let next = state_after(&e, state.get());
                 let retry_in = retry_delay(&mut backoff, next);
                 if next != CacheState::Synced {
                     // Not answering from it any more: free what it held.
-                    index.write().unwrap_or_else(|e| e.into_inner()).clear();
+                    *index.write().unwrap_or_else(|e| e.into_inner()) = I::default();
                 }
                 if state.set(next) {
                     match next {
@@ -433,6 +568,31 @@ impl ObjectResolver for ClusterResolver {
 
     fn starting(&self) -> Vec<String> {
         ClusterResolver::starting(self)
+    }
+
+    fn serve_resource_metrics(&self, on: bool) {
+        ClusterResolver::serve_resource_metrics(self, on)
+    }
+
+    fn running_pods(
+        &self,
+        namespace: Option<&str>,
+        labels: &Selector,
+        fields: &FieldSelector,
+    ) -> Result<Option<Vec<RunningPod>>, ResolveError> {
+        let index = self.resource_index(|c| &c.pods, "pods")?;
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(index.select(namespace, labels, fields)))
+    }
+
+    fn nodes(
+        &self,
+        labels: &Selector,
+        fields: &FieldSelector,
+    ) -> Result<Option<Vec<NodeInfo>>, ResolveError> {
+        let index = self.resource_index(|c| &c.nodes, "nodes")?;
+        let index = index.read().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(index.select(labels, fields)))
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::kube::resources::ResourceInfo;
 use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
+use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
 
 /// The resource name listed while no metric has been discovered yet.
 pub const PLACEHOLDER_METRIC: &str = "none_discovered_yet";
@@ -25,13 +26,21 @@ pub struct Documents {
     pub custom_v1beta1: String,
     pub custom_v1beta2: String,
     pub external_v1beta1: String,
+    /// `metrics.k8s.io/v1beta1`'s resource list, when `[resource_rules]` serve it.
+    pub resource_v1beta1: Option<String>,
+    /// `/apis`: the groups served.
+    pub group_list: String,
     pub aggregated: String,
 }
 
 impl Documents {
+    /// `resource_metrics`: whether `metrics.k8s.io` is served (the rules have
+    /// `[resource_rules]`); without them the group is not listed at all, so kubectl and the
+    /// HPA never mistake the bridge for a resource metrics server.
     pub fn render<'a>(
         custom: impl Iterator<Item = (&'a ResourceInfo, &'a str)>,
         external: impl Iterator<Item = &'a str>,
+        resource_metrics: bool,
     ) -> Self {
         // resource ("pods", "deployments.apps") -> (namespaced, metrics), sorted for stable output.
         let mut by_resource: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
@@ -97,17 +106,32 @@ impl Documents {
                 .collect();
             json!({"version": version, "resources": resources, "freshness": "Current"})
         };
-        let aggregated = json!({
-            "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
-            "items": [
-                {"metadata": {"name": CUSTOM_GROUP, "creationTimestamp": null},
-                 "versions": [custom_version("v1beta2"), custom_version("v1beta1")]},
-                {"metadata": {"name": EXTERNAL_GROUP, "creationTimestamp": null},
+        let mut items = vec![
+            json!({"metadata": {"name": CUSTOM_GROUP, "creationTimestamp": null},
+                 "versions": [custom_version("v1beta2"), custom_version("v1beta1")]}),
+            json!({"metadata": {"name": EXTERNAL_GROUP, "creationTimestamp": null},
                  "versions": [{"version": "v1beta1", "freshness": "Current",
                    "resources": external.iter().map(|m| json!({
                        "resource": m, "responseKind": {"group": EXTERNAL_GROUP, "version": "v1beta1", "kind": "ExternalMetricValueList"},
-                       "scope": "Namespaced", "singularResource": "", "verbs": ["get"]})).collect::<Vec<_>>()}]}
-            ]
+                       "scope": "Namespaced", "singularResource": "", "verbs": ["get"]})).collect::<Vec<_>>()}]}),
+        ];
+        let mut groups = vec![
+            group(CUSTOM_GROUP, &["v1beta2", "v1beta1"]),
+            group(EXTERNAL_GROUP, &["v1beta1"]),
+        ];
+        if resource_metrics {
+            items.push(json!({"metadata": {"name": RESOURCE_GROUP, "creationTimestamp": null},
+                "versions": [{"version": RESOURCE_VERSION, "freshness": "Current",
+                  "resources": RESOURCE_KINDS.iter().map(|(resource, kind, namespaced)| json!({
+                      "resource": resource,
+                      "responseKind": {"group": RESOURCE_GROUP, "version": RESOURCE_VERSION, "kind": kind},
+                      "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                      "singularResource": "", "verbs": ["get", "list"]})).collect::<Vec<_>>()}]}));
+            groups.push(group(RESOURCE_GROUP, &[RESOURCE_VERSION]));
+        }
+        let aggregated = json!({
+            "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
+            "items": items
         })
         .to_string();
 
@@ -115,9 +139,28 @@ impl Documents {
             custom_v1beta1: custom_list("v1beta1"),
             custom_v1beta2: custom_list("v1beta2"),
             external_v1beta1: external_list,
+            resource_v1beta1: resource_metrics.then(resource_list),
+            group_list: json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+                .to_string(),
             aggregated,
         }
     }
+}
+
+/// The Resource Metrics API's resources: (plural, kind, namespaced), as metrics-server lists
+/// them (sorted; `singularName` empty; verbs get and list, no watch).
+const RESOURCE_KINDS: [(&str, &str, bool); 2] = [
+    ("nodes", "NodeMetrics", false),
+    ("pods", "PodMetrics", true),
+];
+
+fn resource_list() -> String {
+    json!({"kind": "APIResourceList", "apiVersion": "v1",
+           "groupVersion": format!("{RESOURCE_GROUP}/{RESOURCE_VERSION}"),
+           "resources": RESOURCE_KINDS.iter().map(|(name, kind, namespaced)| json!({
+               "name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
+               "verbs": ["get", "list"]})).collect::<Vec<_>>()})
+    .to_string()
 }
 
 fn group(name: &str, versions: &[&str]) -> Value {
@@ -128,19 +171,12 @@ fn group(name: &str, versions: &[&str]) -> Value {
     json!({"name": name, "versions": versions, "preferredVersion": versions[0]})
 }
 
-/// `GET /apis`
-pub fn group_list() -> String {
-    json!({"kind": "APIGroupList", "apiVersion": "v1",
-           "groups": [group(CUSTOM_GROUP, &["v1beta2", "v1beta1"]), group(EXTERNAL_GROUP, &["v1beta1"])]})
-    .to_string()
-}
-
 /// `GET /apis/<group>`
 pub fn api_group(name: &str) -> String {
-    let versions: &[&str] = if name == CUSTOM_GROUP {
-        &["v1beta2", "v1beta1"]
-    } else {
-        &["v1beta1"]
+    let versions: &[&str] = match name {
+        CUSTOM_GROUP => &["v1beta2", "v1beta1"],
+        RESOURCE_GROUP => &[RESOURCE_VERSION],
+        _ => &["v1beta1"],
     };
     let mut g = group(name, versions);
     if let Value::Object(map) = &mut g {
@@ -157,7 +193,7 @@ mod tests {
 
     #[test]
     fn never_empty() {
-        let docs = Documents::render(std::iter::empty(), std::iter::empty());
+        let docs = Documents::render(std::iter::empty(), std::iter::empty(), false);
         let v: Value = serde_json::from_str(&docs.custom_v1beta2).expect("json");
         assert_eq!(v["resources"].as_array().map(Vec::len), Some(1));
         let e: Value = serde_json::from_str(&docs.external_v1beta1).expect("json");
@@ -172,6 +208,7 @@ mod tests {
         let docs = Documents::render(
             vec![(&pods, "b"), (&pods, "a"), (&ns, "a")].into_iter(),
             vec!["q"].into_iter(),
+            false,
         );
         let v: Value = serde_json::from_str(&docs.custom_v1beta1).expect("json");
         assert_eq!(v["groupVersion"], "custom.metrics.k8s.io/v1beta1");
@@ -205,9 +242,47 @@ mod tests {
         );
     }
 
+    fn on_contains_group() -> bool {
+        let on = Documents::render(std::iter::empty(), std::iter::empty(), true);
+        on.group_list.contains(r#""name":"metrics.k8s.io""#)
+            && on.aggregated.contains(r#""name":"metrics.k8s.io""#)
+    }
+
+    #[test]
+    fn resource_metrics_are_listed_only_when_served() {
+        let off = Documents::render(std::iter::empty(), std::iter::empty(), false);
+        assert!(off.resource_v1beta1.is_none());
+        assert!(!off.group_list.contains(r#""name":"metrics.k8s.io""#));
+        assert!(!off.aggregated.contains(r#""name":"metrics.k8s.io""#));
+        assert!(on_contains_group());
+        let on = Documents::render(std::iter::empty(), std::iter::empty(), true);
+        let list: Value =
+            serde_json::from_str(on.resource_v1beta1.as_deref().unwrap_or("")).expect("json");
+        assert_eq!(
+            list,
+            json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":"metrics.k8s.io/v1beta1","resources":[
+                {"name":"nodes","singularName":"","namespaced":false,"kind":"NodeMetrics","verbs":["get","list"]},
+                {"name":"pods","singularName":"","namespaced":true,"kind":"PodMetrics","verbs":["get","list"]}]})
+        );
+        let groups: Value = serde_json::from_str(&on.group_list).expect("json");
+        assert_eq!(
+            groups["groups"][2]["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1beta1"
+        );
+        let agg: Value = serde_json::from_str(&on.aggregated).expect("json");
+        assert_eq!(agg["items"][2]["metadata"]["name"], RESOURCE_GROUP);
+        assert_eq!(
+            agg["items"][2]["versions"][0]["resources"][1]["responseKind"]["kind"],
+            "PodMetrics"
+        );
+        let g: Value = serde_json::from_str(&api_group(RESOURCE_GROUP)).expect("json");
+        assert_eq!(g["versions"][0]["version"], "v1beta1");
+    }
+
     #[test]
     fn group_documents() {
-        let v: Value = serde_json::from_str(&group_list()).expect("json");
+        let docs = Documents::render(std::iter::empty(), std::iter::empty(), false);
+        let v: Value = serde_json::from_str(&docs.group_list).expect("json");
         assert_eq!(v["groups"][0]["preferredVersion"]["version"], "v1beta2");
         let g: Value = serde_json::from_str(&api_group(EXTERNAL_GROUP)).expect("json");
         assert_eq!(g["kind"], "APIGroup");

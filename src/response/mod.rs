@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod resource;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
