@@ -64,6 +64,13 @@ async fn shipped_manifests_pass_server_side_dry_run() {
                 "{flavour}: {kind} missing from\n{stdout}"
             );
         }
+        // metrics.k8s.io only where the values turn it on (it would replace metrics-server).
+        let resource = "apiservice.apiregistration.k8s.io/v1beta1.metrics.k8s.io";
+        assert_eq!(
+            stdout.contains(resource),
+            flavour == "helm-test",
+            "{flavour}: {resource}\n{stdout}"
+        );
     }
 }
 
@@ -139,6 +146,13 @@ async fn doctor_explains_a_broken_installation() {
     assert!(
         has(&report, "ok    the HPA controller may read custom metrics"),
         "built-in RBAC:\n{report}"
+    );
+    assert!(
+        has(
+            &report,
+            "warn  APIService v1beta1.metrics.k8s.io: missing: nothing serves kubectl top"
+        ),
+        "{report}"
     );
     assert!(
         report.contains(&format!("FAIL  Prometheus at {closed}")),
@@ -241,7 +255,66 @@ async fn doctor_explains_a_broken_installation() {
         ),
         "{report}"
     );
+
+    // metrics.k8s.io owned by another server (metrics-server, not running here), while the
+    // rules have [resource_rules]: doctor says which owns it and that ours are unused.
+    cp.apply(
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\n\
+         spec: {group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100,\n\
+         insecureSkipTLSVerify: true, service: {name: metrics-server, namespace: kube-system}}\n",
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.toml");
+    let mut text = std::fs::read_to_string("rules/demo.toml").expect("rules/demo.toml");
+    text.push_str(RESOURCE_RULES);
+    std::fs::write(&rules, text).expect("writing rules");
+    let rules = rules.display().to_string();
+    let (_, report) = doctor(
+        &cp,
+        &["--config", &rules, "--prometheus-url", &prometheus.url()],
+    );
+    assert!(
+        has(
+            &report,
+            "warn  APIService v1beta1.metrics.k8s.io: owned by Service kube-system/metrics-server, so the rules' [resource_rules] are not in use"
+        ),
+        "{report}"
+    );
+    // The resource queries run once each; the demo exporter has no cAdvisor series.
+    assert!(
+        has(&report, "warn  resource_rules.cpu.container_query: "),
+        "{report}"
+    );
+    assert!(
+        has(&report, "warn  resource_rules.memory.node_query: "),
+        "{report}"
+    );
+    let (_, report) = doctor(&cp, &[]);
+    assert!(
+        has(
+            &report,
+            "warn  APIService v1beta1.metrics.k8s.io: served by Service kube-system/metrics-server, which is not Available"
+        ),
+        "{report}"
+    );
 }
+
+/// Resource rules over cAdvisor's series, appended to the demo rules for doctor.
+const RESOURCE_RULES: &str = r#"
+[resource_rules]
+window = "2m"
+[resource_rules.cpu]
+container_query = 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!=""}[2m]))'
+node_query = 'sum by (<<.GroupBy>>) (rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
+container_label = "container"
+[resource_rules.memory]
+container_query = 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!=""})'
+node_query = 'sum by (<<.GroupBy>>) (node_memory_working_set_bytes{<<.LabelMatchers>>})'
+resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
+container_label = "container"
+"#;
 
 /// The hack/ workflow against a real control plane: develop.sh registers a bridge running on
 /// this host, test.sh finds it healthy (and explains a failure), deploy.sh installs the

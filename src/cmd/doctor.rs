@@ -86,11 +86,14 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
             None
         }
     };
+    // Whether the rules have [resource_rules]; None without a readable rules file.
+    let mut resource_rules = None;
     if let Some(config) = &args.config {
         let mapper = cluster_mapper(client.as_ref(), &mut report).await;
-        let resources =
+        let (resources, has_resource_rules) =
             check_rules_and_prometheus(config, args.prometheus_url.clone(), &mapper, &mut report)
                 .await;
+        resource_rules = has_resource_rules;
         if let (Some(client), Some(resources)) = (&client, resources) {
             check_resource_access(client, &args, &resources, &mut report).await;
         }
@@ -99,6 +102,9 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
             "rules",
             "no --config given: rules, Prometheus and discovery not checked",
         );
+    }
+    if let Some(client) = &client {
+        check_resource_metrics_api(client, &args, resource_rules, &mut report).await;
     }
     println!(
         "{} failure(s), {} warning(s)",
@@ -180,6 +186,75 @@ async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &m
                 ),
             );
         }
+    }
+}
+
+/// `v1beta1.metrics.k8s.io` belongs to one server at a time (metrics-server, prometheus-adapter
+/// or the bridge). `resource_rules`: whether the rules file has `[resource_rules]` (None when no
+/// file was given).
+async fn check_resource_metrics_api(
+    client: &kube::Client,
+    args: &DoctorArgs,
+    resource_rules: Option<bool>,
+    report: &mut Report,
+) {
+    const NAME: &str = "v1beta1.metrics.k8s.io";
+    let what = format!("APIService {NAME}");
+    let svc = match get(
+        client,
+        &format!("/apis/apiregistration.k8s.io/v1/apiservices/{NAME}"),
+    )
+    .await
+    {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            let why = if resource_rules == Some(true) {
+                "missing, though the rules have [resource_rules]: register it (chart value apiServices.resource) once metrics-server's is removed"
+            } else {
+                "missing: nothing serves kubectl top or CPU/memory HPAs (run metrics-server, or serve it from [resource_rules])"
+            };
+            report.warn(&what, why);
+            return;
+        }
+        Err(e) => {
+            report.fail(&what, &format!("cannot read it: {e}"));
+            return;
+        }
+    };
+    let spec = &svc["spec"];
+    let available = svc["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Available"))
+        .map(|c| c["status"] == "True")
+        .unwrap_or(false);
+    let (ns, name) = (
+        spec["service"]["namespace"].as_str().unwrap_or(""),
+        spec["service"]["name"].as_str().unwrap_or(""),
+    );
+    let ours = (ns, name) == (args.namespace.as_str(), args.service.as_str());
+    match (ours, resource_rules, available) {
+        (true, Some(false), _) => report.fail(
+            &what,
+            "points at the bridge, but its rules have no [resource_rules]: kubectl top and CPU/memory HPAs fail; add them or give the APIService back to metrics-server",
+        ),
+        (true, _, true) => report.ok(&format!("{what} is served by the bridge and Available")),
+        (true, _, false) => report.fail(
+            &what,
+            "points at the bridge but is not Available (see its status conditions)",
+        ),
+        (false, Some(true), _) => report.warn(
+            &what,
+            &format!(
+                "owned by Service {ns}/{name}, so the rules' [resource_rules] are not in use; docs/migration.md gives the cut-over order"
+            ),
+        ),
+        (false, _, true) => report.ok(&format!(
+            "{what} is served by Service {ns}/{name} (not the bridge) and Available"
+        )),
+        (false, _, false) => report.warn(
+            &what,
+            &format!("served by Service {ns}/{name}, which is not Available: kubectl top and CPU/memory HPAs fail"),
+        ),
     }
 }
 
@@ -478,7 +553,7 @@ async fn check_rules_and_prometheus(
     prometheus_url: Option<String>,
     mapper: &StaticMapper,
     report: &mut Report,
-) -> Option<Vec<ResourceInfo>> {
+) -> (Option<Vec<ResourceInfo>>, Option<bool>) {
     let rules = match load_file(config, &Overrides { prometheus_url }) {
         Ok(r) => {
             report.ok(&format!(
@@ -491,21 +566,22 @@ async fn check_rules_and_prometheus(
         }
         Err(LoadError::File(e)) => {
             report.fail("rules", &e.to_string());
-            return None;
+            return (None, None);
         }
         Err(LoadError::Problems(p)) => {
             for problem in &p.0 {
                 report.fail("rules", &problem.to_string());
             }
-            return None;
+            return (None, None);
         }
     };
+    let has_resource_rules = rules.resource_rules.is_some();
     let metrics = Metrics::new();
     let client = match crate::prometheus::PrometheusClient::new(&rules.prometheus) {
         Ok(c) => c,
         Err(e) => {
             report.fail("Prometheus client", &format!("{e:#}"));
-            return None;
+            return (None, Some(has_resource_rules));
         }
     };
     match client.query("vector(1)").await {
@@ -518,7 +594,7 @@ async fn check_rules_and_prometheus(
                 &format!("Prometheus at {}", rules.prometheus.url),
                 &e.to_string(),
             );
-            return None;
+            return (None, Some(has_resource_rules));
         }
     }
     let (series, errors) = list_series(&rules, &client, &SeriesByQuery::new(), &metrics).await;
@@ -571,7 +647,51 @@ async fn check_rules_and_prometheus(
         external.len(),
         preview(&external)
     ));
-    Some(registry.resources())
+    if let Some(resource_rules) = &rules.resource_rules {
+        check_resource_queries(resource_rules, &client, report).await;
+    }
+    (Some(registry.resources()), Some(has_resource_rules))
+}
+
+/// Runs each resource rule's cluster-wide pod query and its node query once and says how
+/// many series came back: an empty answer means `kubectl top` will say "metrics not
+/// available yet".
+async fn check_resource_queries(
+    rules: &crate::rules::resource_metrics::ResourceRules,
+    client: &crate::prometheus::PrometheusClient,
+    report: &mut Report,
+) {
+    use crate::rules::resource_metrics::ComputeResource;
+    for resource in ComputeResource::ALL {
+        let rule = rules.rule(resource);
+        let queries = [
+            (
+                "container_query",
+                rule.pod_query(None).map_err(|e| e.to_string()),
+            ),
+            ("node_query", Ok(rule.node_query())),
+        ];
+        for (field, query) in queries {
+            let what = format!("resource_rules.{}.{field}", resource.as_str());
+            let query = match query {
+                Ok(q) => q,
+                Err(e) => {
+                    report.fail(&what, &e);
+                    continue;
+                }
+            };
+            match client.query(&query).await {
+                Ok(result) if result.result.samples().is_empty() => report.warn(
+                    &what,
+                    &format!("{query} returns no series: kubectl top will find no metrics"),
+                ),
+                Ok(result) => {
+                    report.ok(&format!("{what}: {} series", result.result.samples().len()))
+                }
+                Err(e) => report.fail(&what, &format!("{query}: {e}")),
+            }
+        }
+    }
 }
 
 fn preview<S: AsRef<str>>(names: &[S]) -> String {
