@@ -395,6 +395,27 @@ pub fn node_metrics(
     (items, omitted)
 }
 
+/// The cpu and memory queries a request runs: per namespace for pods in one namespace, for
+/// the cluster for pods everywhere, and for all nodes.
+pub fn queries(
+    rules: &ResourceRules,
+    req: &ResourceMetricsRequest,
+) -> Result<[(ComputeResource, String); 2], crate::query::QueryError> {
+    let render =
+        |resource: ComputeResource| -> Result<(ComputeResource, String), crate::query::QueryError> {
+            let rule = rules.rule(resource);
+            let query = match req.kind {
+                ResourceKind::Pods => rule.pod_query(req.namespace.as_deref())?,
+                ResourceKind::Nodes => rule.node_query(),
+            };
+            Ok((resource, query))
+        };
+    Ok([
+        render(ComputeResource::Cpu)?,
+        render(ComputeResource::Memory)?,
+    ])
+}
+
 /// A Resource Metrics API answer, before it is encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResourceAnswer {
@@ -462,7 +483,7 @@ impl Bridge {
             rules.rule(ComputeResource::Cpu),
             rules.rule(ComputeResource::Memory),
         );
-        let (cpu_query, memory_query) = (cpu.pod_query(namespace)?, memory.pod_query(namespace)?);
+        let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
         let (cpu_samples, memory_samples) =
             futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
         let source = match &pods {
@@ -523,7 +544,7 @@ impl Bridge {
             rules.rule(ComputeResource::Cpu),
             rules.rule(ComputeResource::Memory),
         );
-        let (cpu_query, memory_query) = (cpu.node_query(), memory.node_query());
+        let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
         let (cpu_samples, memory_samples) =
             futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
         let source = match &nodes {

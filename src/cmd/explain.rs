@@ -104,6 +104,46 @@ pub async fn run(
             println!("rule:     {rule}");
             println!("promql:   {promql}");
         }
+        Route::ResourceMetrics(req) => {
+            let Some(rules) = registry.rules.resource_rules.as_ref() else {
+                bail!("{full}: the rules file has no [resource_rules], so metrics.k8s.io is not served");
+            };
+            let queries =
+                crate::resource_answer::queries(rules, &req).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("request:  {full}");
+            for (resource, promql) in &queries {
+                let rule = rules.rule(*resource);
+                let labels = match req.kind {
+                    request::ResourceKind::Pods => format!(
+                        "namespace label {:?}, pod label {:?}, container label {:?}",
+                        rule.namespace_label(),
+                        rule.pod_label(),
+                        rule.container_label()
+                    ),
+                    request::ResourceKind::Nodes => {
+                        format!(
+                            "nodes by name or address in labels {:?}",
+                            rule.node_labels()
+                        )
+                    }
+                };
+                println!("rule:     resource_rules.{} ({labels})", resource.as_str());
+                println!("promql:   {promql}");
+            }
+            println!(
+                "answer:   {} selected {} (shared by every caller for the cache TTL), window {}, missing containers: {:?}",
+                match (req.kind, &req.name) {
+                    (_, Some(name)) => format!("{name:?} if it is among the"),
+                    _ => "the".to_string(),
+                },
+                match req.kind {
+                    request::ResourceKind::Pods => "Running pods (from the watch cache when serving)",
+                    request::ResourceKind::Nodes => "nodes",
+                },
+                crate::response::resource::go_duration(rules.window),
+                rules.missing_containers
+            );
+        }
         other => bail!("{full} is not a metric request ({other:?})"),
     }
     Ok(())
