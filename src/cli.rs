@@ -36,7 +36,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Convert a prometheus-adapter config (its config.yaml, a ConfigMap holding one, or the Helm
-    /// chart's values) into a rules file. resourceRules are out of scope and reported.
+    /// chart's values) into a rules file, resourceRules included.
     Convert {
         /// The prometheus-adapter YAML (`-` for stdin).
         file: PathBuf,

@@ -10,13 +10,18 @@
 //! through unchanged (ours read the same `<< >>` language), and where prometheus-adapter's
 //! behaviour cannot be written the same way, the rule gets a comment saying what changed.
 //! Unknown keys are errors, as prometheus-adapter loads with `yaml.UnmarshalStrict`.
-//! `resourceRules` (the resource metrics API, `metrics.k8s.io`) are out of scope and reported.
+//! `resourceRules` (the resource metrics API, `metrics.k8s.io`) become `[resource_rules]`; the
+//! chart's `rules.resource` does too (`{}`, its default, means none), while `rules.default`
+//! only ever adds the six custom rules.
 
 use std::fmt::Write as _;
 
 use yaml_serde::{Mapping, Value};
 
-use crate::config::{ConfigFile, GroupResourceConfig, RuleConfig, SeriesFilter};
+use crate::config::{
+    ConfigFile, GroupResourceConfig, MissingContainers, ResourceMapping, ResourceRuleConfig,
+    ResourceRulesConfig, RuleConfig, SeriesFilter,
+};
 use crate::kube::resources::{GroupResource, ResourceMapper, StaticMapper};
 
 /// The `[prometheus] url` written when the input does not say (prometheus-adapter takes it
@@ -32,8 +37,6 @@ pub struct Conversion {
     pub config: ConfigFile,
     /// Things the user must know (also written as comments in `toml` where they concern a rule).
     pub notes: Vec<String>,
-    /// Whether the input had `resourceRules` (not converted).
-    pub had_resource_rules: bool,
     /// Whether the URL is [`PLACEHOLDER_URL`].
     pub url_is_placeholder: bool,
 }
@@ -64,15 +67,16 @@ pub fn convert(
     for (i, v) in input.external_rules.iter().enumerate() {
         external.push(convert_rule(v, &input.external_place, i, true)?);
     }
-    if input.had_resource_rules {
-        notes.push(format!(
-            "{} (the resource metrics API, metrics.k8s.io: `kubectl top`, CPU/memory HPAs) is out \
-             of scope and was NOT converted; keep serving metrics.k8s.io with metrics-server, or keep \
-             prometheus-adapter running with only its resourceRules (and its APIService for \
-             v1beta1.metrics.k8s.io), next to kube-metrics-bridge serving the custom and external \
-             metrics APIs",
-            input.resource_place
-        ));
+    let resources = match &input.resource_rules {
+        Some(v) => Some(convert_resource_rules(v, &input.resource_place)?),
+        None => None,
+    };
+    if let Some(r) = &resources {
+        notes.extend(
+            r.notes
+                .iter()
+                .map(|n| format!("{}: {n}", input.resource_place)),
+        );
     }
     for (place, rule) in custom
         .iter()
@@ -102,6 +106,7 @@ pub fn convert(
     config.prometheus.url = url.clone();
     config.rules = custom.iter().map(|r| r.rule.clone()).collect();
     config.external_rules = external.iter().map(|r| r.rule.clone()).collect();
+    config.resource_rules = resources.as_ref().map(|r| r.config.clone());
     // Written to the file only when it reads back as what `config` holds: a value the
     // duration parser refuses would make the whole converted file fail to load.
     let mut relist = None;
@@ -124,15 +129,14 @@ pub fn convert(
         &url,
         url_is_placeholder,
         relist,
-        input.had_resource_rules,
         &custom,
         &external,
+        resources.as_ref(),
     );
     Ok(Conversion {
         toml,
         config,
         notes,
-        had_resource_rules: input.had_resource_rules,
         url_is_placeholder,
     })
 }
@@ -142,7 +146,8 @@ struct Input {
     kind: String,
     rules: Vec<Value>,
     external_rules: Vec<Value>,
-    had_resource_rules: bool,
+    /// `resourceRules` (or the chart's `rules.resource`), when there are any.
+    resource_rules: Option<Value>,
     rules_place: String,
     external_place: String,
     resource_place: String,
@@ -226,7 +231,7 @@ fn adapter_config(doc: &Value) -> Result<Input, ConvertError> {
         kind: "prometheus-adapter config".into(),
         rules: seq(map.get("rules"), "rules")?,
         external_rules: seq(map.get("externalRules"), "externalRules")?,
-        had_resource_rules: map.get("resourceRules").is_some_and(|v| !v.is_null()),
+        resource_rules: map.get("resourceRules").filter(|v| !v.is_null()).cloned(),
         rules_place: "rules".into(),
         external_place: "externalRules".into(),
         resource_place: "resourceRules".into(),
@@ -302,7 +307,7 @@ fn helm_values(map: &Mapping) -> Result<Input, ConvertError> {
         // named by their place in the config.yaml the chart renders.
         rules: all,
         external_rules: seq(rules.get("external"), "rules.external")?,
-        had_resource_rules: rules.get("resource").is_some_and(|v| !v.is_null()),
+        resource_rules: helm_resource_rules(rules.get("resource"))?,
         rules_place: if default { "rules" } else { "rules.custom" }.into(),
         external_place: "rules.external".into(),
         resource_place: "rules.resource".into(),
@@ -310,6 +315,170 @@ fn helm_values(map: &Mapping) -> Result<Input, ConvertError> {
         relist_interval: map.get("metricsRelistInterval").and_then(scalar_text),
         notes,
     })
+}
+
+/// The chart's `rules.resource`: its templates/configmap.yaml writes it out as
+/// `resourceRules` only when it is truthy for Go templates, so a missing, null or empty
+/// mapping (`resource: {}`, the chart's default) means none.
+fn helm_resource_rules(v: Option<&Value>) -> Result<Option<Value>, ConvertError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Mapping(m)) if m.is_empty() => Ok(None),
+        Some(v @ Value::Mapping(_)) => Ok(Some(v.clone())),
+        Some(other) => err(format!(
+            "rules.resource: expected a mapping (prometheus-adapter's resourceRules), found {}",
+            kind(other)
+        )),
+    }
+}
+
+/// `resourceRules` converted, and what changed.
+#[derive(Debug, Clone)]
+struct ConvertedResources {
+    config: ResourceRulesConfig,
+    notes: Vec<String>,
+}
+
+/// prometheus-adapter's `resourceRules`: `{cpu, memory, window}`, each rule
+/// `{containerQuery, nodeQuery, resources, containerLabel}`.
+fn convert_resource_rules(v: &Value, place: &str) -> Result<ConvertedResources, ConvertError> {
+    let map = as_map(v, place)?;
+    check_keys(map, place, &["cpu", "memory", "window"])?;
+    let mut notes = Vec::new();
+    let mut config = ResourceRulesConfig {
+        // prometheus-adapter fills in 0 for the other resource of a container that has only
+        // one; that is what `zero` does.
+        missing_containers: MissingContainers::Zero,
+        ..ResourceRulesConfig::default()
+    };
+    notes.push(
+        "missing_containers = \"zero\" keeps prometheus-adapter's answer for a container with \
+         only one of cpu and memory (the other reads 0); \"drop_pod\" leaves such pods out as \
+         metrics-server does, which the HPA then counts conservatively"
+            .into(),
+    );
+    let wplace = format!("{place}.window");
+    match map.get("window").filter(|w| !w.is_null()) {
+        None => notes.push(
+            "window is not set, so prometheus-adapter reports a window of 0s; here it defaults to \
+             the range of the CPU container query's rate() (`check` says if it cannot), or set \
+             [resource_rules] window"
+                .into(),
+        ),
+        Some(w) => {
+            let text = string(Some(w), &wplace)?;
+            let d = prometheus_duration(&text).ok_or_else(|| {
+                ConvertError(format!(
+                    "{wplace}: {text:?} is not a Prometheus duration (like 5m or 1h30m)"
+                ))
+            })?;
+            // The file must read back as this config (the convert fuzz target's invariant).
+            let written = humantime::format_duration(d).to_string();
+            if humantime::parse_duration(&written).ok() != Some(d) {
+                return err(format!("{wplace}: {text:?} is too long to be a window"));
+            }
+            if d.is_zero() {
+                notes.push(format!(
+                    "window {text:?} is zero, which prometheus-adapter reports as is; here the \
+                     window defaults to the range of the CPU container query's rate() instead"
+                ));
+            } else {
+                config.window = Some(d);
+            }
+        }
+    }
+    for (key, slot) in [("cpu", &mut config.cpu), ("memory", &mut config.memory)] {
+        let rplace = format!("{place}.{key}");
+        let Some(r) = map.get(key).filter(|r| !r.is_null()) else {
+            notes.push(format!(
+                "{key} is not set; prometheus-adapter then fails every request, and `check` \
+                 reports resource_rules.{key} as required"
+            ));
+            continue;
+        };
+        let rmap = as_map(r, &rplace)?;
+        check_keys(
+            rmap,
+            &rplace,
+            &["containerQuery", "nodeQuery", "resources", "containerLabel"],
+        )?;
+        let (resources, namespaced) =
+            resource_mapping(rmap.get("resources"), &format!("{rplace}.resources"))?;
+        if let Some(n) = namespaced {
+            notes.push(format!(
+                "{key}.resources.namespaced: {n} dropped: prometheus-adapter ignores it in \
+                 resourceRules"
+            ));
+        }
+        let container_label = string(
+            rmap.get("containerLabel"),
+            &format!("{rplace}.containerLabel"),
+        )?;
+        if container_label.is_empty() {
+            notes.push(format!(
+                "{key}.containerLabel is not set: prometheus-adapter then names every container \
+                 \"\"; set container_label (\"container\" for cAdvisor series), which `check` \
+                 requires"
+            ));
+        }
+        *slot = Some(ResourceRuleConfig {
+            container_query: string(
+                rmap.get("containerQuery"),
+                &format!("{rplace}.containerQuery"),
+            )?,
+            node_query: string(rmap.get("nodeQuery"), &format!("{rplace}.nodeQuery"))?,
+            resources,
+            container_label,
+        });
+    }
+    // What `check` will warn about (a window that disagrees with a query's range, most often
+    // prometheus-adapter's own 5m window over irate(...[4m])) is said here too.
+    let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+    crate::rules::resource_metrics::ResourceRules::compile(&config, &mut problems, &mut warnings);
+    for w in warnings {
+        notes.push(format!("kept as is, but `check` warns: {w}"));
+    }
+    Ok(ConvertedResources { config, notes })
+}
+
+/// A Prometheus duration (`model.ParseDuration`): units y (365d), w, d, h, m, s, ms, each at
+/// most once and in that order, whole numbers; or `0`.
+pub fn prometheus_duration(text: &str) -> Option<std::time::Duration> {
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ];
+    let mut rest = text;
+    let mut millis: u64 = 0;
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let (number, tail) = rest.split_at(digits);
+        let number: u64 = number.parse().ok()?;
+        // "ms" before "m", since "m" is a prefix of it.
+        let unit = UNITS
+            .iter()
+            .enumerate()
+            .skip(next_unit)
+            .filter(|(_, (u, _))| tail.starts_with(u))
+            .max_by_key(|(_, (u, _))| u.len())?;
+        let (index, (name, size)) = unit;
+        millis = millis.checked_add(number.checked_mul(*size)?)?;
+        next_unit = index + 1;
+        rest = &tail[name.len()..];
+    }
+    (!text.is_empty()).then(|| std::time::Duration::from_millis(millis))
 }
 
 /// The rules the Helm chart renders for `rules.default: true`
@@ -393,35 +562,9 @@ fn convert_rule(
         });
     }
 
-    let mut namespaced = None;
-    if let Some(r) = map.get("resources").filter(|r| !r.is_null()) {
-        let rplace = format!("{place}.resources");
-        let rmap = as_map(r, &rplace)?;
-        check_keys(rmap, &rplace, &["template", "overrides", "namespaced"])?;
-        rule.resources.template =
-            non_empty(string(rmap.get("template"), &format!("{rplace}.template"))?);
-        if let Some(o) = rmap.get("overrides").filter(|o| !o.is_null()) {
-            let oplace = format!("{rplace}.overrides");
-            for (label, gr) in as_map(o, &oplace)? {
-                let label = scalar_text(label).ok_or_else(|| {
-                    ConvertError(format!("{oplace}: a label name must be a string"))
-                })?;
-                let gplace = format!("{oplace}.{label}");
-                let gmap = as_map(gr, &gplace)?;
-                check_keys(gmap, &gplace, &["group", "resource"])?;
-                rule.resources.overrides.insert(
-                    label,
-                    GroupResourceConfig {
-                        group: string(gmap.get("group"), &format!("{gplace}.group"))?,
-                        resource: string(gmap.get("resource"), &format!("{gplace}.resource"))?,
-                    },
-                );
-            }
-        }
-        if let Some(n) = rmap.get("namespaced").filter(|n| !n.is_null()) {
-            namespaced = Some(boolean(n, &format!("{rplace}.namespaced"))?);
-        }
-    }
+    let (resources, namespaced) =
+        resource_mapping(map.get("resources"), &format!("{place}.resources"))?;
+    rule.resources = resources;
 
     if let Some(n) = map.get("name").filter(|n| !n.is_null()) {
         let nplace = format!("{place}.name");
@@ -469,6 +612,43 @@ fn convert_rule(
         }
     }
     Ok(Converted { rule, notes })
+}
+
+/// `resources: {template, overrides, namespaced}`; `namespaced` comes back on its own since
+/// its meaning depends on the kind of rule.
+fn resource_mapping(
+    v: Option<&Value>,
+    rplace: &str,
+) -> Result<(ResourceMapping, Option<bool>), ConvertError> {
+    let mut mapping = ResourceMapping::default();
+    let mut namespaced = None;
+    let Some(r) = v.filter(|r| !r.is_null()) else {
+        return Ok((mapping, namespaced));
+    };
+    let rmap = as_map(r, rplace)?;
+    check_keys(rmap, rplace, &["template", "overrides", "namespaced"])?;
+    mapping.template = non_empty(string(rmap.get("template"), &format!("{rplace}.template"))?);
+    if let Some(o) = rmap.get("overrides").filter(|o| !o.is_null()) {
+        let oplace = format!("{rplace}.overrides");
+        for (label, gr) in as_map(o, &oplace)? {
+            let label = scalar_text(label)
+                .ok_or_else(|| ConvertError(format!("{oplace}: a label name must be a string")))?;
+            let gplace = format!("{oplace}.{label}");
+            let gmap = as_map(gr, &gplace)?;
+            check_keys(gmap, &gplace, &["group", "resource"])?;
+            mapping.overrides.insert(
+                label,
+                GroupResourceConfig {
+                    group: string(gmap.get("group"), &format!("{gplace}.group"))?,
+                    resource: string(gmap.get("resource"), &format!("{gplace}.resource"))?,
+                },
+            );
+        }
+    }
+    if let Some(n) = rmap.get("namespaced").filter(|n| !n.is_null()) {
+        namespaced = Some(boolean(n, &format!("{rplace}.namespaced"))?);
+    }
+    Ok((mapping, namespaced))
 }
 
 /// The resources the chart's default `rbac.resourceRules` grant list/watch on (a unit test
@@ -653,9 +833,9 @@ fn render(
     url: &str,
     url_is_placeholder: bool,
     relist: Option<&str>,
-    had_resource_rules: bool,
     custom: &[Converted],
     external: &[Converted],
+    resources: Option<&ConvertedResources>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -667,13 +847,6 @@ fn render(
         "# Same meaning as prometheus-adapter's rules; comments below say where something changed.\n\
          # Validate with `kube-metrics-bridge check FILE`.\n",
     );
-    if had_resource_rules {
-        out.push_str(
-            "#\n# resourceRules (metrics.k8s.io) were NOT converted: this bridge serves only the custom\n\
-             # and external metrics APIs. Keep metrics-server (or prometheus-adapter with only its\n\
-             # resourceRules) for `kubectl top` and CPU/memory autoscaling.\n",
-        );
-    }
     out.push_str("\n[prometheus]\n");
     if url_is_placeholder {
         out.push_str(
@@ -707,17 +880,56 @@ fn render(
     for (table, rules) in [("rules", custom), ("external_rules", external)] {
         for (i, c) in rules.iter().enumerate() {
             out.push('\n');
-            for n in &c.notes {
-                for (k, line) in wrap(n, 90).iter().enumerate() {
-                    let lead = if k == 0 { "# NOTE: " } else { "#       " };
-                    let _ = writeln!(out, "{lead}{line}");
-                }
-            }
+            write_notes(&mut out, &c.notes);
             let _ = writeln!(out, "[[{table}]] # {table}[{i}]");
             render_rule(&mut out, &c.rule);
         }
     }
+    if let Some(r) = resources {
+        render_resource_rules(&mut out, r);
+    }
     out
+}
+
+/// `[resource_rules]` and its two tables, the notes as comments above them.
+fn render_resource_rules(out: &mut String, r: &ConvertedResources) {
+    out.push_str(
+        "\n# prometheus-adapter's resourceRules: the resource metrics API (metrics.k8s.io) for\n\
+         # `kubectl top` and CPU/memory HPAs.\n",
+    );
+    write_notes(out, &r.notes);
+    out.push_str("[resource_rules]\n");
+    if let Some(w) = r.config.window {
+        let _ = writeln!(
+            out,
+            "window = {}",
+            quote(&humantime::format_duration(w).to_string())
+        );
+    }
+    let policy = match r.config.missing_containers {
+        MissingContainers::DropPod => "drop_pod",
+        MissingContainers::Zero => "zero",
+    };
+    let _ = writeln!(out, "missing_containers = {}", quote(policy));
+    for (key, rule) in [("cpu", &r.config.cpu), ("memory", &r.config.memory)] {
+        let Some(rule) = rule else { continue };
+        let _ = writeln!(out, "\n[resource_rules.{key}]");
+        let _ = writeln!(out, "container_query = {}", quote(&rule.container_query));
+        let _ = writeln!(out, "node_query = {}", quote(&rule.node_query));
+        render_resources(out, &rule.resources);
+        if !rule.container_label.is_empty() {
+            let _ = writeln!(out, "container_label = {}", quote(&rule.container_label));
+        }
+    }
+}
+
+fn write_notes(out: &mut String, notes: &[String]) {
+    for n in notes {
+        for (k, line) in wrap(n, 90).iter().enumerate() {
+            let lead = if k == 0 { "# NOTE: " } else { "#       " };
+            let _ = writeln!(out, "{lead}{line}");
+        }
+    }
 }
 
 fn render_rule(out: &mut String, r: &RuleConfig) {
@@ -739,12 +951,29 @@ fn render_rule(out: &mut String, r: &RuleConfig) {
             .collect();
         let _ = writeln!(out, "series_filters = [{}]", items.join(", "));
     }
-    if let Some(t) = &r.resources.template {
+    render_resources(out, &r.resources);
+    let mut name = Vec::new();
+    if let Some(m) = &r.name.matches {
+        name.push(format!("matches = {}", quote(m)));
+    }
+    if let Some(a) = &r.name.as_ {
+        name.push(format!("as = {}", quote(a)));
+    }
+    if !name.is_empty() {
+        let _ = writeln!(out, "name = {{ {} }}", name.join(", "));
+    }
+    let _ = writeln!(out, "metrics_query = {}", quote(&r.metrics_query));
+    if let Some(n) = r.namespaced {
+        let _ = writeln!(out, "namespaced = {n}");
+    }
+}
+
+fn render_resources(out: &mut String, r: &ResourceMapping) {
+    if let Some(t) = &r.template {
         let _ = writeln!(out, "resources.template = {}", quote(t));
     }
-    if !r.resources.overrides.is_empty() {
+    if !r.overrides.is_empty() {
         let items: Vec<String> = r
-            .resources
             .overrides
             .iter()
             .map(|(label, gr)| {
@@ -761,20 +990,6 @@ fn render_rule(out: &mut String, r: &RuleConfig) {
             })
             .collect();
         let _ = writeln!(out, "resources.overrides = {{ {} }}", items.join(", "));
-    }
-    let mut name = Vec::new();
-    if let Some(m) = &r.name.matches {
-        name.push(format!("matches = {}", quote(m)));
-    }
-    if let Some(a) = &r.name.as_ {
-        name.push(format!("as = {}", quote(a)));
-    }
-    if !name.is_empty() {
-        let _ = writeln!(out, "name = {{ {} }}", name.join(", "));
-    }
-    let _ = writeln!(out, "metrics_query = {}", quote(&r.metrics_query));
-    if let Some(n) = r.namespaced {
-        let _ = writeln!(out, "namespaced = {n}");
     }
 }
 
@@ -998,23 +1213,213 @@ externalRules:
     }
 
     #[test]
-    fn resource_rules_are_reported_not_converted() {
+    fn adapter_config_resource_rules_convert() {
         let c = conv(
-            "rules:\n- seriesQuery: 'x{namespace!=\"\",pod!=\"\"}'\n  resources: {template: '<<.Resource>>'}\n  metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\nresourceRules:\n  cpu: {containerQuery: x, nodeQuery: y}\n  window: 3m\n",
+            r#"
+rules:
+- seriesQuery: 'x{namespace!="",pod!=""}'
+  resources: {template: '<<.Resource>>'}
+  metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)
+resourceRules:
+  cpu:
+    containerQuery: sum(rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!=""}[3m])) by (<<.GroupBy>>)
+    nodeQuery: sum(rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[3m])) by (<<.GroupBy>>)
+    resources:
+      overrides:
+        node: {resource: node}
+        namespace: {resource: namespace}
+        pod: {resource: pod}
+    containerLabel: container
+  memory:
+    containerQuery: sum(container_memory_working_set_bytes{<<.LabelMatchers>>,container!=""}) by (<<.GroupBy>>)
+    nodeQuery: sum(node_memory_working_set_bytes{<<.LabelMatchers>>}) by (<<.GroupBy>>)
+    resources: {template: '<<.Resource>>', namespaced: false}
+    containerLabel: container
+  window: 3m
+"#,
         );
         roundtrip(&c);
-        assert!(c.had_resource_rules);
         assert_eq!(c.config.rules.len(), 1);
+        let rr = c.config.resource_rules.as_ref().expect("converted");
+        assert_eq!(rr.window, Some(std::time::Duration::from_secs(180)));
+        assert_eq!(rr.missing_containers, MissingContainers::Zero);
+        let cpu = rr.cpu.as_ref().expect("cpu");
+        assert_eq!(cpu.container_label, "container");
+        assert_eq!(cpu.resources.overrides["node"].resource, "node");
+        assert!(cpu.node_query.contains("node_cpu_usage_seconds_total"));
+        let memory = rr.memory.as_ref().expect("memory");
+        assert_eq!(memory.resources.template.as_deref(), Some("<<.Resource>>"));
+        assert_eq!(memory.resources.namespaced, None);
+        let notes = c.notes.join("\n");
         assert!(
-            c.notes
-                .iter()
-                .any(|n| n.contains("resourceRules") && n.contains("metrics-server")),
+            notes.contains("resourceRules: memory.resources.namespaced: false dropped"),
+            "{notes}"
+        );
+        assert!(notes.contains("missing_containers = \"zero\""), "{notes}");
+        assert!(!notes.contains("NOT converted"), "{notes}");
+        assert!(c.toml.contains("\n[resource_rules]\n"), "{}", c.toml);
+        assert!(c.toml.contains("\n[resource_rules.memory]\n"), "{}", c.toml);
+        let set = crate::rules::RuleSet::compile(&c.config).expect("compiles");
+        assert!(set.resource_rules.is_some());
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+    }
+
+    #[test]
+    fn prometheus_adapter_shipped_defaults_keep_their_meaning_with_a_note() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("integration/testdata/adapter/adapter-defaults.yaml"),
+        )
+        .expect("fixture");
+        let c = conv(&text);
+        roundtrip(&c);
+        let rr = c.config.resource_rules.as_ref().expect("converted");
+        assert_eq!(rr.window, Some(std::time::Duration::from_secs(300)));
+        let cpu = rr.cpu.as_ref().expect("cpu");
+        assert!(
+            cpu.container_query.contains("[4m]"),
+            "{}",
+            cpu.container_query
+        );
+        assert!(c.toml.contains("window = '5m'"), "{}", c.toml);
+        let notes: Vec<&String> = c
+            .notes
+            .iter()
+            .filter(|n| n.contains("prometheus-adapter#555"))
+            .collect();
+        assert_eq!(notes.len(), 2, "{:#?}", c.notes);
+        assert!(
+            notes[0].starts_with("resourceRules: kept as is, but `check` warns: resource_rules.cpu.container_query: irate(...[4m])")
+                && notes[0].contains("window is 5m"),
+            "{notes:#?}"
+        );
+        assert!(
+            c.toml.contains("# NOTE: resourceRules") || c.toml.contains("# NOTE: kept as is"),
+            "{}",
+            c.toml
+        );
+        crate::rules::RuleSet::compile(&c.config).expect("compiles");
+    }
+
+    #[test]
+    fn kube_prometheus_config_map_converts() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("integration/testdata/adapter/kube-prometheus.yaml"),
+        )
+        .expect("fixture");
+        let c = conv(&text);
+        roundtrip(&c);
+        let rr = c.config.resource_rules.as_ref().expect("converted");
+        let memory = rr.memory.as_ref().expect("memory");
+        assert_eq!(memory.resources.overrides["instance"].resource, "node");
+        let cpu = rr.cpu.as_ref().expect("cpu");
+        assert_eq!(cpu.resources.overrides["node"].resource, "node");
+        assert!(c.toml.contains("ConfigMap data \"config.yaml\""));
+        crate::rules::RuleSet::compile(&c.config).expect("compiles");
+    }
+
+    #[test]
+    fn resource_rules_problems_and_notes() {
+        // Unknown keys are errors with their place, as prometheus-adapter's strict loading.
+        let e =
+            convert("resourceRules:\n  cpu: {containerQuerry: x}\n", "t", None).expect_err("typo");
+        assert!(
+            e.0.contains("resourceRules.cpu: unknown key `containerQuerry`"),
+            "{e}"
+        );
+        let e = convert("resourceRules:\n  windows: 5m\n", "t", None).expect_err("typo");
+        assert!(e.0.contains("resourceRules: unknown key `windows`"), "{e}");
+        // Huge windows either read back exactly or are refused, never written wrong.
+        match convert("resourceRules:\n  window: 500000000y\n", "t", None) {
+            Ok(c) => roundtrip(&c),
+            Err(e) => assert!(e.0.contains("too long to be a window"), "{e}"),
+        }
+        let e = convert("resourceRules:\n  window: 5 minutes\n", "t", None).expect_err("bad");
+        assert!(e.0.contains("resourceRules.window: \"5 minutes\""), "{e}");
+        // Missing pieces convert as they are and are named: check will refuse them.
+        let c = conv("resourceRules:\n  cpu: {containerQuery: x, nodeQuery: y}\n");
+        roundtrip(&c);
+        let notes = c.notes.join("\n");
+        assert!(notes.contains("window is not set"), "{notes}");
+        assert!(notes.contains("memory is not set"), "{notes}");
+        assert!(notes.contains("cpu.containerLabel is not set"), "{notes}");
+        assert!(crate::rules::RuleSet::compile(&c.config).is_err());
+        // A zero window is what prometheus-adapter serves; here it is left to the default.
+        let c = conv("resourceRules:\n  window: 0s\n");
+        roundtrip(&c);
+        assert_eq!(c.config.resource_rules.as_ref().expect("rr").window, None);
+        assert!(
+            c.notes.iter().any(|n| n.contains("is zero")),
             "{:?}",
             c.notes
         );
-        assert!(c
-            .toml
-            .contains("resourceRules (metrics.k8s.io) were NOT converted"));
+    }
+
+    #[test]
+    fn prometheus_durations() {
+        let ms = |n: u64| Some(std::time::Duration::from_millis(n));
+        for (text, want) in [
+            ("5m", ms(300_000)),
+            ("120s", ms(120_000)),
+            ("1h30m", ms(5_400_000)),
+            (
+                "1y2w3d4h5m6s7ms",
+                ms((((365 + 14 + 3) * 24 + 4) * 60 + 5) * 60_000 + 6_007),
+            ),
+            ("500ms", ms(500)),
+            ("0", ms(0)),
+            ("0s", ms(0)),
+        ] {
+            assert_eq!(prometheus_duration(text), want, "{text}");
+        }
+        for bad in [
+            "",
+            "5",
+            "m",
+            "5m5m",
+            "5s5m",
+            "1.5m",
+            "-1m",
+            "5 m",
+            "5M",
+            "99999999999999999999y",
+            "5mm",
+        ] {
+            assert_eq!(prometheus_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any Prometheus duration reads back as the sum of its parts, and written as this
+        /// bridge writes durations, reads back the same through the rules file.
+        #[test]
+        fn prometheus_durations_read_back(parts in proptest::collection::vec(proptest::option::of(0u64..1000), 7)) {
+            let units = ["y", "w", "d", "h", "m", "s", "ms"];
+            let sizes = [365 * 86_400_000u64, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1_000, 1];
+            let mut text = String::new();
+            let mut millis = 0;
+            for ((part, unit), size) in parts.iter().zip(units).zip(sizes) {
+                if let Some(n) = part {
+                    text.push_str(&format!("{n}{unit}"));
+                    millis += n * size;
+                }
+            }
+            let parsed = prometheus_duration(&text);
+            if text.is_empty() {
+                proptest::prop_assert_eq!(parsed, None);
+            } else {
+                let d = std::time::Duration::from_millis(millis);
+                proptest::prop_assert_eq!(parsed, Some(d));
+                let written = humantime::format_duration(d).to_string();
+                proptest::prop_assert_eq!(humantime::parse_duration(&written).ok(), Some(d));
+            }
+        }
+
+        #[test]
+        fn prometheus_duration_never_panics(text in "\\PC{0,24}") {
+            let _ = prometheus_duration(&text);
+        }
     }
 
     #[test]
@@ -1143,7 +1548,7 @@ externalRules:
 
     #[test]
     fn helm_values_default_true_expands_chart_rules() {
-        let c = conv(
+        let mut c = conv(
             "image: {tag: v0.12.0}\nprometheus: {url: http://prometheus.monitoring.svc, port: 9090, path: \"\"}\nmetricsRelistInterval: 1m\nrules:\n  default: true\n  custom:\n  - seriesQuery: 'x{namespace!=\"\",pod!=\"\"}'\n    resources: {template: '<<.Resource>>'}\n    metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\n  resource:\n    window: 3m\n",
         );
         roundtrip(&c);
@@ -1153,12 +1558,22 @@ externalRules:
             "http://prometheus.monitoring.svc:9090"
         );
         assert!(!c.url_is_placeholder);
-        assert!(c.had_resource_rules);
+        // rules.resource has only cpu here: converted, and check will ask for memory.
+        let rr = c
+            .config
+            .resource_rules
+            .as_ref()
+            .expect("rules.resource converted");
+        assert_eq!(rr.window, Some(std::time::Duration::from_secs(180)));
+        assert!(rr.memory.is_none());
         assert!(
-            c.notes.iter().any(|n| n.contains("rules.resource")),
+            c.notes
+                .iter()
+                .any(|n| n.starts_with("rules.resource: memory is not set")),
             "{:?}",
             c.notes
         );
+        c.config.resource_rules = None;
         crate::rules::RuleSet::compile(&c.config).expect("compiles");
 
         let off = conv("rules:\n  default: false\n  external:\n  - seriesQuery: 'q{namespace!=\"\"}'\n    resources: {overrides: {namespace: {resource: namespace}}}\n    metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>})\n");
@@ -1166,6 +1581,33 @@ externalRules:
         assert_eq!(off.config.external_rules.len(), 1);
         let e = convert("rules:\n  existing: my-rules\n", "t", None).expect_err("existing");
         assert!(e.0.contains("my-rules"), "{e}");
+    }
+
+    /// The chart writes `rules.resource` out as `resourceRules` only when it is a non-empty
+    /// mapping; `rules.default` never adds resource rules.
+    #[test]
+    fn helm_rules_resource_and_default() {
+        for values in [
+            "rules:\n  default: true\n",
+            "rules:\n  default: true\n  resource: {}\n",
+            "rules:\n  default: true\n  resource:\n",
+        ] {
+            let c = conv(values);
+            roundtrip(&c);
+            assert_eq!(c.config.rules.len(), 6, "{values}");
+            assert_eq!(c.config.resource_rules, None, "{values}");
+            assert!(!c.toml.contains("resource_rules"), "{values}: {}", c.toml);
+        }
+        let rule = "{containerQuery: 'sum by (<<.GroupBy>>) (rate(c{<<.LabelMatchers>>,container!=\"\"}[3m]))', nodeQuery: 'sum by (<<.GroupBy>>) (rate(n{<<.LabelMatchers>>}[3m]))', containerLabel: container, resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}, node: {resource: node}}}}";
+        let c = conv(&format!(
+            "rules:\n  default: false\n  resource:\n    cpu: {rule}\n    memory: {rule}\n    window: 3m\n"
+        ));
+        roundtrip(&c);
+        assert!(c.config.rules.is_empty());
+        let set = crate::rules::RuleSet::compile(&c.config).expect("resource rules alone");
+        assert!(set.resource_rules.is_some());
+        let e = convert("rules:\n  resource: yes\n", "t", None).expect_err("not a mapping");
+        assert!(e.0.contains("rules.resource: expected a mapping"), "{e}");
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Rules loading: any text as a rules file, through `config::parse` (figment + TOML) and
 //! `RuleSet::compile` (regexes, templates, resource overrides, PromQL checks). Invariants:
-//! no panic; a compiled rule renders its query without panicking; every problem names a rule
-//! or field.
+//! no panic; a compiled rule renders its query without panicking (resource rules too); every
+//! problem names a rule or field.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use kube_metrics_bridge::rules::resource_metrics::ComputeResource;
 use kube_metrics_bridge::rules::template::QueryArgs;
 use kube_metrics_bridge::rules::RuleSet;
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
+    if let Some(rr) = &set.resource_rules {
+        for resource in ComputeResource::ALL {
+            let rule = rr.rule(resource);
+            assert!(!rule.node_labels().is_empty());
+            let _ = rule.pod_query(Some("default"));
+            let _ = rule.pod_query(None);
+            let _ = rule.node_query();
+        }
+    }
     let mut values = BTreeMap::new();
     values.insert("namespace".to_string(), "default".to_string());
     let group_by = ["pod".to_string()];

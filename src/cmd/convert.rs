@@ -50,16 +50,16 @@ fn report(source: &str, c: &Conversion) -> Result<i32, String> {
         eprintln!("note: {note}");
     }
     let (custom, external) = (c.config.rules.len(), c.config.external_rules.len());
-    if custom + external == 0 {
+    let resource = c.config.resource_rules.is_some();
+    if custom + external == 0 && !resource {
         return Err(format!(
-            "{source}: nothing to convert: no rules and no externalRules{}",
-            if c.had_resource_rules {
-                " (only resourceRules, which are out of scope)"
-            } else {
-                ""
-            }
+            "{source}: nothing to convert: no rules, externalRules or resourceRules"
         ));
     }
+    let what = format!(
+        "converted {custom} rule(s), {external} external rule(s){} from {source}",
+        if resource { " and resourceRules" } else { "" }
+    );
     if c.url_is_placeholder {
         eprintln!(
             "note: [prometheus] url is a placeholder; prometheus-adapter took it from --prometheus-url, \
@@ -68,7 +68,7 @@ fn report(source: &str, c: &Conversion) -> Result<i32, String> {
     }
     match RuleSet::compile(&c.config) {
         Ok(_) => {
-            eprintln!("converted {custom} rule(s) and {external} external rule(s) from {source}");
+            eprintln!("{what}");
             Ok(0)
         }
         Err(problems) => {
@@ -76,8 +76,8 @@ fn report(source: &str, c: &Conversion) -> Result<i32, String> {
                 eprintln!("problem: {p}");
             }
             eprintln!(
-                "converted {custom} rule(s) and {external} external rule(s) from {source}, but the result \
-                 has {} problem(s) that `kube-metrics-bridge check` will report; fix them before serving",
+                "{what}, but the result has {} problem(s) that `kube-metrics-bridge check` will \
+                 report; fix them before serving",
                 problems.0.len()
             );
             Ok(1)
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn good_config_exits_zero_and_writes_a_file_check_accepts() {
         let input = file(
-            "rules:\n- seriesQuery: 'http_requests_total{namespace!=\"\",pod!=\"\"}'\n  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}\n  name: {matches: '^(.*)_total$', as: '${1}_per_second'}\n  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'\nresourceRules:\n  window: 3m\n",
+            "rules:\n- seriesQuery: 'http_requests_total{namespace!=\"\",pod!=\"\"}'\n  resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}}}\n  name: {matches: '^(.*)_total$', as: '${1}_per_second'}\n  metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[2m])) by (<<.GroupBy>>)'\n",
         );
         let out = tempfile::NamedTempFile::new().expect("tmp");
         assert_eq!(run(input.path(), Some(out.path()), None), 0);
@@ -118,9 +118,25 @@ mod tests {
     }
 
     #[test]
-    fn only_resource_rules_is_an_error() {
-        let input = file("resourceRules:\n  window: 3m\n");
+    fn resource_rules_alone_convert() {
+        let rule = "{containerQuery: 'sum by (<<.GroupBy>>) (rate(c{<<.LabelMatchers>>,container!=\"\"}[3m]))', nodeQuery: 'sum by (<<.GroupBy>>) (rate(n{<<.LabelMatchers>>}[3m]))', containerLabel: container, resources: {overrides: {namespace: {resource: namespace}, pod: {resource: pod}, node: {resource: node}}}}";
+        let input = file(&format!(
+            "resourceRules:\n  window: 3m\n  cpu: {rule}\n  memory: {rule}\n"
+        ));
         let out = tempfile::NamedTempFile::new().expect("tmp");
+        assert_eq!(run(input.path(), Some(out.path()), None), 0);
+        assert_eq!(crate::cmd::check::run(out.path()), 0);
+        // Incomplete resourceRules are written, but they are problems.
+        let input = file("resourceRules:\n  window: 3m\n");
+        assert_eq!(run(input.path(), Some(out.path()), None), 1);
+        let written = std::fs::read_to_string(out.path()).expect("read");
+        assert!(
+            written.contains("[resource_rules]\nwindow = '3m'"),
+            "{written}"
+        );
+        assert_eq!(crate::cmd::check::run(out.path()), 1);
+        // Nothing at all is still an error.
+        let input = file("rules: []\n");
         assert_eq!(run(input.path(), Some(out.path()), None), 1);
     }
 

@@ -182,6 +182,8 @@ fn every_fixture_converts_to_a_file_check_accepts() {
         "externalmetrics.yaml",
         "helm-rendered.yaml",
         "helm-values.yaml",
+        "adapter-defaults.yaml",
+        "kube-prometheus.yaml",
     ] {
         let c = converted(name);
         let back = crate::config::parse(&c.toml, std::path::Path::new(name))
@@ -201,5 +203,105 @@ fn helm_default_true_is_the_chart_rendered_config() {
         values.config.prometheus.url,
         "http://prometheus.monitoring.svc:9090"
     );
-    assert!(values.had_resource_rules);
+    assert!(values.config.resource_rules.is_some());
+    assert_eq!(values.config.resource_rules, rendered.config.resource_rules);
+}
+
+/// Resource rules keep their templates; what changes is the arguments, on purpose: where
+/// prometheus-adapter lists the namespace's pods (`namespace="default",pod=~"a|b"`, grouped
+/// by `pod,container`) we ask for the whole namespace once, grouped by namespace too, so one
+/// query serves every request there and a cluster-wide list is one query, not one per
+/// namespace. Rendering the converted template with prometheus-adapter's arguments gives
+/// prometheus-adapter's query (what its `Build` makes of the same template), so the
+/// difference is only the arguments.
+#[test]
+fn resource_rules_keep_templates_and_change_only_the_arguments() {
+    use crate::rules::resource_metrics::ComputeResource;
+    use crate::rules::template::{QueryArgs, Template, TemplateKind};
+    use std::collections::BTreeMap;
+
+    let c = converted("adapter-defaults.yaml");
+    let rr = c.config.resource_rules.as_ref().expect("resource rules");
+    let cpu = rr.cpu.as_ref().expect("cpu");
+    let template =
+        Template::compile(&cpu.container_query, TemplateKind::MetricsQuery).expect("template");
+    let adapter = template.render_query(&QueryArgs {
+        series: "",
+        label_matchers: r#"namespace="default",pod=~"a|b""#,
+        label_values_by_name: &BTreeMap::from([
+            ("namespace".to_string(), "default".to_string()),
+            ("pod".to_string(), "a|b".to_string()),
+        ]),
+        group_by: &["pod".to_string(), "container".to_string()],
+    });
+    assert_eq!(
+        adapter,
+        "sum by (pod,container) (\n  irate (\n      container_cpu_usage_seconds_total{namespace=\"default\",pod=~\"a|b\",container!=\"\",pod!=\"\"}[4m]\n  )\n)\n"
+    );
+
+    let set = compiled("adapter-defaults.yaml");
+    let rules = set.resource_rules.as_ref().expect("compiled");
+    let cpu = rules.rule(ComputeResource::Cpu);
+    assert_eq!(
+        cpu.pod_query(Some("default")).expect("query"),
+        "sum by (namespace,pod,container) (\n  irate (\n      container_cpu_usage_seconds_total{namespace=\"default\",container!=\"\",pod!=\"\"}[4m]\n  )\n)\n"
+    );
+    assert_eq!(
+        cpu.pod_query(None).expect("query"),
+        "sum by (namespace,pod,container) (\n  irate (\n      container_cpu_usage_seconds_total{namespace!=\"\",container!=\"\",pod!=\"\"}[4m]\n  )\n)\n"
+    );
+    assert_eq!(
+        cpu.node_query(),
+        "sum by (node) (\n  irate(\n      node_cpu_usage_seconds_total{node!=\"\"}[4m]\n  )\n)\n"
+    );
+    let memory = rules.rule(ComputeResource::Memory);
+    assert_eq!(
+        memory.node_query(),
+        "sum by (node) (\n  node_memory_working_set_bytes{node!=\"\"}\n)\n"
+    );
+    // The meaning is kept: window 5m, irate over 4m, and the disagreement is said (#555).
+    assert_eq!(rules.window, std::time::Duration::from_secs(300));
+    assert!(
+        set.warnings.iter().any(
+            |w| w.place == "resource_rules.cpu" && w.message.contains("prometheus-adapter#555")
+        ),
+        "{:?}",
+        set.warnings
+    );
+}
+
+/// kube-prometheus maps `instance` to nodes in its memory rule and `node` in its CPU rule;
+/// each rule keeps its own node label, so both keep working.
+#[test]
+fn kube_prometheus_node_labels_differ_per_rule() {
+    use crate::rules::resource_metrics::ComputeResource;
+
+    let set = compiled("kube-prometheus.yaml");
+    let rules = set.resource_rules.as_ref().expect("compiled");
+    let cpu = rules.rule(ComputeResource::Cpu);
+    let memory = rules.rule(ComputeResource::Memory);
+    assert_eq!(cpu.node_labels(), ["node"]);
+    assert_eq!(memory.node_labels(), ["instance"]);
+    let node_memory = memory.node_query();
+    assert!(
+        node_memory.starts_with(
+            "sum by (instance) (\n  node_memory_MemTotal_bytes{job=\"node-exporter\",instance!=\"\"}"
+        ),
+        "{node_memory}"
+    );
+    let node_cpu = cpu.node_query();
+    assert!(
+        node_cpu.contains("node_namespace_pod:kube_pod_info:{node!=\"\"}")
+            && node_cpu.contains(
+                "windows_cpu_time_total{mode=\"idle\", job=\"windows-exporter\",node!=\"\"}[4m]"
+            ),
+        "{node_cpu}"
+    );
+    assert_eq!(
+        memory.pod_query(Some("monitoring")).expect("query"),
+        "sum by (namespace,pod,container) (\n  container_memory_working_set_bytes{namespace=\"monitoring\",container!=\"\",pod!=\"\"}\n)\n"
+    );
+    // irate over 120s, 60s and 4m under a 5m window: warnings, not problems.
+    assert_eq!(rules.window, std::time::Duration::from_secs(300));
+    assert!(set.warnings.len() >= 3, "{:#?}", set.warnings);
 }

@@ -1081,6 +1081,40 @@ container_label = "pod"
         }
     }
 
+    /// rules/resource-metrics.toml compiles without warnings and renders what its comments
+    /// (and docs/rules-guide.md) say it does.
+    #[test]
+    fn the_shipped_example_renders_what_it_says() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/resource-metrics.toml");
+        let text = std::fs::read_to_string(&path).expect("rules/resource-metrics.toml");
+        let (rules, warnings) = good(&text);
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        let cpu = rules.rule(ComputeResource::Cpu);
+        let memory = rules.rule(ComputeResource::Memory);
+        assert_eq!(cpu.node_labels(), ["instance", "node"]);
+        assert_eq!(memory.node_labels(), ["instance", "node"]);
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rules-guide.md"),
+        )
+        .expect("docs/rules-guide.md");
+        for query in [
+            cpu.pod_query(Some("shop")).expect("query"),
+            cpu.pod_query(None).expect("query"),
+            cpu.node_query(),
+            memory.pod_query(Some("shop")).expect("query"),
+            memory.node_query(),
+        ] {
+            assert!(guide.contains(&query), "docs/rules-guide.md lacks {query}");
+        }
+        for query in [
+            cpu.pod_query(Some("shop")).expect("query"),
+            cpu.node_query(),
+        ] {
+            assert!(text.contains(&query), "the file's comments lack {query}");
+        }
+    }
+
     /// prometheus-adapter's deploy/manifests/config-map.yaml, as `convert` writes it.
     const ADAPTER_DEFAULTS: &str = r#"
 [resource_rules]
