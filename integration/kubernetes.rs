@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::bridge::{tls_client_with, Bridge};
 use common::controlplane::ControlPlane;
-use common::{poll, wait_until, Exporter, Prometheus};
+use common::{poll, shipped_documents, wait_until, Exporter, Prometheus};
 use serde_json::Value;
 
 const NS: &str = "hpa-demo";
@@ -52,17 +52,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
 /// What deploy/ ships, minus what runs the bridge in a pod (here it runs on the host): the
 /// Namespace, ServiceAccount, RBAC and APIServices, exactly as users apply them.
 fn shipped_objects() -> String {
-    let out = std::process::Command::new("bash")
-        .args(["deploy/render.sh", "base"])
-        .output()
-        .expect("deploy/render.sh base");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
-    let keep = [
+    let docs = shipped_documents(&[
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
@@ -70,16 +60,7 @@ fn shipped_objects() -> String {
         "Role",
         "RoleBinding",
         "APIService",
-    ];
-    let docs: Vec<&str> = yaml
-        .split("\n---\n")
-        .filter(|doc| {
-            doc.lines().any(|l| {
-                l.strip_prefix("kind: ")
-                    .is_some_and(|k| keep.contains(&k.trim()))
-            })
-        })
-        .collect();
+    ]);
     assert!(
         docs.len() >= 10,
         "the shipped RBAC and APIServices: {docs:#?}"

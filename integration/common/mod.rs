@@ -71,6 +71,31 @@ pub fn command_dying_with_parent(bin: &Path) -> Command {
     }
 }
 
+/// The documents of what deploy/'s kustomize base ships (`deploy/render.sh base`: the
+/// placeholder caBundle, no certificate Secret) whose `kind` is one of `kinds`, in order.
+pub fn shipped_documents(kinds: &[&str]) -> Vec<String> {
+    let out = std::process::Command::new("bash")
+        .args(["deploy/render.sh", "base"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("deploy/render.sh base");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("UTF-8");
+    yaml.split("\n---\n")
+        .filter(|doc| {
+            doc.lines().any(|l| {
+                l.strip_prefix("kind: ")
+                    .is_some_and(|k| kinds.contains(&k.trim()))
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// Where cargo builds (benchmarks write their figures under it): `$CARGO_TARGET_DIR`, else
 /// worked out from this executable (`<target>/<profile>/deps/<name>`).
 pub fn target_dir() -> PathBuf {
