@@ -1,5 +1,10 @@
 //! The HTTP API kube-apiserver and the HPA controller call: routing, content negotiation,
-//! Status errors, and the per-request log line and latency metric.
+//! Status errors, and the per-request log line and metrics.
+//!
+//! Metric objects are answered in JSON or Kubernetes protobuf, as the Accept header asks
+//! ([`accept`]). Discovery, OpenAPI, `/version` and every Status error are JSON whatever was
+//! asked (and labelled so): client-go picks its decoder from the response Content-Type, and
+//! kube-apiserver's own clients of those documents ask for JSON.
 
 pub mod accept;
 pub mod openapi;
@@ -9,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
@@ -17,7 +23,7 @@ use crate::bridge::{Bridge, Readiness};
 use crate::request::{self, Route};
 use crate::response::discovery;
 use crate::server::PeerInfo;
-use accept::Accept;
+use accept::{Accept, Encoding};
 use status::ApiError;
 
 const JSON: &str = "application/json";
@@ -32,8 +38,7 @@ const JSON: &str = "application/json";
 pub fn routes(
     bridge: Arc<Bridge>,
     auth: Option<Arc<Auth>>,
-) -> impl Filter<Extract = (Response<String>,), Error = Infallible> + Clone + Send + Sync + 'static
-{
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -64,9 +69,10 @@ pub fn routes(
         )
 }
 
-/// Answers one request; every outcome is a JSON body (or plain `ok` for health). The order
-/// is kube-apiserver's: authenticate (401) -> route and validate (400, 404, 405) -> authorize
-/// (403) -> answer, so a client without credentials learns nothing about the API.
+/// Answers one request: a metric object in the negotiated encoding, any other outcome JSON
+/// (or plain `ok` for health). The order is kube-apiserver's: authenticate (401) -> route and
+/// validate (400, 404, 405) -> authorize (403) -> negotiate (406) -> answer, so a client
+/// without credentials learns nothing about the API.
 pub async fn handle(
     bridge: &Bridge,
     auth: Option<&Auth>,
@@ -75,7 +81,7 @@ pub async fn handle(
     path: &str,
     query: &str,
     headers: &HeaderMap,
-) -> Response<String> {
+) -> Response<Bytes> {
     let started = Instant::now();
     let accept = Accept::parse(
         headers
@@ -102,9 +108,6 @@ pub async fn handle(
             auth.authorize(peer, user, &attributes_for(&route, path))
                 .await?;
         }
-        if !accept.json() && !matches!(route, Route::Health(_)) {
-            return Err(ApiError::not_acceptable());
-        }
         answer(bridge, route, &accept).await
     }
     .await;
@@ -124,6 +127,9 @@ pub async fn handle(
     bridge
         .metrics
         .observe_request(label, code, started.elapsed());
+    bridge
+        .metrics
+        .count_response(label, encoding_label(&response));
     tracing::debug!(%method, %path, %query, user = %caller, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
 }
@@ -132,33 +138,93 @@ async fn answer(
     bridge: &Bridge,
     route: Route,
     accept: &Accept<'_>,
-) -> Result<Response<String>, ApiError> {
+) -> Result<Response<Bytes>, ApiError> {
+    // Everything but the metric lists exists in JSON only: answered in JSON to any client
+    // that accepts something served (client-go decodes by the response's Content-Type), 406
+    // to the others.
+    let document = |body: String| {
+        accept
+            .negotiate(accept::any_conversion)
+            .map(|_| json_response(StatusCode::OK, body))
+    };
     let registry = bridge.registry.load_full();
-    let ok = |body: String| Ok(json_response(StatusCode::OK, body));
     match route {
+        // Metric lists: JSON or protobuf, negotiated before the query (a 406 costs nothing).
+        // They convert nothing (`no_conversions`); the Resource Metrics API's Table will pass
+        // its own `Conversions` and answer per `Negotiated::conversion` (JSON only).
+        Route::Custom(req) => {
+            let negotiated = accept.negotiate(accept::no_conversions)?;
+            let list = bridge.custom(&req).await?;
+            Ok(object_response(
+                negotiated.encoding,
+                || list.to_json(),
+                || list.to_protobuf(),
+            ))
+        }
+        Route::External(req) => {
+            let negotiated = accept.negotiate(accept::no_conversions)?;
+            let list = bridge.external(&req).await?;
+            Ok(object_response(
+                negotiated.encoding,
+                || list.to_json(),
+                || list.to_protobuf(),
+            ))
+        }
+        Route::Health(which) => Ok(health_response(which, &bridge.readiness()).map(Bytes::from)),
         Route::RootDiscovery if accept.aggregated_discovery() => {
-            let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
+            let mut r = document(registry.documents.aggregated.clone())?;
             if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, v);
             }
             Ok(r)
         }
-        Route::RootDiscovery => ok(discovery::group_list()),
-        Route::GroupDiscovery(group) => ok(discovery::api_group(group)),
+        Route::RootDiscovery => document(discovery::group_list()),
+        Route::GroupDiscovery(group) => document(discovery::api_group(group)),
         Route::CustomResources(request::CustomVersion::V1beta1) => {
-            ok(registry.documents.custom_v1beta1.clone())
+            document(registry.documents.custom_v1beta1.clone())
         }
         Route::CustomResources(request::CustomVersion::V1beta2) => {
-            ok(registry.documents.custom_v1beta2.clone())
+            document(registry.documents.custom_v1beta2.clone())
         }
-        Route::ExternalResources => ok(registry.documents.external_v1beta1.clone()),
-        Route::Custom(req) => ok(bridge.custom(&req).await?),
-        Route::External(req) => ok(bridge.external(&req).await?),
-        Route::OpenApiV2 => ok(openapi::v2()),
-        Route::OpenApiV3Index => ok(openapi::v3_index()),
-        Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
-        Route::Version => ok(version_json()),
-        Route::Health(which) => Ok(health_response(which, &bridge.readiness())),
+        Route::ExternalResources => document(registry.documents.external_v1beta1.clone()),
+        Route::OpenApiV2 => document(openapi::v2()),
+        Route::OpenApiV3Index => document(openapi::v3_index()),
+        Route::OpenApiV3(group, version) => document(openapi::v3(group, version)),
+        Route::Version => document(version_json()),
+    }
+}
+
+/// A metric object in `encoding`; only the chosen encoder runs.
+fn object_response(
+    encoding: Encoding,
+    json: impl FnOnce() -> String,
+    protobuf: impl FnOnce() -> Vec<u8>,
+) -> Response<Bytes> {
+    let body = match encoding {
+        Encoding::Json => Bytes::from(json()),
+        Encoding::Protobuf => Bytes::from(protobuf()),
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(encoding.media_type()),
+    );
+    r
+}
+
+/// The `encoding` label of a response, read from its Content-Type.
+fn encoding_label(response: &Response<Bytes>) -> &'static str {
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type == Encoding::Protobuf.media_type() {
+        Encoding::Protobuf.label()
+    } else if content_type.starts_with(JSON) {
+        Encoding::Json.label()
+    } else {
+        "text"
     }
 }
 
@@ -189,8 +255,8 @@ pub fn health_response(which: &str, readiness: &Readiness) -> Response<String> {
     r
 }
 
-fn json_response(code: StatusCode, body: String) -> Response<String> {
-    let mut r = Response::new(body);
+fn json_response(code: StatusCode, body: String) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
