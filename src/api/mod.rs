@@ -3,8 +3,8 @@
 //!
 //! Metric objects are answered in JSON or Kubernetes protobuf, as the Accept header asks
 //! ([`accept`]). Discovery, OpenAPI, `/version` and every Status error are JSON whatever was
-//! asked (and labelled so): client-go picks its decoder from the response Content-Type, and
-//! kube-apiserver's own clients of those documents ask for JSON.
+//! asked (and labelled so): client-go picks its decoder from the response Content-Type, so
+//! a client that asked for protobuf still reads them (README: "Content negotiation").
 
 pub mod accept;
 pub mod openapi;
