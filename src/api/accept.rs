@@ -382,6 +382,19 @@ mod tests {
         assert!(e.message.contains("YAML is not served"), "{}", e.message);
     }
 
+    proptest::proptest! {
+        /// Any header text negotiates to an answer or a 406, never a panic.
+        #[test]
+        fn any_header_negotiates(header in ".{0,80}", clauses in "[a-z*/;=q0-9., ]{0,60}") {
+            for h in [header.as_str(), clauses.as_str()] {
+                let accept = Accept::parse(Some(h));
+                let _ = accept.negotiate(no_conversions);
+                let _ = accept.negotiate(any_conversion);
+                let _ = accept.aggregated_discovery();
+            }
+        }
+    }
+
     #[test]
     fn aggregated_discovery() {
         let agg = |h: Option<&str>| Accept::parse(h).aggregated_discovery();

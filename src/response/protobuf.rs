@@ -585,6 +585,81 @@ mod tests {
         );
     }
 
+    /// Walks `bytes` as one message: every key known, every LEN field inside the message,
+    /// the last field ending exactly at its end. Returns the LEN payloads of `field`.
+    fn walk(bytes: &[u8], field: u8) -> Vec<&[u8]> {
+        let varint = |at: &mut usize| {
+            let (mut v, mut shift) = (0u64, 0);
+            loop {
+                let b = bytes[*at];
+                *at += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b < 0x80 {
+                    return v;
+                }
+            }
+        };
+        let (mut at, mut found) = (0, Vec::new());
+        while at < bytes.len() {
+            let key = bytes[at];
+            at += 1;
+            match key & 7 {
+                VARINT => {
+                    varint(&mut at);
+                }
+                LEN => {
+                    let n = varint(&mut at) as usize;
+                    assert!(at + n <= bytes.len(), "field {} overruns", key >> 3);
+                    if key >> 3 == field {
+                        found.push(&bytes[at..at + n]);
+                    }
+                    at += n;
+                }
+                other => panic!("wire type {other}"),
+            }
+        }
+        assert_eq!(at, bytes.len());
+        found
+    }
+
+    proptest::proptest! {
+        /// Any strings, long ones included (multi-byte lengths at every level): the lengths
+        /// announced are the lengths written (`envelope` asserts the total in debug builds),
+        /// and the list and its items parse as messages.
+        #[test]
+        fn lengths_hold_for_any_content(
+            names in proptest::collection::vec(".{0,200}", 0..6),
+            labels in proptest::collection::btree_map(".{0,150}", ".{0,150}", 0..5),
+            seconds in proptest::prelude::any::<i64>(),
+            window in proptest::prelude::any::<i64>(),
+        ) {
+            let usage = labels.clone();
+            let containers: Vec<super::super::resource::ContainerMetrics> = names
+                .iter()
+                .map(|n| super::super::resource::ContainerMetrics { name: n.clone(), usage: usage.clone() })
+                .collect();
+            let pods: Vec<ResourceMetrics<'_>> = names
+                .iter()
+                .map(|n| ResourceMetrics {
+                    metadata: ObjectMeta { name: n, namespace: n, creation_timestamp: Some(seconds), labels: &labels },
+                    timestamp: seconds,
+                    window_nanos: window,
+                    usage: ResourceUsage::Containers(&containers),
+                })
+                .collect();
+            let bytes = envelope("metrics.k8s.io/v1beta1", "PodMetricsList", &List::new(&pods, |p| p));
+            proptest::prop_assert_eq!(&bytes[..4], &MAGIC[..]);
+            let raw = walk(&bytes[4..], 2);
+            proptest::prop_assert_eq!(raw.len(), 1);
+            let items = walk(raw[0], 2);
+            proptest::prop_assert_eq!(items.len(), pods.len());
+            for item in items {
+                proptest::prop_assert_eq!(walk(item, 4).len(), containers.len());
+            }
+        }
+    }
+
     #[test]
     fn empty_map_values_are_written() {
         // prost would leave the empty value out; gogo writes `12 00`.
