@@ -74,6 +74,15 @@ ensure_image() {
   export KMB_IMAGE_ARCHIVE
 }
 
+# Builds (once, cached) the Go checker of integration/protobuf.rs (k8s.io/metrics' real types
+# decoding and re-encoding our protobuf); exports its path.
+ensure_protobuf_golden() {
+  ensure_go
+  echo "== protobuf-golden (the Go checker of integration/protobuf.rs; cached after the first build)"
+  KMB_PROTOBUF_GOLDEN_BIN=$(bash integration/protobuf-golden/build.sh)
+  export KMB_PROTOBUF_GOLDEN_BIN
+}
+
 # Builds (once, cached) cert-manager's controller and CA injector and copies its CRDs, for the
 # Helm chart's certManager test (integration/certmanager/); exports their dir.
 ensure_certmanager() {

@@ -14,6 +14,7 @@ use_build_cache
 ensure_controlplane
 ensure_image
 ensure_certmanager
+ensure_protobuf_golden
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

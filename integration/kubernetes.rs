@@ -494,6 +494,18 @@ async fn aggregated_api_and_real_hpas() {
     )
     .await;
 
+    // Everything so far (kubectl get --raw, the direct requests) asked for JSON, so protobuf
+    // answers from here on are the HPA controller's.
+    for route in ["custom_wildcard", "custom_object", "external"] {
+        let series = format!(
+            "kube_metrics_bridge_responses_total{{route=\"{route}\",encoding=\"protobuf\"}}"
+        );
+        assert_eq!(
+            bridge.self_metric(&series).await.unwrap_or(0.0),
+            0.0,
+            "{series}"
+        );
+    }
     // Real HPAs (kube-controller-manager with service-account credentials).
     cp.apply(&[
         hpa("pods-web", "  - type: Pods\n    pods: {metric: {name: pod_work}, target: {type: AverageValue, averageValue: \"10\"}}"),
@@ -508,6 +520,12 @@ async fn aggregated_api_and_real_hpas() {
     scaled_to(&cp, &exporter, "object-web", 3, None).await;
     scaled_to(&cp, &exporter, "external-web", 4, None).await;
     hpa_reports(&cp, "external-web", "/external/current/averageValue", "10").await;
+    // The HPA controller asks with `Accept: application/vnd.kubernetes.protobuf, */*`, which
+    // kube-aggregator passes on: each kind of HPA metric was answered in protobuf (the HPAs
+    // have synced, as they scaled; the counter is read until it shows it).
+    for route in ["custom_wildcard", "custom_object", "external"] {
+        answered_in_protobuf(&bridge, route).await;
+    }
 
     scaled_to(&cp, &exporter, "pods-web", 1, Some(5.0)).await;
     // The scaled-down pods are gone from the cluster but their series are still in
@@ -571,6 +589,18 @@ async fn hpa_reports(cp: &ControlPlane, name: &str, pointer: &str, want: &str) {
         "HPA {name}: {pointer} never became {want}; status: {:#}",
         last.borrow()
     );
+}
+
+/// Waits until the bridge has answered requests on `route` in protobuf.
+async fn answered_in_protobuf(bridge: &Bridge, route: &str) {
+    let series =
+        format!("kube_metrics_bridge_responses_total{{route=\"{route}\",encoding=\"protobuf\"}}");
+    wait_until(
+        &format!("a protobuf answer on route {route}"),
+        Duration::from_secs(60),
+        || async { (bridge.self_metric(&series).await.unwrap_or(0.0) >= 1.0).then_some(()) },
+    )
+    .await;
 }
 
 /// Waits until the bridge reports `resource`'s watch cache in `state`.

@@ -301,6 +301,42 @@ async fn serves_pods_and_nodes_from_prometheus() {
         )
     );
 
+    // kubectl get's Accept gets a Table (JSON); the HPA's gets protobuf.
+    let table: Value = bridge
+        .client()
+        .get(bridge.url(&format!("{BASE}/namespaces/demo/pods")))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        )
+        .send()
+        .await
+        .expect("table request")
+        .json()
+        .await
+        .expect("table json");
+    assert_eq!(table["kind"], "Table", "{table}");
+    assert_eq!(
+        table["rows"][0]["cells"],
+        json!(["web-0", "251234568n", "1104857601", "30s"])
+    );
+    let proto = bridge
+        .client()
+        .get(bridge.url(&format!("{BASE}/namespaces/demo/pods")))
+        .header("Accept", "application/vnd.kubernetes.protobuf, */*")
+        .send()
+        .await
+        .expect("protobuf request");
+    assert_eq!(
+        proto
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/vnd.kubernetes.protobuf")
+    );
+    let bytes = proto.bytes().await.expect("protobuf body");
+    assert!(bytes.starts_with(&[0x6b, 0x38, 0x73, 0x00]), "{bytes:?}");
+
     // What was left out is counted.
     let omitted = bridge
         .self_metric(

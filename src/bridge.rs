@@ -16,7 +16,7 @@ use crate::not_found::NotFound;
 use crate::prometheus::{PrometheusError, QueryCache, Sample};
 use crate::query::{self, QueryError, Scope};
 use crate::request::{CustomRequest, ExternalRequest, Target};
-use crate::response::{self, CustomItem, DescribedObject, ExternalValue};
+use crate::response::{CustomItem, CustomList, DescribedObject, ExternalList, ExternalValue};
 use crate::rules::Rule;
 
 /// The state every request reads. Each piece is swapped whole on reload or rediscovery.
@@ -163,7 +163,7 @@ impl Bridge {
         })
     }
 
-    pub async fn custom(&self, req: &CustomRequest) -> Result<String, AnswerError> {
+    pub async fn custom(&self, req: &CustomRequest) -> Result<CustomList, AnswerError> {
         let registry = self.registry.load_full();
         let plan = self.plan_custom(&registry, req).await?;
         let rule = rule_of(&registry, plan.metric.rule)?;
@@ -218,17 +218,16 @@ impl Bridge {
             }));
         }
         items.sort_by(|a, b| a.object.name.cmp(&b.object.name));
-        let selector = req.metric_selector.to_label_selector_json();
-        Ok(response::custom_list(
+        Ok(CustomList::new(
             req.version,
             &req.metric,
-            &selector,
+            req.metric_selector.to_label_selector(),
             rule.window,
-            &items,
+            items,
         ))
     }
 
-    pub async fn external(&self, req: &ExternalRequest) -> Result<String, AnswerError> {
+    pub async fn external(&self, req: &ExternalRequest) -> Result<ExternalList, AnswerError> {
         let registry = self.registry.load_full();
         let promql = self.plan_external(&registry, req)?;
         let metric = registry
@@ -265,7 +264,7 @@ impl Bridge {
                 }));
             }
         }
-        Ok(response::external_list(&req.metric, rule.window, &items))
+        Ok(ExternalList::new(&req.metric, rule.window, items))
     }
 
     pub fn plan_external(

@@ -12,7 +12,8 @@
 //! - [`rules`]: the rules file compiled (naming, resource association, query templates).
 //! - [`query`]: the PromQL for one request, with [`promql`] escaping and [`selector`] parsing.
 //! - [`prometheus`]: the Prometheus HTTP client and the moka value cache in front of it.
-//! - [`response`]: `MetricValueList` JSON, values as canonical [`quantity`] strings.
+//! - [`response`]: `MetricValueList` and friends as JSON or Kubernetes protobuf, values as
+//!   canonical [`quantity`] strings.
 //!
 //! Beside the request path: [`discovery`] relists series into the registry requests read,
 //! [`reload`] hot-reloads the rules file, [`kube`] knows resources and objects, [`config`]

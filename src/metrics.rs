@@ -19,6 +19,15 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    /// as in [`RequestLabels`]
+    pub route: &'static str,
+    /// json or protobuf (as negotiated from Accept; discovery, OpenAPI and Status errors are
+    /// always json), text for health
+    pub encoding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrometheusCallLabels {
     /// query or series
     pub call: &'static str,
@@ -81,6 +90,7 @@ pub struct ReasonLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Histogram>,
+    pub responses: Family<ResponseLabels, Counter>,
     pub prometheus_calls: Family<PrometheusCallLabels, Histogram>,
     pub cache_lookups: Family<ResultLabels, Counter>,
     pub rules_reloads: Family<ResultLabels, Counter>,
@@ -128,6 +138,7 @@ impl Metrics {
             Family::<PrometheusCallLabels, Histogram>::new_with_constructor(latency);
         let m = Metrics {
             requests,
+            responses: Family::default(),
             prometheus_calls,
             cache_lookups: Family::default(),
             rules_reloads: Family::default(),
@@ -155,6 +166,11 @@ impl Metrics {
             "request_duration_seconds",
             "API request latency by route and HTTP code",
             m.requests.clone(),
+        );
+        registry.register(
+            "responses",
+            "API responses by route and body encoding: json or protobuf as the Accept header asked (discovery, OpenAPI and Status errors are always json), text for health",
+            m.responses.clone(),
         );
         registry.register(
             "prometheus_request_duration_seconds",
@@ -307,6 +323,12 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    pub fn count_response(&self, route: &'static str, encoding: &'static str) {
+        self.responses
+            .get_or_create(&ResponseLabels { route, encoding })
+            .inc();
+    }
+
     pub fn observe_prometheus(&self, call: &'static str, outcome: &'static str, elapsed: Duration) {
         self.prometheus_calls
             .get_or_create(&PrometheusCallLabels { call, outcome })
@@ -379,7 +401,12 @@ mod tests {
         let m = Metrics::new();
         m.observe_request("discovery", 200, Duration::from_millis(3));
         m.count(&m.cache_lookups, "hit");
+        m.count_response("custom_wildcard", "protobuf");
         let text = m.encode();
+        assert!(
+            text.contains("kube_metrics_bridge_responses_total{route=\"custom_wildcard\",encoding=\"protobuf\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains("kube_metrics_bridge_request_duration_seconds_bucket{"),
             "{text}"

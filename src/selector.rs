@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::promql::{self, Matcher};
 
@@ -218,16 +219,23 @@ impl Selector {
     /// itself refuses); empty parts omitted; `null` for the empty selector. A second `=` on
     /// the same key becomes `In` with one value, so nothing is silently dropped.
     pub fn to_label_selector_json(&self) -> Value {
+        self.to_label_selector()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The typed `metav1.LabelSelector` behind [`Selector::to_label_selector_json`], which the
+    /// protobuf encoder writes too; `None` for the empty selector (Go's nil pointer).
+    pub fn to_label_selector(&self) -> Option<LabelSelector> {
         if self.is_empty() {
-            return Value::Null;
+            return None;
         }
-        let mut match_labels = Map::new();
-        let mut match_expressions = Vec::new();
+        let mut out = LabelSelector::default();
         for r in &self.requirements {
             let operator = match r.op {
                 Operator::Equals => match r.values.as_slice() {
-                    [v] if !match_labels.contains_key(&r.key) => {
-                        match_labels.insert(r.key.clone(), Value::String(v.clone()));
+                    [v] if !out.match_labels.contains_key(&r.key) => {
+                        out.match_labels.insert(r.key.clone(), v.clone());
                         continue;
                     }
                     _ => "In",
@@ -237,23 +245,34 @@ impl Selector {
                 Operator::Exists => "Exists",
                 Operator::DoesNotExist => "DoesNotExist",
             };
-            let mut expr = Map::new();
-            expr.insert("key".into(), json!(r.key));
-            expr.insert("operator".into(), json!(operator));
-            if !r.values.is_empty() {
-                expr.insert("values".into(), json!(r.values));
-            }
-            match_expressions.push(Value::Object(expr));
+            out.match_expressions.push(LabelSelectorRequirement {
+                key: r.key.clone(),
+                operator,
+                values: r.values.clone(),
+            });
         }
-        let mut out = Map::new();
-        if !match_labels.is_empty() {
-            out.insert("matchLabels".into(), Value::Object(match_labels));
-        }
-        if !match_expressions.is_empty() {
-            out.insert("matchExpressions".into(), Value::Array(match_expressions));
-        }
-        Value::Object(out)
+        Some(out)
     }
+}
+
+/// `metav1.LabelSelector`, fields in Go's order. Keys are sorted (a BTreeMap), as Go's
+/// encoders sort map keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LabelSelector {
+    #[serde(rename = "matchLabels", skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(rename = "matchExpressions", skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// `metav1.LabelSelectorRequirement`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    /// In, NotIn, Exists or DoesNotExist.
+    pub operator: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 impl fmt::Display for Selector {
@@ -621,6 +640,7 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn p(s: &str) -> Selector {
         parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))

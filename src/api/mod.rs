@@ -1,5 +1,10 @@
 //! The HTTP API kube-apiserver and the HPA controller call: routing, content negotiation,
-//! Status errors, and the per-request log line and latency metric.
+//! Status errors, and the per-request log line and metrics.
+//!
+//! Metric objects are answered in JSON or Kubernetes protobuf, as the Accept header asks
+//! ([`accept`]). Discovery, OpenAPI, `/version` and every Status error are JSON whatever was
+//! asked (and labelled so): client-go picks its decoder from the response Content-Type, so
+//! a client that asked for protobuf still reads them (README: "Content negotiation").
 
 pub mod accept;
 pub mod openapi;
@@ -9,6 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use warp::Filter;
 
@@ -19,8 +25,9 @@ use crate::request::{self, Route};
 use crate::resource_answer::ResourceAnswer;
 use crate::response::discovery;
 use crate::response::resource::{self, RESOURCE_GROUP};
+use crate::response::table;
 use crate::server::PeerInfo;
-use accept::Accept;
+use accept::{Accept, Encoding};
 use status::ApiError;
 
 const JSON: &str = "application/json";
@@ -35,8 +42,7 @@ const JSON: &str = "application/json";
 pub fn routes(
     bridge: Arc<Bridge>,
     auth: Option<Arc<Auth>>,
-) -> impl Filter<Extract = (Response<String>,), Error = Infallible> + Clone + Send + Sync + 'static
-{
+) -> impl Filter<Extract = (Response<Bytes>,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
@@ -67,9 +73,10 @@ pub fn routes(
         )
 }
 
-/// Answers one request; every outcome is a JSON body (or plain `ok` for health). The order
-/// is kube-apiserver's: authenticate (401) -> route and validate (400, 404, 405) -> authorize
-/// (403) -> answer, so a client without credentials learns nothing about the API.
+/// Answers one request: a metric object in the negotiated encoding, any other outcome JSON
+/// (or plain `ok` for health). The order is kube-apiserver's: authenticate (401) -> route and
+/// validate (400, 404, 405) -> authorize (403) -> negotiate (406) -> answer, so a client
+/// without credentials learns nothing about the API.
 pub async fn handle(
     bridge: &Bridge,
     auth: Option<&Auth>,
@@ -78,7 +85,7 @@ pub async fn handle(
     path: &str,
     query: &str,
     headers: &HeaderMap,
-) -> Response<String> {
+) -> Response<Bytes> {
     let started = Instant::now();
     let accept = Accept::parse(
         headers
@@ -105,9 +112,6 @@ pub async fn handle(
             auth.authorize(peer, user, &attributes_for(&route, path))
                 .await?;
         }
-        if !accept.json() && !matches!(route, Route::Health(_)) {
-            return Err(ApiError::not_acceptable());
-        }
         answer(bridge, route, &accept).await
     }
     .await;
@@ -127,6 +131,9 @@ pub async fn handle(
     bridge
         .metrics
         .observe_request(label, code, started.elapsed());
+    bridge
+        .metrics
+        .count_response(label, encoding_label(&response));
     tracing::debug!(%method, %path, %query, user = %caller, code, route = label, elapsed_us = started.elapsed().as_micros() as u64, "request");
     response
 }
@@ -135,50 +142,147 @@ async fn answer(
     bridge: &Bridge,
     route: Route,
     accept: &Accept<'_>,
-) -> Result<Response<String>, ApiError> {
+) -> Result<Response<Bytes>, ApiError> {
+    // Everything but the metric lists exists in JSON only: answered in JSON to any client
+    // that accepts something served (client-go decodes by the response's Content-Type), 406
+    // to the others.
+    let document = |body: String| {
+        accept
+            .negotiate(accept::any_conversion)
+            .map(|_| json_response(StatusCode::OK, body))
+    };
     let registry = bridge.registry.load_full();
-    let ok = |body: String| Ok(json_response(StatusCode::OK, body));
     let resource_metrics = registry.documents.resource_v1beta1.is_some();
+    let not_served = || Err(ApiError::not_found(&NotFound::Path));
     match route {
+        // Metric lists: JSON or protobuf, negotiated before the query (a 406 costs nothing).
+        // They convert nothing (`no_conversions`); the Resource Metrics API's Table will pass
+        // its own `Conversions` and answer per `Negotiated::conversion` (JSON only).
+        Route::Custom(req) => {
+            let negotiated = accept.negotiate(accept::no_conversions)?;
+            let list = bridge.custom(&req).await?;
+            Ok(object_response(
+                negotiated.encoding,
+                || list.to_json(),
+                || list.to_protobuf(),
+            ))
+        }
+        Route::External(req) => {
+            let negotiated = accept.negotiate(accept::no_conversions)?;
+            let list = bridge.external(&req).await?;
+            Ok(object_response(
+                negotiated.encoding,
+                || list.to_json(),
+                || list.to_protobuf(),
+            ))
+        }
+        Route::Health(which) => Ok(health_response(which, &bridge.readiness()).map(Bytes::from)),
         Route::RootDiscovery if accept.aggregated_discovery() => {
-            let mut r = json_response(StatusCode::OK, registry.documents.aggregated.clone());
+            let mut r = document(registry.documents.aggregated.clone())?;
             if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, v);
             }
             Ok(r)
         }
-        Route::RootDiscovery => ok(registry.documents.group_list.clone()),
-        Route::GroupDiscovery(RESOURCE_GROUP) if registry.documents.resource_v1beta1.is_none() => {
-            Err(ApiError::not_found(&NotFound::Path))
-        }
-        Route::GroupDiscovery(group) => ok(discovery::api_group(group)),
+        Route::RootDiscovery => document(registry.documents.group_list.clone()),
+        Route::GroupDiscovery(RESOURCE_GROUP) if !resource_metrics => not_served(),
+        Route::GroupDiscovery(group) => document(discovery::api_group(group)),
         Route::ResourceMetricsResources => match &registry.documents.resource_v1beta1 {
-            Some(list) => ok(list.clone()),
-            None => Err(ApiError::not_found(&NotFound::Path)),
+            Some(list) => document(list.clone()),
+            None => not_served(),
         },
-        Route::ResourceMetrics(req) => ok(match bridge.resource_metrics(&req).await? {
-            ResourceAnswer::Pod(p) => p.to_json(),
-            ResourceAnswer::Pods(p) => resource::pod_list_json(&p),
-            ResourceAnswer::Node(n) => n.to_json(),
-            ResourceAnswer::Nodes(n) => resource::node_list_json(&n),
-        }),
+        // The Resource Metrics API also converts to a Table (JSON only), as metrics-server does
+        // for `kubectl get podmetrics`.
+        Route::ResourceMetrics(req) => {
+            let negotiated = accept.negotiate(table_in_json)?;
+            let answer = bridge.resource_metrics(&req).await?;
+            if negotiated.conversion.is_some() {
+                let table = match &answer {
+                    ResourceAnswer::Pod(p) => {
+                        table::pods(std::slice::from_ref(p), req.include_object)
+                    }
+                    ResourceAnswer::Pods(p) => table::pods(p, req.include_object),
+                    ResourceAnswer::Node(n) => {
+                        table::nodes(std::slice::from_ref(n), req.include_object)
+                    }
+                    ResourceAnswer::Nodes(n) => table::nodes(n, req.include_object),
+                };
+                return Ok(json_response(StatusCode::OK, table));
+            }
+            Ok(match answer {
+                ResourceAnswer::Pod(p) => {
+                    object_response(negotiated.encoding, || p.to_json(), || p.to_protobuf())
+                }
+                ResourceAnswer::Pods(p) => object_response(
+                    negotiated.encoding,
+                    || resource::pod_list_json(&p),
+                    || resource::pod_list_protobuf(&p),
+                ),
+                ResourceAnswer::Node(n) => {
+                    object_response(negotiated.encoding, || n.to_json(), || n.to_protobuf())
+                }
+                ResourceAnswer::Nodes(n) => object_response(
+                    negotiated.encoding,
+                    || resource::node_list_json(&n),
+                    || resource::node_list_protobuf(&n),
+                ),
+            })
+        }
         Route::CustomResources(request::CustomVersion::V1beta1) => {
-            ok(registry.documents.custom_v1beta1.clone())
+            document(registry.documents.custom_v1beta1.clone())
         }
         Route::CustomResources(request::CustomVersion::V1beta2) => {
-            ok(registry.documents.custom_v1beta2.clone())
+            document(registry.documents.custom_v1beta2.clone())
         }
-        Route::ExternalResources => ok(registry.documents.external_v1beta1.clone()),
-        Route::Custom(req) => ok(bridge.custom(&req).await?),
-        Route::External(req) => ok(bridge.external(&req).await?),
-        Route::OpenApiV2 => ok(openapi::v2(resource_metrics)),
-        Route::OpenApiV3Index => ok(openapi::v3_index(resource_metrics)),
-        Route::OpenApiV3(RESOURCE_GROUP, _) if !resource_metrics => {
-            Err(ApiError::not_found(&NotFound::Path))
-        }
-        Route::OpenApiV3(group, version) => ok(openapi::v3(group, version)),
-        Route::Version => ok(version_json()),
-        Route::Health(which) => Ok(health_response(which, &bridge.readiness())),
+        Route::ExternalResources => document(registry.documents.external_v1beta1.clone()),
+        Route::OpenApiV2 => document(openapi::v2(resource_metrics)),
+        Route::OpenApiV3Index => document(openapi::v3_index(resource_metrics)),
+        Route::OpenApiV3(RESOURCE_GROUP, _) if !resource_metrics => not_served(),
+        Route::OpenApiV3(group, version) => document(openapi::v3(group, version)),
+        Route::Version => document(version_json()),
+    }
+}
+
+/// The Resource Metrics API's conversions: a `meta.k8s.io/v1` Table, in JSON only (kube-apiserver
+/// offers Table for JSON and YAML, never protobuf).
+fn table_in_json(encoding: Encoding, conversion: &accept::Conversion<'_>) -> bool {
+    encoding == Encoding::Json
+        && conversion.kind == "Table"
+        && conversion.group == "meta.k8s.io"
+        && conversion.version == "v1"
+}
+
+/// A metric object in `encoding`; only the chosen encoder runs.
+fn object_response(
+    encoding: Encoding,
+    json: impl FnOnce() -> String,
+    protobuf: impl FnOnce() -> Vec<u8>,
+) -> Response<Bytes> {
+    let body = match encoding {
+        Encoding::Json => Bytes::from(json()),
+        Encoding::Protobuf => Bytes::from(protobuf()),
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(encoding.media_type()),
+    );
+    r
+}
+
+/// The `encoding` label of a response, read from its Content-Type.
+fn encoding_label(response: &Response<Bytes>) -> &'static str {
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type == Encoding::Protobuf.media_type() {
+        Encoding::Protobuf.label()
+    } else if content_type.starts_with(JSON) {
+        Encoding::Json.label()
+    } else {
+        "text"
     }
 }
 
@@ -209,8 +313,8 @@ pub fn health_response(which: &str, readiness: &Readiness) -> Response<String> {
     r
 }
 
-fn json_response(code: StatusCode, body: String) -> Response<String> {
-    let mut r = Response::new(body);
+fn json_response(code: StatusCode, body: String) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = code;
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

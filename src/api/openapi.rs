@@ -64,10 +64,12 @@ fn param(name: &str, location: &str, description: &str) -> Value {
 }
 
 fn get(summary: &str, params: Vec<Value>, schema: &str) -> Value {
-    json!({"get": {"summary": summary, "produces": ["application/json"], "parameters": params,
+    // The metric lists are served in both encodings (api::accept); errors are JSON.
+    json!({"get": {"summary": summary, "produces": ["application/json", "application/vnd.kubernetes.protobuf"], "parameters": params,
         "responses": {"200": {"description": "OK", "schema": {"$ref": format!("#/definitions/{schema}")}},
                       "400": {"description": "bad selector or path"}, "401": {"description": "no credentials believed"},
                       "403": {"description": "not allowed"}, "404": {"description": "unknown metric or object"},
+                      "406": {"description": "Accept names no served type (application/json, application/vnd.kubernetes.protobuf)"},
                       "429": {"description": "too many requests in flight"},
                       "503": {"description": "metrics backend unavailable"}}}})
 }

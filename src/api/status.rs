@@ -45,8 +45,15 @@ impl ApiError {
         )
     }
 
+    /// kube-apiserver's wording, with the types served here (YAML, which kube-apiserver
+    /// also offers, is not).
     pub fn not_acceptable() -> Self {
-        ApiError::new(406, "NotAcceptable", "only application/json is served")
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            "only the following media types are accepted: application/json, \
+             application/vnd.kubernetes.protobuf (YAML is not served)",
+        )
     }
 
     /// Prometheus could not be reached or did not answer in time. The details go to the log.
