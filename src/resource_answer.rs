@@ -454,6 +454,26 @@ impl Bridge {
         }
     }
 
+    /// What the selected objects say before any query: a labelSelector needs a cluster, and a
+    /// get of an object the cluster does not hold (not Running, or gone) is its 404.
+    /// `selected_none`: whether the cluster's selection is empty (None without a cluster).
+    fn check_selection(
+        req: &ResourceMetricsRequest,
+        resource: &str,
+        selected_none: Option<bool>,
+    ) -> Result<(), AnswerError> {
+        match (selected_none, &req.name) {
+            (None, _) if !req.label_selector.is_empty() => Err(AnswerError::BadRequest(format!(
+                "labelSelector needs a cluster to select {resource}; this bridge runs --standalone"
+            ))),
+            (Some(true), Some(name)) => Err(AnswerError::NotFound(NotFound::Object {
+                resource: resource.to_string(),
+                name: name.clone(),
+            })),
+            _ => Ok(()),
+        }
+    }
+
     async fn pod_answer(
         &self,
         rules: &ResourceRules,
@@ -465,20 +485,7 @@ impl Bridge {
             .objects
             .running_pods(namespace, &req.label_selector, &fields)
             .map_err(|e| resource_objects_error(e, "pods"))?;
-        if pods.is_none() && !req.label_selector.is_empty() {
-            return Err(AnswerError::BadRequest(
-                "labelSelector needs a cluster to select pods; this bridge runs --standalone"
-                    .into(),
-            ));
-        }
-        if let (Some(name), Some(pods)) = (&req.name, &pods) {
-            if pods.is_empty() {
-                return Err(AnswerError::NotFound(NotFound::Object {
-                    resource: "pods".into(),
-                    name: name.clone(),
-                }));
-            }
-        }
+        Self::check_selection(req, "pods", pods.as_ref().map(Vec::is_empty))?;
         let (cpu, memory) = (
             rules.rule(ComputeResource::Cpu),
             rules.rule(ComputeResource::Memory),
@@ -526,20 +533,7 @@ impl Bridge {
             .objects
             .nodes(&req.label_selector, &fields)
             .map_err(|e| resource_objects_error(e, "nodes"))?;
-        if nodes.is_none() && !req.label_selector.is_empty() {
-            return Err(AnswerError::BadRequest(
-                "labelSelector needs a cluster to select nodes; this bridge runs --standalone"
-                    .into(),
-            ));
-        }
-        if let (Some(name), Some(nodes)) = (&req.name, &nodes) {
-            if nodes.is_empty() {
-                return Err(AnswerError::NotFound(NotFound::Object {
-                    resource: "nodes".into(),
-                    name: name.clone(),
-                }));
-            }
-        }
+        Self::check_selection(req, "nodes", nodes.as_ref().map(Vec::is_empty))?;
         let (cpu, memory) = (
             rules.rule(ComputeResource::Cpu),
             rules.rule(ComputeResource::Memory),
