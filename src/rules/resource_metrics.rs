@@ -27,7 +27,7 @@ use super::Problem;
 pub use crate::config::MissingContainers;
 use crate::config::{ResourceRuleConfig, ResourceRulesConfig};
 use crate::kube::resources::{ResourceInfo, ResourceMapper, StaticMapper};
-use crate::promql::{self, Matcher};
+use crate::promql::{self, MatchOp, Matcher};
 use crate::query::QueryError;
 
 /// The two resources of the resource metrics API.
@@ -190,12 +190,18 @@ impl ResourceQuery {
     /// The node query for every node: `<<.LabelMatchers>>` is `<first node label>!=""`,
     /// `<<.GroupBy>>` is every node label.
     pub fn node_query(&self) -> String {
-        let matchers: Vec<Matcher> = self
-            .node_labels
-            .first()
-            .map(|l| Matcher::not_equal(l, ""))
-            .into_iter()
-            .collect();
+        // One node label: only series that carry it. Several (`instance` and `node`): a series
+        // may carry any one of them, and PromQL matchers can only AND, so the matcher is one
+        // every series meets (`instance=~".*"`; `__name__` may not be matched beside a metric
+        // name) and the answer matches nodes through each label.
+        let matchers: Vec<Matcher> = match self.node_labels.as_slice() {
+            [only] => vec![Matcher::not_equal(only, "")],
+            labels => labels
+                .first()
+                .map(|l| Matcher::new(l, MatchOp::Re, ".*"))
+                .into_iter()
+                .collect(),
+        };
         let values: BTreeMap<String, String> = self
             .node_labels
             .first()
@@ -427,8 +433,9 @@ impl ResourceQuery {
         (!open.is_empty()).then(|| {
             format!(
                 "{} does not exclude an empty {label:?} label: cAdvisor also exports every pod's \
-                 own cgroup with {label}=\"\", which would be counted as one more container \
-                 (kubectl top shows double usage; prometheus-adapter#211); add {label}!=\"\"",
+                 own cgroup with {label}=\"\"; the bridge ignores those series (prometheus-adapter \
+                 counted them twice, #211), but a `sum by` that drops {label:?} would add them \
+                 in, and excluding them saves work; add {label}!=\"\"",
                 open.join(", ")
             )
         })
@@ -828,7 +835,7 @@ container_label = "container"
         assert_eq!(memory.node_labels(), ["instance", "node"]);
         assert_eq!(
             memory.node_query(),
-            r#"sum by (instance,node) (node_memory_working_set_bytes{instance!=""})"#
+            r#"sum by (instance,node) (node_memory_working_set_bytes{instance=~".*"})"#
         );
         assert_eq!(
             memory.pod_query(Some("kube-system")).expect("query"),
@@ -891,7 +898,7 @@ container_label = "container_name"
         assert_eq!(cpu.node_labels(), ["instance", "node"]);
         assert_eq!(
             cpu.node_query(),
-            r#"sum by (instance,node) (rate(n{instance!=""}[1m]))"#
+            r#"sum by (instance,node) (rate(n{instance=~".*"}[1m]))"#
         );
         let memory = rules.rule(ComputeResource::Memory);
         assert_eq!(memory.node_labels(), ["node"]);
