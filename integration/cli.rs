@@ -164,29 +164,10 @@ async fn explain_prints_the_query() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no [resource_rules]"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.toml");
-    let mut text = std::fs::read_to_string("rules/demo.toml").expect("rules/demo.toml");
-    text.push_str(
-        r#"
-[resource_rules]
-window = "2m"
-[resource_rules.cpu]
-container_query = 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!=""}[2m]))'
-node_query = 'sum by (<<.GroupBy>>) (rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" }, instance = { resource = "node" } }
-container_label = "container"
-[resource_rules.memory]
-container_query = 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!=""})'
-node_query = 'sum by (<<.GroupBy>>) (node_memory_working_set_bytes{<<.LabelMatchers>>})'
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
-container_label = "container"
-"#,
-    );
-    std::fs::write(&rules, text).expect("writing rules");
-    let rules = rules.display().to_string();
+    // The shipped example of resource rules.
+    let rules = "rules/resource-metrics.toml";
     let out = explain_with(
-        &rules,
+        rules,
         &prometheus,
         "/apis/metrics.k8s.io/v1beta1/namespaces/demo/pods?labelSelector=app%3Dweb",
     );
@@ -197,14 +178,14 @@ container_label = "container"
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains(r#"promql:   sum by (namespace,pod,container) (rate(container_cpu_usage_seconds_total{namespace="demo",container!=""}[2m]))"#),
+        stdout.contains(r#"promql:   sum by (namespace,pod,container) (rate(container_cpu_usage_seconds_total{namespace="demo",container!="",container!="POD"}[2m]))"#),
         "{stdout}"
     );
     assert!(
-        stdout.contains(r#"promql:   sum by (namespace,pod,container) (container_memory_working_set_bytes{namespace="demo",container!=""})"#),
+        stdout.contains(r#"promql:   sum by (namespace,pod,container) (container_memory_working_set_bytes{namespace="demo",container!="",container!="POD"})"#),
         "{stdout}"
     );
-    let out = explain_with(&rules, &prometheus, "/apis/metrics.k8s.io/v1beta1/nodes");
+    let out = explain_with(rules, &prometheus, "/apis/metrics.k8s.io/v1beta1/nodes");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("rate(node_cpu_usage_seconds_total{"),

@@ -257,22 +257,18 @@ async fn doctor_explains_a_broken_installation() {
     );
 
     // metrics.k8s.io owned by another server (metrics-server, not running here), while the
-    // rules have [resource_rules]: doctor says which owns it and that ours are unused.
+    // rules have [resource_rules] (the shipped example): doctor says which owns it and that
+    // ours are unused.
     cp.apply(
         "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1beta1.metrics.k8s.io}\n\
          spec: {group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100,\n\
          insecureSkipTLSVerify: true, service: {name: metrics-server, namespace: kube-system}}\n",
     )
     .await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rules = dir.path().join("rules.toml");
-    let mut text = std::fs::read_to_string("rules/demo.toml").expect("rules/demo.toml");
-    text.push_str(RESOURCE_RULES);
-    std::fs::write(&rules, text).expect("writing rules");
-    let rules = rules.display().to_string();
+    let rules = "rules/resource-metrics.toml";
     let (_, report) = doctor(
         &cp,
-        &["--config", &rules, "--prometheus-url", &prometheus.url()],
+        &["--config", rules, "--prometheus-url", &prometheus.url()],
     );
     assert!(
         has(
@@ -299,22 +295,6 @@ async fn doctor_explains_a_broken_installation() {
         "{report}"
     );
 }
-
-/// Resource rules over cAdvisor's series, appended to the demo rules for doctor.
-const RESOURCE_RULES: &str = r#"
-[resource_rules]
-window = "2m"
-[resource_rules.cpu]
-container_query = 'sum by (<<.GroupBy>>) (rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>,container!=""}[2m]))'
-node_query = 'sum by (<<.GroupBy>>) (rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[2m]))'
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
-container_label = "container"
-[resource_rules.memory]
-container_query = 'sum by (<<.GroupBy>>) (container_memory_working_set_bytes{<<.LabelMatchers>>,container!=""})'
-node_query = 'sum by (<<.GroupBy>>) (node_memory_working_set_bytes{<<.LabelMatchers>>})'
-resources.overrides = { namespace = { resource = "namespace" }, pod = { resource = "pod" }, node = { resource = "node" } }
-container_label = "container"
-"#;
 
 /// The hack/ workflow against a real control plane: develop.sh registers a bridge running on
 /// this host, test.sh finds it healthy (and explains a failure), deploy.sh installs the

@@ -74,6 +74,17 @@ pub fn parse(text: &str) -> Result<FieldSelector, FieldSelectorError> {
 }
 
 impl FieldSelector {
+    /// `metadata.name=<name>`: what a get by name selects.
+    pub fn name(name: &str) -> Self {
+        FieldSelector {
+            requirements: vec![Requirement {
+                field: Field::Name,
+                equals: true,
+                value: name.to_string(),
+            }],
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }

@@ -104,6 +104,7 @@ pub struct ResourceMetricsRequest {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub label_selector: Selector,
+    /// For a get, `metadata.name=<name>`.
     pub field_selector: FieldSelector,
     /// For Table answers only.
     pub include_object: IncludeObject,
@@ -295,13 +296,16 @@ fn parse_resource_metrics(
         None => FieldSelector::default(),
         Some(text) => field_selector::parse(text).map_err(|e| bad_request(e.to_string()))?,
     };
-    if let Some(name) = name {
-        if !field_selector.allows_get_of(name) {
+    // A get selects its name; a field selector may only repeat it.
+    let field_selector = match name {
+        Some(name) if !field_selector.allows_get_of(name) => {
             return Err(bad_request(
                 "fieldSelector metadata.name doesn't match requested name",
-            ));
+            ))
         }
-    }
+        Some(name) => FieldSelector::name(name),
+        None => field_selector,
+    };
     let include_object = match params.get("includeObject") {
         None | Some("") | Some("Metadata") => IncludeObject::Metadata,
         Some("None") => IncludeObject::None,

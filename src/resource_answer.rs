@@ -445,15 +445,6 @@ impl Bridge {
         Ok(answer)
     }
 
-    /// The fields of a get by name are the name itself.
-    fn fields_of(req: &ResourceMetricsRequest) -> Result<FieldSelector, AnswerError> {
-        match &req.name {
-            Some(name) => crate::field_selector::parse(&format!("metadata.name={name}"))
-                .map_err(|e| AnswerError::BadRequest(e.to_string())),
-            None => Ok(req.field_selector.clone()),
-        }
-    }
-
     /// What the selected objects say before any query: a labelSelector needs a cluster, and a
     /// get of an object the cluster does not hold (not Running, or gone) is its 404.
     /// `selected_none`: whether the cluster's selection is empty (None without a cluster).
@@ -479,11 +470,11 @@ impl Bridge {
         rules: &ResourceRules,
         req: &ResourceMetricsRequest,
     ) -> Result<ResourceAnswer, AnswerError> {
-        let fields = Self::fields_of(req)?;
+        let fields = &req.field_selector;
         let namespace = req.namespace.as_deref();
         let pods = self
             .objects
-            .running_pods(namespace, &req.label_selector, &fields)
+            .running_pods(namespace, &req.label_selector, fields)
             .map_err(|e| resource_objects_error(e, "pods"))?;
         Self::check_selection(req, "pods", pods.as_ref().map(Vec::is_empty))?;
         let (cpu, memory) = (
@@ -495,10 +486,7 @@ impl Bridge {
             futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
         let source = match &pods {
             Some(pods) => PodSource::Cluster(pods),
-            None => PodSource::Samples {
-                namespace,
-                fields: &fields,
-            },
+            None => PodSource::Samples { namespace, fields },
         };
         let (items, omitted) = pod_metrics(
             (cpu_samples.samples(), pod_labels(cpu)),
@@ -528,10 +516,10 @@ impl Bridge {
         rules: &ResourceRules,
         req: &ResourceMetricsRequest,
     ) -> Result<ResourceAnswer, AnswerError> {
-        let fields = Self::fields_of(req)?;
+        let fields = &req.field_selector;
         let nodes = self
             .objects
-            .nodes(&req.label_selector, &fields)
+            .nodes(&req.label_selector, fields)
             .map_err(|e| resource_objects_error(e, "nodes"))?;
         Self::check_selection(req, "nodes", nodes.as_ref().map(Vec::is_empty))?;
         let (cpu, memory) = (
@@ -543,7 +531,7 @@ impl Bridge {
             futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
         let source = match &nodes {
             Some(nodes) => NodeSource::Cluster(nodes),
-            None => NodeSource::Samples { fields: &fields },
+            None => NodeSource::Samples { fields },
         };
         let (items, omitted) = node_metrics(
             (cpu_samples.samples(), cpu.node_labels()),
