@@ -65,12 +65,15 @@ async fn shipped_manifests_pass_server_side_dry_run() {
             );
         }
         // metrics.k8s.io only where the values turn it on (it would replace metrics-server).
-        let resource = "apiservice.apiregistration.k8s.io/v1beta1.metrics.k8s.io";
-        assert_eq!(
-            stdout.contains(resource),
-            flavour == "helm-test",
-            "{flavour}: {resource}\n{stdout}"
-        );
+        // Both versions: kubectl 1.37+ reads v1, HPAs read v1beta1.
+        for version in ["v1", "v1beta1"] {
+            let resource = format!("apiservice.apiregistration.k8s.io/{version}.metrics.k8s.io");
+            assert_eq!(
+                stdout.contains(&resource),
+                flavour == "helm-test",
+                "{flavour}: {resource}\n{stdout}"
+            );
+        }
     }
 }
 
@@ -151,6 +154,13 @@ async fn doctor_explains_a_broken_installation() {
         has(
             &report,
             "warn  APIService v1beta1.metrics.k8s.io: missing: nothing serves kubectl top"
+        ),
+        "{report}"
+    );
+    assert!(
+        has(
+            &report,
+            "ok    APIService v1.metrics.k8s.io is not registered (kubectl and HPAs use v1beta1)"
         ),
         "{report}"
     );
@@ -291,6 +301,23 @@ async fn doctor_explains_a_broken_installation() {
         has(
             &report,
             "warn  APIService v1beta1.metrics.k8s.io: served by Service kube-system/metrics-server, which is not Available"
+        ),
+        "{report}"
+    );
+
+    // v1 given to the bridge while v1beta1 stays with metrics-server: kubectl and HPAs would
+    // read different servers.
+    cp.apply(
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1.metrics.k8s.io}\n\
+         spec: {group: metrics.k8s.io, version: v1, groupPriorityMinimum: 100, versionPriority: 200,\n\
+         insecureSkipTLSVerify: true, service: {name: kube-metrics-bridge, namespace: custom-metrics}}\n",
+    )
+    .await;
+    let (_, report) = doctor(&cp, &["--config", rules]);
+    assert!(
+        has(
+            &report,
+            "warn  APIServices of metrics.k8s.io: v1beta1.metrics.k8s.io is served by Service kube-system/metrics-server but v1.metrics.k8s.io by Service custom-metrics/kube-metrics-bridge"
         ),
         "{report}"
     );

@@ -15,7 +15,9 @@ use std::time::Duration;
 use common::bridge::Bridge;
 use common::{Exporter, Prometheus};
 use kube_metrics_bridge::request::CustomVersion;
-use kube_metrics_bridge::response::resource::{self, ContainerMetrics, NodeMetrics, PodMetrics};
+use kube_metrics_bridge::response::resource::{
+    self, ContainerMetrics, NodeMetrics, PodMetrics, ResourceVersion,
+};
 use kube_metrics_bridge::response::{
     CustomItem, CustomList, DescribedObject, ExternalList, ExternalValue,
 };
@@ -319,49 +321,53 @@ async fn our_protobuf_is_what_go_writes() {
         );
     }
 
-    let metrics = "metrics.k8s.io/v1beta1";
     let (pods, nodes) = (pods(), nodes());
-    for (i, pod) in pods.iter().enumerate() {
-        cases.add(
-            &format!("pod-{i}"),
-            metrics,
-            "PodMetrics",
-            &pod.to_protobuf(),
-            pod.to_json().as_bytes(),
-        );
-    }
-    for (i, node) in nodes.iter().enumerate() {
-        cases.add(
-            &format!("node-{i}"),
-            metrics,
-            "NodeMetrics",
-            &node.to_protobuf(),
-            node.to_json().as_bytes(),
-        );
-    }
-    for (name, items) in [("pods", &pods[..]), ("pods-empty", &[][..])] {
-        cases.add(
-            name,
-            metrics,
-            "PodMetricsList",
-            &resource::pod_list_protobuf(items),
-            resource::pod_list_json(items).as_bytes(),
-        );
-    }
-    for (name, items) in [("nodes", &nodes[..]), ("nodes-empty", &[][..])] {
-        cases.add(
-            name,
-            metrics,
-            "NodeMetricsList",
-            &resource::node_list_protobuf(items),
-            resource::node_list_json(items).as_bytes(),
-        );
+    // Both served versions: the same objects, each decoded by its own Go types.
+    for version in ResourceVersion::ALL {
+        let (metrics, v) = (version.api_version(), version.as_str());
+        for (i, pod) in pods.iter().enumerate() {
+            cases.add(
+                &format!("{v}-pod-{i}"),
+                metrics,
+                "PodMetrics",
+                &pod.to_protobuf(version),
+                pod.to_json(version).as_bytes(),
+            );
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            cases.add(
+                &format!("{v}-node-{i}"),
+                metrics,
+                "NodeMetrics",
+                &node.to_protobuf(version),
+                node.to_json(version).as_bytes(),
+            );
+        }
+        for (name, items) in [("pods", &pods[..]), ("pods-empty", &[][..])] {
+            cases.add(
+                &format!("{v}-{name}"),
+                metrics,
+                "PodMetricsList",
+                &resource::pod_list_protobuf(items, version),
+                resource::pod_list_json(items, version).as_bytes(),
+            );
+        }
+        for (name, items) in [("nodes", &nodes[..]), ("nodes-empty", &[][..])] {
+            cases.add(
+                &format!("{v}-{name}"),
+                metrics,
+                "NodeMetricsList",
+                &resource::node_list_protobuf(items, version),
+                resource::node_list_json(items, version).as_bytes(),
+            );
+        }
     }
 
     // The checker's byte comparison can fail: our bytes without the envelope's trailer (the
     // empty contentEncoding and contentType, which a prost-style encoder would leave out)
     // decode to the same object, and only the bytes differ.
-    let full = resource::pod_list_protobuf(&pods);
+    let (metrics, v1beta1) = ("metrics.k8s.io/v1beta1", ResourceVersion::V1beta1);
+    let full = resource::pod_list_protobuf(&pods, v1beta1);
     let trimmed = full
         .strip_suffix(&[0x1a, 0x00, 0x22, 0x00])
         .expect("the envelope ends with its trailer");
@@ -370,7 +376,7 @@ async fn our_protobuf_is_what_go_writes() {
         metrics,
         "PodMetricsList",
         trimmed,
-        resource::pod_list_json(&pods).as_bytes(),
+        resource::pod_list_json(&pods, v1beta1).as_bytes(),
         "bytes-differ",
     );
 

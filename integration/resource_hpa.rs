@@ -1,7 +1,7 @@
 //! The Resource Metrics API (`metrics.k8s.io/v1beta1`) with real parts: etcd,
 //! kube-apiserver and kube-controller-manager (built from official sources), a real
 //! Prometheus scraping cAdvisor-shaped series from the demo exporter, and the bridge on the
-//! host registered behind kube-apiserver's aggregator as APIService `v1beta1.metrics.k8s.io`
+//! host registered behind kube-apiserver's aggregator as APIServices `v1beta1.metrics.k8s.io` and `v1.metrics.k8s.io`
 //! with a real caBundle.
 //!
 //! Shows, through the aggregator:
@@ -30,7 +30,6 @@ use common::{poll, shipped_documents, Exporter, Prometheus};
 use serde_json::Value;
 
 const SERVICE_DNS: &str = "kube-metrics-bridge.custom-metrics.svc";
-const APISERVICE: &str = "v1beta1.metrics.k8s.io";
 const BASE: &str = "/apis/metrics.k8s.io/v1beta1";
 
 const TOP_NS: &str = "top-demo";
@@ -107,35 +106,42 @@ fn shipped_rbac() -> String {
 }
 
 /// An ExternalName Service kube-apiserver routes to the bridge on loopback with, and the
-/// APIService with the bridge's generated CA as caBundle; waits until it is Available.
+/// APIServices of both versions (as the chart registers them) with the bridge's generated CA
+/// as caBundle; waits until they are Available.
 async fn register(cp: &ControlPlane, bridge: &Bridge) {
     let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
     let ca = base64::engine::general_purpose::STANDARD.encode(ca);
     let port = bridge.port;
     cp.apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
-         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {port}}}]}}\n---\n\
-         apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: {APISERVICE}}}\n\
-         spec: {{group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100,\n  \
-         caBundle: \"{ca}\", service: {{name: kube-metrics-bridge, namespace: custom-metrics, port: {port}}}}}\n"
+         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {port}}}]}}\n"
     ))
     .await;
-    let path = format!("/apis/apiregistration.k8s.io/v1/apiservices/{APISERVICE}");
-    cp.wait_for(
-        &format!("APIService {APISERVICE} Available"),
-        Duration::from_secs(90),
-        || async {
-            let svc = cp.get_json(&path).await;
-            svc["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Available" && c["status"] == "True")
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    for (version, priority) in [("v1", 200), ("v1beta1", 100)] {
+        let name = format!("{version}.metrics.k8s.io");
+        cp.apply(&format!(
+            "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: {name}}}\n\
+             spec: {{group: metrics.k8s.io, version: {version}, groupPriorityMinimum: 100, versionPriority: {priority},\n  \
+             caBundle: \"{ca}\", service: {{name: kube-metrics-bridge, namespace: custom-metrics, port: {port}}}}}\n"
+        ))
+        .await;
+        let path = format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}");
+        cp.wait_for(
+            &format!("APIService {name} Available"),
+            Duration::from_secs(90),
+            || async {
+                let svc = cp.get_json(&path).await;
+                svc["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Available" && c["status"] == "True")
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -836,6 +842,19 @@ async fn kubectl_top_and_resource_hpas_through_the_aggregator() {
     )
     .await;
     eprintln!("[{:.0?}] APIService available", t0.elapsed());
+    // metrics.k8s.io/v1 through the aggregator too (kubectl 1.37+ reads it; this kubectl
+    // reads v1beta1): the same node, apiVersion v1.
+    let v1 = cp
+        .wait_for(
+            "a v1 NodeMetrics through the aggregator",
+            Duration::from_secs(60),
+            || async {
+                let (status, node) = cp.get("/apis/metrics.k8s.io/v1/nodes/node-a").await;
+                (status == 200 && node["kind"] == "NodeMetrics").then_some(node)
+            },
+        )
+        .await;
+    assert_eq!(v1["apiVersion"], "metrics.k8s.io/v1", "{v1}");
 
     // kubectl top pod -A: the Running pods of every namespace, web-done included while it
     // runs; the counters must be a window (30s) old before rate() reads their full rate,

@@ -1,4 +1,4 @@
-//! The Resource Metrics API (`metrics.k8s.io/v1beta1`) of a `--standalone` bridge, against a
+//! The Resource Metrics API (`metrics.k8s.io/v1beta1` and `v1`) of a `--standalone` bridge, against a
 //! real Prometheus scraping the demo exporter: routes, discovery, exact values, the
 //! container policy, node matching, selectors and their errors, and one query per resource
 //! per namespace shared by every caller. Pods and nodes from the cluster (Running pods,
@@ -337,6 +337,38 @@ async fn serves_pods_and_nodes_from_prometheus() {
     let bytes = proto.bytes().await.expect("protobuf body");
     assert!(bytes.starts_with(&[0x6b, 0x38, 0x73, 0x00]), "{bytes:?}");
 
+    // metrics.k8s.io/v1 (what kubectl 1.37+ asks when discovery lists it): the same objects,
+    // only the apiVersion differs; it has its own resource list.
+    let (code, v1_list) = bridge.get("/apis/metrics.k8s.io/v1").await;
+    assert_eq!(code, 200);
+    assert_eq!(v1_list["groupVersion"], "metrics.k8s.io/v1");
+    assert_eq!(v1_list["resources"], list["resources"]);
+    let (code, v1beta1_pods) = bridge.get(&format!("{BASE}/namespaces/demo/pods")).await;
+    let (v1_code, v1_pods) = bridge
+        .get("/apis/metrics.k8s.io/v1/namespaces/demo/pods")
+        .await;
+    assert_eq!((code, v1_code), (200, 200));
+    assert_eq!(v1_pods["apiVersion"], "metrics.k8s.io/v1");
+    // Timestamps aside: the two requests may straddle a cache refresh (the gauges are constant).
+    let comparable = |answer: &Value| {
+        let mut a = answer.clone();
+        a["apiVersion"] = json!("");
+        for item in a["items"].as_array_mut().into_iter().flatten() {
+            item["timestamp"] = json!("");
+        }
+        a
+    };
+    assert_eq!(
+        comparable(&v1_pods),
+        comparable(&v1beta1_pods),
+        "v1 and v1beta1 answers differ"
+    );
+    let (code, v1_node) = bridge.get("/apis/metrics.k8s.io/v1/nodes/node-a").await;
+    assert_eq!((code, v1_node["kind"].as_str()), (200, Some("NodeMetrics")));
+    assert_eq!(v1_node["apiVersion"], "metrics.k8s.io/v1");
+    let (code, _) = bridge.get("/apis/metrics.k8s.io/v1alpha1/nodes").await;
+    assert_eq!(code, 404, "v1alpha1 is not served");
+
     // What was left out is counted.
     let omitted = bridge
         .self_metric(
@@ -375,7 +407,9 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}})'
         BASE.to_string(),
         format!("{BASE}/pods"),
         format!("{BASE}/nodes/node-a"),
+        "/apis/metrics.k8s.io/v1/pods".to_string(),
         "/openapi/v3/apis/metrics.k8s.io/v1beta1".to_string(),
+        "/openapi/v3/apis/metrics.k8s.io/v1".to_string(),
     ] {
         let (code, _) = bridge.get(&path).await;
         assert_eq!(code, 404, "{path}");

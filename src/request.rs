@@ -5,7 +5,7 @@
 use crate::field_selector::{self, FieldSelector};
 use crate::names;
 use crate::not_found::NotFound;
-use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
+use crate::response::resource::{ResourceVersion, RESOURCE_GROUP};
 use crate::selector::Selector;
 
 /// Why a path and query are not a request.
@@ -99,6 +99,8 @@ pub enum IncludeObject {
 /// A `metrics.k8s.io` get (`name` set) or list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceMetricsRequest {
+    /// The version asked for: it names the answer's `apiVersion`, nothing else.
+    pub version: ResourceVersion,
     pub kind: ResourceKind,
     /// None: nodes, or pods across all namespaces.
     pub namespace: Option<String>,
@@ -124,8 +126,8 @@ pub enum Route {
     GroupDiscovery(&'static str),
     CustomResources(CustomVersion),
     ExternalResources,
-    /// `/apis/metrics.k8s.io/v1beta1`.
-    ResourceMetricsResources,
+    /// `/apis/metrics.k8s.io/<version>`.
+    ResourceMetricsResources(ResourceVersion),
     Custom(CustomRequest),
     External(ExternalRequest),
     ResourceMetrics(ResourceMetricsRequest),
@@ -144,7 +146,7 @@ impl Route {
             | Route::GroupDiscovery(_)
             | Route::CustomResources(_)
             | Route::ExternalResources
-            | Route::ResourceMetricsResources => "discovery",
+            | Route::ResourceMetricsResources(_) => "discovery",
             Route::ResourceMetrics(r) => match (r.kind, &r.name) {
                 (ResourceKind::Pods, Some(_)) => "resource_pod",
                 (ResourceKind::Pods, None) => "resource_pods",
@@ -175,9 +177,12 @@ pub fn parse(path: &str, query: &str) -> Result<Route, RequestError> {
         ["apis", CUSTOM_GROUP] => Ok(Route::GroupDiscovery(CUSTOM_GROUP)),
         ["apis", EXTERNAL_GROUP] => Ok(Route::GroupDiscovery(EXTERNAL_GROUP)),
         ["apis", RESOURCE_GROUP] => Ok(Route::GroupDiscovery(RESOURCE_GROUP)),
-        ["apis", RESOURCE_GROUP, RESOURCE_VERSION] => Ok(Route::ResourceMetricsResources),
-        ["apis", RESOURCE_GROUP, RESOURCE_VERSION, rest @ ..] => {
-            parse_resource_metrics(rest, &params).map(Route::ResourceMetrics)
+        ["apis", RESOURCE_GROUP, version, rest @ ..] => {
+            let version = ResourceVersion::parse(version).ok_or(NO_ROUTE)?;
+            if rest.is_empty() {
+                return Ok(Route::ResourceMetricsResources(version));
+            }
+            parse_resource_metrics(version, rest, &params).map(Route::ResourceMetrics)
         }
         ["apis", CUSTOM_GROUP, version, rest @ ..] => {
             let version = match *version {
@@ -211,8 +216,9 @@ pub fn parse(path: &str, query: &str) -> Result<Route, RequestError> {
         ["openapi", "v3", "apis", EXTERNAL_GROUP, "v1beta1"] => {
             Ok(Route::OpenApiV3(EXTERNAL_GROUP, "v1beta1"))
         }
-        ["openapi", "v3", "apis", RESOURCE_GROUP, RESOURCE_VERSION] => {
-            Ok(Route::OpenApiV3(RESOURCE_GROUP, RESOURCE_VERSION))
+        ["openapi", "v3", "apis", RESOURCE_GROUP, version] => {
+            let version = ResourceVersion::parse(version).ok_or(NO_ROUTE)?;
+            Ok(Route::OpenApiV3(RESOURCE_GROUP, version.as_str()))
         }
         ["healthz", ..] => Ok(Route::Health("healthz")),
         ["livez", ..] => Ok(Route::Health("livez")),
@@ -266,6 +272,7 @@ fn parse_custom(
 
 /// `nodes`, `nodes/{name}`, `pods`, `namespaces/{ns}/pods`, `namespaces/{ns}/pods/{name}`.
 fn parse_resource_metrics(
+    version: ResourceVersion,
     rest: &[&str],
     params: &QueryParams,
 ) -> Result<ResourceMetricsRequest, RequestError> {
@@ -317,6 +324,7 @@ fn parse_resource_metrics(
         }
     };
     Ok(ResourceMetricsRequest {
+        version,
         kind,
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
@@ -582,7 +590,10 @@ mod tests {
     #[test]
     fn resource_metrics_routes() {
         let base = "/apis/metrics.k8s.io/v1beta1";
-        assert_eq!(parse(base, ""), Ok(Route::ResourceMetricsResources));
+        assert_eq!(
+            parse(base, ""),
+            Ok(Route::ResourceMetricsResources(ResourceVersion::V1beta1))
+        );
         assert_eq!(
             parse("/apis/metrics.k8s.io", ""),
             Ok(Route::GroupDiscovery(RESOURCE_GROUP))
@@ -613,8 +624,29 @@ mod tests {
         );
         assert_eq!(
             parse("/openapi/v3/apis/metrics.k8s.io/v1beta1", ""),
-            Ok(Route::OpenApiV3(RESOURCE_GROUP, RESOURCE_VERSION))
+            Ok(Route::OpenApiV3(RESOURCE_GROUP, "v1beta1"))
         );
+        assert_eq!(all.version, ResourceVersion::V1beta1);
+        // v1: the same routes, the version carried to the answer.
+        let v1 = resource_metrics("/apis/metrics.k8s.io/v1/namespaces/default/pods/web-1", "");
+        assert_eq!(
+            (v1.version, v1.name.as_deref()),
+            (ResourceVersion::V1, Some("web-1"))
+        );
+        assert_eq!(
+            parse("/apis/metrics.k8s.io/v1", ""),
+            Ok(Route::ResourceMetricsResources(ResourceVersion::V1))
+        );
+        assert_eq!(
+            parse("/openapi/v3/apis/metrics.k8s.io/v1", ""),
+            Ok(Route::OpenApiV3(RESOURCE_GROUP, "v1"))
+        );
+        for unknown in [
+            "/apis/metrics.k8s.io/v1alpha1/nodes",
+            "/apis/metrics.k8s.io/v2",
+        ] {
+            assert_eq!(parse(unknown, ""), Err(NO_ROUTE), "{unknown}");
+        }
     }
 
     #[test]
@@ -644,6 +676,6 @@ mod tests {
             Err(RequestError::BadRequest(_))
         ));
         assert_eq!(parse(&format!("{base}/services"), ""), Err(NO_ROUTE));
-        assert_eq!(parse("/apis/metrics.k8s.io/v1", ""), Err(NO_ROUTE));
+        assert_eq!(parse("/apis/metrics.k8s.io/v2", ""), Err(NO_ROUTE));
     }
 }

@@ -9,7 +9,7 @@
 // case the program
 //
 //  1. decodes the protobuf with the universal deserializer of a codec factory over a scheme
-//     holding the metrics.k8s.io, custom.metrics.k8s.io (v1beta1, v1beta2) and
+//     holding the metrics.k8s.io (v1, v1beta1), custom.metrics.k8s.io (v1beta1, v1beta2) and
 //     external.metrics.k8s.io types, and checks the envelope's kind;
 //  2. decodes it again with the protobuf serializer into a typed object;
 //  3. decodes the JSON with the universal deserializer;
@@ -43,6 +43,7 @@ import (
 	cmv1beta1 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta1"
 	cmv1beta2 "k8s.io/metrics/pkg/apis/custom_metrics/v1beta2"
 	emv1beta1 "k8s.io/metrics/pkg/apis/external_metrics/v1beta1"
+	metricsv1 "k8s.io/metrics/pkg/apis/metrics/v1"
 	metricsv1beta1 "k8s.io/metrics/pkg/apis/metrics/v1beta1"
 	custommetrics "k8s.io/metrics/pkg/client/custom_metrics"
 )
@@ -77,6 +78,7 @@ func main() {
 
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
+		metricsv1.AddToScheme,
 		metricsv1beta1.AddToScheme,
 		cmv1beta1.AddToScheme,
 		cmv1beta2.AddToScheme,

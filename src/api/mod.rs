@@ -24,7 +24,7 @@ use crate::not_found::NotFound;
 use crate::request::{self, Route};
 use crate::resource_answer::ResourceAnswer;
 use crate::response::discovery;
-use crate::response::resource::{self, RESOURCE_GROUP};
+use crate::response::resource::{self, ResourceVersion, RESOURCE_GROUP};
 use crate::response::table;
 use crate::server::PeerInfo;
 use accept::{Accept, Encoding};
@@ -187,10 +187,16 @@ async fn answer(
         Route::RootDiscovery => document(registry.documents.group_list.clone()),
         Route::GroupDiscovery(RESOURCE_GROUP) if !resource_metrics => not_served(),
         Route::GroupDiscovery(group) => document(discovery::api_group(group)),
-        Route::ResourceMetricsResources => match &registry.documents.resource_v1beta1 {
-            Some(list) => document(list.clone()),
-            None => not_served(),
-        },
+        Route::ResourceMetricsResources(version) => {
+            let list = match version {
+                ResourceVersion::V1 => &registry.documents.resource_v1,
+                ResourceVersion::V1beta1 => &registry.documents.resource_v1beta1,
+            };
+            match list {
+                Some(list) => document(list.clone()),
+                None => not_served(),
+            }
+        }
         // The Resource Metrics API also converts to a Table (JSON only), as metrics-server does
         // for `kubectl get podmetrics`.
         Route::ResourceMetrics(req) => {
@@ -199,32 +205,33 @@ async fn answer(
             if negotiated.conversion.is_some() {
                 let table = match &answer {
                     ResourceAnswer::Pod(p) => {
-                        table::pods(std::slice::from_ref(p), req.include_object)
+                        table::pods(std::slice::from_ref(p), req.include_object, req.version)
                     }
-                    ResourceAnswer::Pods(p) => table::pods(p, req.include_object),
+                    ResourceAnswer::Pods(p) => table::pods(p, req.include_object, req.version),
                     ResourceAnswer::Node(n) => {
-                        table::nodes(std::slice::from_ref(n), req.include_object)
+                        table::nodes(std::slice::from_ref(n), req.include_object, req.version)
                     }
-                    ResourceAnswer::Nodes(n) => table::nodes(n, req.include_object),
+                    ResourceAnswer::Nodes(n) => table::nodes(n, req.include_object, req.version),
                 };
                 return Ok(json_response(StatusCode::OK, table));
             }
+            let (encoding, v) = (negotiated.encoding, req.version);
             Ok(match answer {
                 ResourceAnswer::Pod(p) => {
-                    object_response(negotiated.encoding, || p.to_json(), || p.to_protobuf())
+                    object_response(encoding, || p.to_json(v), || p.to_protobuf(v))
                 }
                 ResourceAnswer::Pods(p) => object_response(
-                    negotiated.encoding,
-                    || resource::pod_list_json(&p),
-                    || resource::pod_list_protobuf(&p),
+                    encoding,
+                    || resource::pod_list_json(&p, v),
+                    || resource::pod_list_protobuf(&p, v),
                 ),
                 ResourceAnswer::Node(n) => {
-                    object_response(negotiated.encoding, || n.to_json(), || n.to_protobuf())
+                    object_response(encoding, || n.to_json(v), || n.to_protobuf(v))
                 }
                 ResourceAnswer::Nodes(n) => object_response(
-                    negotiated.encoding,
-                    || resource::node_list_json(&n),
-                    || resource::node_list_protobuf(&n),
+                    encoding,
+                    || resource::node_list_json(&n, v),
+                    || resource::node_list_protobuf(&n, v),
                 ),
             })
         }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
-use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
+use crate::response::resource::{ResourceVersion, RESOURCE_GROUP};
 
 fn definitions() -> Value {
     let object_ref = json!({"type": "object", "properties": {
@@ -199,7 +199,7 @@ fn served(resource_metrics: bool) -> Vec<(&'static str, &'static str)> {
         (EXTERNAL_GROUP, "v1beta1"),
     ];
     if resource_metrics {
-        served.push((RESOURCE_GROUP, RESOURCE_VERSION));
+        served.extend(ResourceVersion::ALL.map(|v| (RESOURCE_GROUP, v.as_str())));
     }
     served
 }

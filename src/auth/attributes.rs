@@ -8,8 +8,8 @@
 //! | `{resource}/{name}/{metric}` | the same without a namespace |
 //! | `namespaces/{ns}/metrics/{metric}` | `get` `metrics` named `{metric}` in namespace `{ns}` |
 //! | external `namespaces/{ns}/{metric}` | `list` `{metric}` in namespace `{ns}` (no name, so RequestInfo turns `get` into `list`) |
-//! | `metrics.k8s.io/v1beta1/[namespaces/{ns}/]pods`, `.../nodes` | `list` `pods`/`nodes` (group `metrics.k8s.io`), in `{ns}`; named by `fieldSelector=metadata.name=x` if given, as RequestInfo does |
-//! | `metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}`, `.../nodes/{name}` | `get` that object |
+//! | `metrics.k8s.io/{v1,v1beta1}/[namespaces/{ns}/]pods`, `.../nodes` | `list` `pods`/`nodes` (group `metrics.k8s.io`), in `{ns}`; named by `fieldSelector=metadata.name=x` if given, as RequestInfo does |
+//! | `metrics.k8s.io/{v1,v1beta1}/namespaces/{ns}/pods/{name}`, `.../nodes/{name}` | `get` that object |
 //! | `/apis`, `/apis/<g>`, `/apis/<g>/<v>`, `/openapi/*`, `/version`, health | non-resource `get` on the path |
 //!
 //! The attributes are derived from the parsed [`Route`], i.e. from what will be served, so
@@ -23,7 +23,7 @@ use crate::field_selector::Field;
 use crate::request::{
     CustomRequest, ResourceMetricsRequest, Route, Target, CUSTOM_GROUP, EXTERNAL_GROUP,
 };
-use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
+use crate::response::resource::RESOURCE_GROUP;
 
 /// What is being done to what; the fields of `authorizer.Attributes` that reach a review.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,7 +75,7 @@ pub fn attributes_for(route: &Route, path: &str) -> RequestAttributes {
         | Route::GroupDiscovery(_)
         | Route::CustomResources(_)
         | Route::ExternalResources
-        | Route::ResourceMetricsResources
+        | Route::ResourceMetricsResources(_)
         | Route::OpenApiV2
         | Route::OpenApiV3Index
         | Route::OpenApiV3(..)
@@ -134,7 +134,7 @@ fn resource_metrics(r: &ResourceMetricsRequest) -> ResourceAttributes {
     ResourceAttributes {
         verb: verb.into(),
         group: RESOURCE_GROUP.into(),
-        version: RESOURCE_VERSION.into(),
+        version: r.version.as_str().into(),
         resource: r.kind.as_str().into(),
         namespace: r.namespace.clone().unwrap_or_default(),
         name,
@@ -268,6 +268,11 @@ mod tests {
                 "/apis/metrics.k8s.io/v1beta1/nodes/node-a",
                 "",
                 res("get", M, "v1beta1", "nodes", "", "", "node-a"),
+            ),
+            (
+                "/apis/metrics.k8s.io/v1/nodes/node-a",
+                "",
+                res("get", M, "v1", "nodes", "", "", "node-a"),
             ),
             (
                 "/apis/metrics.k8s.io/v1beta1",

@@ -189,71 +189,103 @@ async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &m
     }
 }
 
-/// `v1beta1.metrics.k8s.io` belongs to one server at a time (metrics-server, prometheus-adapter
-/// or the bridge). `resource_rules`: whether the rules file has `[resource_rules]` (None when no
-/// file was given).
+/// `v1beta1.metrics.k8s.io` (what HPAs read) and `v1.metrics.k8s.io` (what kubectl 1.37+ reads
+/// when registered) each belong to one server at a time (metrics-server, prometheus-adapter or
+/// the bridge), and both should belong to the same one. `resource_rules`: whether the rules
+/// file has `[resource_rules]` (None when no file was given).
 async fn check_resource_metrics_api(
     client: &kube::Client,
     args: &DoctorArgs,
     resource_rules: Option<bool>,
     report: &mut Report,
 ) {
-    const NAME: &str = "v1beta1.metrics.k8s.io";
-    let what = format!("APIService {NAME}");
-    let svc = match get(
-        client,
-        &format!("/apis/apiregistration.k8s.io/v1/apiservices/{NAME}"),
+    let mut owners = Vec::new();
+    for version in ["v1beta1", "v1"] {
+        let name = format!("{version}.metrics.k8s.io");
+        let what = format!("APIService {name}");
+        match get(
+            client,
+            &format!("/apis/apiregistration.k8s.io/v1/apiservices/{name}"),
+        )
+        .await
+        {
+            Ok(Some(svc)) => {
+                owners.push((name, apiservice_owner(&svc)));
+                check_resource_apiservice(&what, &svc, args, resource_rules, report);
+            }
+            // Without v1, kubectl falls back to v1beta1: nothing fails.
+            Ok(None) if version == "v1" => report.ok(&format!(
+                "{what} is not registered (kubectl and HPAs use v1beta1)"
+            )),
+            Ok(None) => {
+                let why = if resource_rules == Some(true) {
+                    "missing, though the rules have [resource_rules]: register it (chart value apiServices.resource) once metrics-server's is removed"
+                } else {
+                    "missing: nothing serves kubectl top or CPU/memory HPAs (run metrics-server, or serve it from [resource_rules])"
+                };
+                report.warn(&what, why);
+            }
+            Err(e) => report.fail(&what, &format!("cannot read it: {e}")),
+        }
+    }
+    if let [(a, owner_a), (b, owner_b)] = owners.as_slice() {
+        if owner_a != owner_b {
+            report.warn(
+                "APIServices of metrics.k8s.io",
+                &format!(
+                    "{a} is served by Service {owner_a} but {b} by Service {owner_b}: kubectl top and HPAs read different servers; give both to one (docs/migration.md)"
+                ),
+            );
+        }
+    }
+}
+
+/// `namespace/name` of the Service an APIService points at.
+fn apiservice_owner(svc: &Value) -> String {
+    let service = &svc["spec"]["service"];
+    format!(
+        "{}/{}",
+        service["namespace"].as_str().unwrap_or(""),
+        service["name"].as_str().unwrap_or("")
     )
-    .await
-    {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            let why = if resource_rules == Some(true) {
-                "missing, though the rules have [resource_rules]: register it (chart value apiServices.resource) once metrics-server's is removed"
-            } else {
-                "missing: nothing serves kubectl top or CPU/memory HPAs (run metrics-server, or serve it from [resource_rules])"
-            };
-            report.warn(&what, why);
-            return;
-        }
-        Err(e) => {
-            report.fail(&what, &format!("cannot read it: {e}"));
-            return;
-        }
-    };
-    let spec = &svc["spec"];
+}
+
+fn check_resource_apiservice(
+    what: &str,
+    svc: &Value,
+    args: &DoctorArgs,
+    resource_rules: Option<bool>,
+    report: &mut Report,
+) {
     let available = svc["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Available"))
         .map(|c| c["status"] == "True")
         .unwrap_or(false);
-    let (ns, name) = (
-        spec["service"]["namespace"].as_str().unwrap_or(""),
-        spec["service"]["name"].as_str().unwrap_or(""),
-    );
-    let ours = (ns, name) == (args.namespace.as_str(), args.service.as_str());
+    let owner = apiservice_owner(svc);
+    let ours = owner == format!("{}/{}", args.namespace, args.service);
     match (ours, resource_rules, available) {
         (true, Some(false), _) => report.fail(
-            &what,
+            what,
             "points at the bridge, but its rules have no [resource_rules]: kubectl top and CPU/memory HPAs fail; add them or give the APIService back to metrics-server",
         ),
         (true, _, true) => report.ok(&format!("{what} is served by the bridge and Available")),
         (true, _, false) => report.fail(
-            &what,
+            what,
             "points at the bridge but is not Available (see its status conditions)",
         ),
         (false, Some(true), _) => report.warn(
-            &what,
+            what,
             &format!(
-                "owned by Service {ns}/{name}, so the rules' [resource_rules] are not in use; docs/migration.md gives the cut-over order"
+                "owned by Service {owner}, so the rules' [resource_rules] are not in use; docs/migration.md gives the cut-over order"
             ),
         ),
         (false, _, true) => report.ok(&format!(
-            "{what} is served by Service {ns}/{name} (not the bridge) and Available"
+            "{what} is served by Service {owner} (not the bridge) and Available"
         )),
         (false, _, false) => report.warn(
-            &what,
-            &format!("served by Service {ns}/{name}, which is not Available: kubectl top and CPU/memory HPAs fail"),
+            what,
+            &format!("served by Service {owner}, which is not Available: kubectl top and CPU/memory HPAs fail"),
         ),
     }
 }

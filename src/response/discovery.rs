@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::kube::resources::ResourceInfo;
 use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
-use crate::response::resource::{RESOURCE_GROUP, RESOURCE_VERSION};
+use crate::response::resource::{ResourceVersion, RESOURCE_GROUP};
 
 /// The resource name listed while no metric has been discovered yet.
 pub const PLACEHOLDER_METRIC: &str = "none_discovered_yet";
@@ -28,6 +28,8 @@ pub struct Documents {
     pub external_v1beta1: String,
     /// `metrics.k8s.io/v1beta1`'s resource list, when `[resource_rules]` serve it.
     pub resource_v1beta1: Option<String>,
+    /// `metrics.k8s.io/v1`'s, the same resources.
+    pub resource_v1: Option<String>,
     /// `/apis`: the groups served.
     pub group_list: String,
     pub aggregated: String,
@@ -120,14 +122,20 @@ impl Documents {
             group(EXTERNAL_GROUP, &["v1beta1"]),
         ];
         if resource_metrics {
-            items.push(json!({"metadata": {"name": RESOURCE_GROUP, "creationTimestamp": null},
-                "versions": [{"version": RESOURCE_VERSION, "freshness": "Current",
+            let resource_version = |version: ResourceVersion| {
+                let version = version.as_str();
+                json!({"version": version, "freshness": "Current",
                   "resources": RESOURCE_KINDS.iter().map(|(resource, kind, namespaced)| json!({
                       "resource": resource,
-                      "responseKind": {"group": RESOURCE_GROUP, "version": RESOURCE_VERSION, "kind": kind},
+                      "responseKind": {"group": RESOURCE_GROUP, "version": version, "kind": kind},
                       "scope": if *namespaced { "Namespaced" } else { "Cluster" },
-                      "singularResource": "", "verbs": ["get", "list"]})).collect::<Vec<_>>()}]}));
-            groups.push(group(RESOURCE_GROUP, &[RESOURCE_VERSION]));
+                      "singularResource": "", "verbs": ["get", "list"]})).collect::<Vec<_>>()})
+            };
+            items.push(
+                json!({"metadata": {"name": RESOURCE_GROUP, "creationTimestamp": null},
+                "versions": ResourceVersion::ALL.map(resource_version)}),
+            );
+            groups.push(group(RESOURCE_GROUP, &RESOURCE_VERSIONS));
         }
         let aggregated = json!({
             "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
@@ -139,7 +147,8 @@ impl Documents {
             custom_v1beta1: custom_list("v1beta1"),
             custom_v1beta2: custom_list("v1beta2"),
             external_v1beta1: external_list,
-            resource_v1beta1: resource_metrics.then(resource_list),
+            resource_v1beta1: resource_metrics.then(|| resource_list(ResourceVersion::V1beta1)),
+            resource_v1: resource_metrics.then(|| resource_list(ResourceVersion::V1)),
             group_list: json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
                 .to_string(),
             aggregated,
@@ -154,9 +163,15 @@ const RESOURCE_KINDS: [(&str, &str, bool); 2] = [
     ("pods", "PodMetrics", true),
 ];
 
-fn resource_list() -> String {
+/// `metrics.k8s.io`'s versions, preferred first.
+const RESOURCE_VERSIONS: [&str; 2] = [
+    ResourceVersion::ALL[0].as_str(),
+    ResourceVersion::ALL[1].as_str(),
+];
+
+fn resource_list(version: ResourceVersion) -> String {
     json!({"kind": "APIResourceList", "apiVersion": "v1",
-           "groupVersion": format!("{RESOURCE_GROUP}/{RESOURCE_VERSION}"),
+           "groupVersion": version.api_version(),
            "resources": RESOURCE_KINDS.iter().map(|(name, kind, namespaced)| json!({
                "name": name, "singularName": "", "namespaced": namespaced, "kind": kind,
                "verbs": ["get", "list"]})).collect::<Vec<_>>()})
@@ -175,7 +190,7 @@ fn group(name: &str, versions: &[&str]) -> Value {
 pub fn api_group(name: &str) -> String {
     let versions: &[&str] = match name {
         CUSTOM_GROUP => &["v1beta2", "v1beta1"],
-        RESOURCE_GROUP => &[RESOURCE_VERSION],
+        RESOURCE_GROUP => &RESOURCE_VERSIONS,
         _ => &["v1beta1"],
     };
     let mut g = group(name, versions);
@@ -251,7 +266,7 @@ mod tests {
     #[test]
     fn resource_metrics_are_listed_only_when_served() {
         let off = Documents::render(std::iter::empty(), std::iter::empty(), false);
-        assert!(off.resource_v1beta1.is_none());
+        assert!(off.resource_v1beta1.is_none() && off.resource_v1.is_none());
         assert!(!off.group_list.contains(r#""name":"metrics.k8s.io""#));
         assert!(!off.aggregated.contains(r#""name":"metrics.k8s.io""#));
         assert!(on_contains_group());
@@ -265,18 +280,30 @@ mod tests {
                 {"name":"pods","singularName":"","namespaced":true,"kind":"PodMetrics","verbs":["get","list"]}]})
         );
         let groups: Value = serde_json::from_str(&on.group_list).expect("json");
+        // v1 is preferred (kubectl asks the first version it knows); v1beta1 is listed too.
         assert_eq!(
             groups["groups"][2]["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1"
+        );
+        assert_eq!(
+            groups["groups"][2]["versions"][1]["groupVersion"],
             "metrics.k8s.io/v1beta1"
         );
+        let v1: Value =
+            serde_json::from_str(on.resource_v1.as_deref().unwrap_or("")).expect("json");
+        assert_eq!(v1["groupVersion"], "metrics.k8s.io/v1");
+        assert_eq!(v1["resources"], list["resources"]);
         let agg: Value = serde_json::from_str(&on.aggregated).expect("json");
         assert_eq!(agg["items"][2]["metadata"]["name"], RESOURCE_GROUP);
-        assert_eq!(
-            agg["items"][2]["versions"][0]["resources"][1]["responseKind"]["kind"],
-            "PodMetrics"
-        );
+        for (i, version) in ["v1", "v1beta1"].into_iter().enumerate() {
+            let v = &agg["items"][2]["versions"][i];
+            assert_eq!(v["version"], version);
+            assert_eq!(v["resources"][1]["responseKind"]["kind"], "PodMetrics");
+            assert_eq!(v["resources"][1]["responseKind"]["version"], version);
+        }
         let g: Value = serde_json::from_str(&api_group(RESOURCE_GROUP)).expect("json");
-        assert_eq!(g["versions"][0]["version"], "v1beta1");
+        assert_eq!(g["versions"][0]["version"], "v1");
+        assert_eq!(g["versions"][1]["version"], "v1beta1");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Resource Metrics API's objects (`metrics.k8s.io/v1beta1`): `PodMetrics` and
+//! The Resource Metrics API's objects (`metrics.k8s.io/v1` and `v1beta1`): `PodMetrics` and
 //! `NodeMetrics` and their lists, as the bridge builds them before they are encoded. JSON is
 //! shaped as metrics-server and `k8s.io/metrics` write it: `metadata` with name, namespace
 //! and labels, `timestamp` (RFC 3339, whole seconds), `window` (a Go duration string) and
@@ -13,7 +13,38 @@ use super::protobuf::{self, ObjectMeta, ResourceMetrics, ResourceUsage};
 use super::{timestamp, timestamp_seconds};
 
 pub const RESOURCE_GROUP: &str = "metrics.k8s.io";
-pub const RESOURCE_VERSION: &str = "v1beta1";
+
+/// The versions of `metrics.k8s.io` served, preferred first. `k8s.io/metrics` defines the same
+/// objects in both; only `apiVersion` differs. kubectl (1.37+) asks `v1` when discovery lists
+/// it, the HPA controller asks `v1beta1`, so a server owning the API serves both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceVersion {
+    V1,
+    V1beta1,
+}
+
+impl ResourceVersion {
+    pub const ALL: [ResourceVersion; 2] = [ResourceVersion::V1, ResourceVersion::V1beta1];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResourceVersion::V1 => "v1",
+            ResourceVersion::V1beta1 => "v1beta1",
+        }
+    }
+
+    pub fn parse(version: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == version)
+    }
+
+    /// `metrics.k8s.io/<version>`.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ResourceVersion::V1 => "metrics.k8s.io/v1",
+            ResourceVersion::V1beta1 => "metrics.k8s.io/v1beta1",
+        }
+    }
+}
 
 /// `cpu` and `memory` usage of one container or node: resource name -> canonical Quantity.
 /// Sorted, as Go's encoders sort map keys.
@@ -112,7 +143,7 @@ struct PodJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
-    api_version: Option<String>,
+    api_version: Option<&'static str>,
     metadata: Metadata<'a>,
     timestamp: String,
     window: String,
@@ -124,7 +155,7 @@ struct NodeJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     kind: Option<&'static str>,
     #[serde(rename = "apiVersion", skip_serializing_if = "Option::is_none")]
-    api_version: Option<String>,
+    api_version: Option<&'static str>,
     metadata: Metadata<'a>,
     timestamp: String,
     window: String,
@@ -135,20 +166,17 @@ struct NodeJson<'a> {
 struct ListJson<T> {
     kind: &'static str,
     #[serde(rename = "apiVersion")]
-    api_version: String,
+    api_version: &'static str,
     metadata: serde_json::Map<String, serde_json::Value>,
     items: Vec<T>,
 }
 
-fn api_version() -> String {
-    format!("{RESOURCE_GROUP}/{RESOURCE_VERSION}")
-}
-
 impl PodMetrics {
-    fn json(&self, top_level: bool) -> PodJson<'_> {
+    /// `version` set: a top-level object, with kind and apiVersion; unset: a list item.
+    fn json(&self, version: Option<ResourceVersion>) -> PodJson<'_> {
         PodJson {
-            kind: top_level.then_some("PodMetrics"),
-            api_version: top_level.then(api_version),
+            kind: version.map(|_| "PodMetrics"),
+            api_version: version.map(ResourceVersion::api_version),
             metadata: Metadata {
                 name: &self.name,
                 namespace: Some(&self.namespace),
@@ -169,16 +197,16 @@ impl PodMetrics {
     }
 
     /// A single `PodMetrics` (a get by name).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.json(true)).unwrap_or_default()
+    pub fn to_json(&self, version: ResourceVersion) -> String {
+        serde_json::to_string(&self.json(Some(version))).unwrap_or_default()
     }
 }
 
 impl NodeMetrics {
-    fn json(&self, top_level: bool) -> NodeJson<'_> {
+    fn json(&self, version: Option<ResourceVersion>) -> NodeJson<'_> {
         NodeJson {
-            kind: top_level.then_some("NodeMetrics"),
-            api_version: top_level.then(api_version),
+            kind: version.map(|_| "NodeMetrics"),
+            api_version: version.map(ResourceVersion::api_version),
             metadata: Metadata {
                 name: &self.name,
                 namespace: None,
@@ -192,8 +220,8 @@ impl NodeMetrics {
     }
 
     /// A single `NodeMetrics` (a get by name).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.json(true)).unwrap_or_default()
+    pub fn to_json(&self, version: ResourceVersion) -> String {
+        serde_json::to_string(&self.json(Some(version))).unwrap_or_default()
     }
 }
 
@@ -218,8 +246,8 @@ impl PodMetrics {
     }
 
     /// A single `PodMetrics` in Kubernetes protobuf, the envelope included.
-    pub fn to_protobuf(&self) -> Vec<u8> {
-        protobuf::envelope(&api_version(), "PodMetrics", &self.proto())
+    pub fn to_protobuf(&self, version: ResourceVersion) -> Vec<u8> {
+        protobuf::envelope(version.api_version(), "PodMetrics", &self.proto())
     }
 }
 
@@ -239,47 +267,47 @@ impl NodeMetrics {
     }
 
     /// A single `NodeMetrics` in Kubernetes protobuf, the envelope included.
-    pub fn to_protobuf(&self) -> Vec<u8> {
-        protobuf::envelope(&api_version(), "NodeMetrics", &self.proto())
+    pub fn to_protobuf(&self, version: ResourceVersion) -> Vec<u8> {
+        protobuf::envelope(version.api_version(), "NodeMetrics", &self.proto())
     }
 }
 
 /// `PodMetricsList` in Kubernetes protobuf.
-pub fn pod_list_protobuf(items: &[PodMetrics]) -> Vec<u8> {
+pub fn pod_list_protobuf(items: &[PodMetrics], version: ResourceVersion) -> Vec<u8> {
     protobuf::envelope(
-        &api_version(),
+        version.api_version(),
         "PodMetricsList",
         &protobuf::List::new(items, PodMetrics::proto),
     )
 }
 
 /// `NodeMetricsList` in Kubernetes protobuf.
-pub fn node_list_protobuf(items: &[NodeMetrics]) -> Vec<u8> {
+pub fn node_list_protobuf(items: &[NodeMetrics], version: ResourceVersion) -> Vec<u8> {
     protobuf::envelope(
-        &api_version(),
+        version.api_version(),
         "NodeMetricsList",
         &protobuf::List::new(items, NodeMetrics::proto),
     )
 }
 
 /// `PodMetricsList`; items carry no kind or apiVersion, as in Go.
-pub fn pod_list_json(items: &[PodMetrics]) -> String {
+pub fn pod_list_json(items: &[PodMetrics], version: ResourceVersion) -> String {
     serde_json::to_string(&ListJson {
         kind: "PodMetricsList",
-        api_version: api_version(),
+        api_version: version.api_version(),
         metadata: Default::default(),
-        items: items.iter().map(|p| p.json(false)).collect(),
+        items: items.iter().map(|p| p.json(None)).collect(),
     })
     .unwrap_or_default()
 }
 
 /// `NodeMetricsList`.
-pub fn node_list_json(items: &[NodeMetrics]) -> String {
+pub fn node_list_json(items: &[NodeMetrics], version: ResourceVersion) -> String {
     serde_json::to_string(&ListJson {
         kind: "NodeMetricsList",
-        api_version: api_version(),
+        api_version: version.api_version(),
         metadata: Default::default(),
-        items: items.iter().map(|n| n.json(false)).collect(),
+        items: items.iter().map(|n| n.json(None)).collect(),
     })
     .unwrap_or_default()
 }
@@ -313,7 +341,7 @@ mod tests {
         let mut view = pod.proto();
         view.metadata.creation_timestamp = Some(1_700_000_005);
         let bytes = protobuf::envelope(
-            &api_version(),
+            ResourceVersion::V1beta1.api_version(),
             "PodMetricsList",
             &protobuf::List::new(std::slice::from_ref(&view), |v| v),
         );
@@ -330,17 +358,20 @@ mod tests {
                 .replace("1271", "1269")
                 .replace("0a30 0a05", "0a28 0a05"),
         );
-        assert_eq!(pod_list_protobuf(&[pod()]), expected);
+        assert_eq!(
+            pod_list_protobuf(&[pod()], ResourceVersion::V1beta1),
+            expected
+        );
     }
 
     #[test]
     fn protobuf_single_objects_and_empty_lists() {
-        let single = pod().to_protobuf();
+        let single = pod().to_protobuf(ResourceVersion::V1beta1);
         assert!(single.starts_with(&spec_bytes(
             r#"6b387300 0a24 0a16"metrics.k8s.io/v1beta1" 120a"PodMetrics" 1269"#
         )));
         assert_eq!(
-            node_list_protobuf(&[]),
+            node_list_protobuf(&[], ResourceVersion::V1beta1),
             spec_bytes(
                 r#"6b387300 0a29 0a16"metrics.k8s.io/v1beta1" 120f"NodeMetricsList" 1208 0a060a0012001a00 1a00 2200"#
             )
@@ -353,7 +384,7 @@ mod tests {
             usage: [("cpu".to_string(), "2".to_string())].into(),
         };
         assert_eq!(
-            node.to_protobuf(),
+            node.to_protobuf(ResourceVersion::V1beta1),
             spec_bytes(concat!(
                 r#"6b387300 0a25 0a16"metrics.k8s.io/v1beta1" 120b"NodeMetrics" 1236"#,
                 r#" 0a16 {0a06"node-a" 1200 1a00 2200 2a00 3200 3800 4200}"#,
@@ -404,14 +435,14 @@ mod tests {
     #[test]
     fn pod_list_shape() {
         assert_eq!(
-            pod_list_json(&[pod()]),
+            pod_list_json(&[pod()], ResourceVersion::V1beta1),
             r#"{"kind":"PodMetricsList","apiVersion":"metrics.k8s.io/v1beta1","metadata":{},"items":[{"metadata":{"name":"web-1","namespace":"default","creationTimestamp":null,"labels":{"app":"web"}},"timestamp":"2023-11-14T22:13:20Z","window":"15s","containers":[{"name":"c","usage":{"cpu":"1234567n","memory":"12345Ki"}}]}]}"#
         );
     }
 
     #[test]
     fn single_objects_carry_kind() {
-        let text = pod().to_json();
+        let text = pod().to_json(ResourceVersion::V1beta1);
         assert!(
             text.starts_with(r#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1beta1","#),
             "{text}"
@@ -424,9 +455,35 @@ mod tests {
             usage: [("cpu".to_string(), "2".to_string())].into(),
         };
         assert_eq!(
-            node.to_json(),
+            node.to_json(ResourceVersion::V1beta1),
             r#"{"kind":"NodeMetrics","apiVersion":"metrics.k8s.io/v1beta1","metadata":{"name":"node-a","creationTimestamp":null},"timestamp":"2023-11-14T22:13:20Z","window":"1m0s","usage":{"cpu":"2"}}"#
         );
-        assert!(node_list_json(&[]).ends_with(r#""items":[]}"#));
+        assert!(node_list_json(&[], ResourceVersion::V1beta1).ends_with(r#""items":[]}"#));
+    }
+
+    #[test]
+    fn v1_differs_only_in_api_version() {
+        let v1 = ResourceVersion::V1;
+        assert_eq!(
+            pod_list_json(&[pod()], v1),
+            pod_list_json(&[pod()], ResourceVersion::V1beta1)
+                .replace("metrics.k8s.io/v1beta1", "metrics.k8s.io/v1")
+        );
+        assert!(pod()
+            .to_json(v1)
+            .starts_with(r#"{"kind":"PodMetrics","apiVersion":"metrics.k8s.io/v1","#));
+        // The envelope's TypeMeta names v1: 5 bytes shorter at the TypeMeta and nothing else.
+        assert_eq!(
+            node_list_protobuf(&[], v1),
+            spec_bytes(
+                r#"6b387300 0a24 0a11"metrics.k8s.io/v1" 120f"NodeMetricsList" 1208 0a060a0012001a00 1a00 2200"#
+            )
+        );
+        assert_eq!(ResourceVersion::parse("v1"), Some(v1));
+        assert_eq!(
+            ResourceVersion::parse("v1beta1"),
+            Some(ResourceVersion::V1beta1)
+        );
+        assert_eq!(ResourceVersion::parse("v1alpha1"), None);
     }
 }

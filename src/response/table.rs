@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::resource::{go_duration, NodeMetrics, PodMetrics, Usage};
+use super::resource::{go_duration, NodeMetrics, PodMetrics, ResourceVersion, Usage};
 use crate::request::IncludeObject;
 
 /// The columns of a table whose rows have `resources` usage columns.
@@ -64,8 +64,9 @@ fn metadata(
     m
 }
 
-/// A Table of pods: each row sums the pod's containers per resource.
-pub fn pods(items: &[PodMetrics], include: IncludeObject) -> String {
+/// A Table of pods: each row sums the pod's containers per resource. `version` names the
+/// objects `includeObject=Object` embeds.
+pub fn pods(items: &[PodMetrics], include: IncludeObject, version: ResourceVersion) -> String {
     let first = items
         .first()
         .and_then(|p| p.containers.first())
@@ -86,7 +87,7 @@ pub fn pods(items: &[PodMetrics], include: IncludeObject) -> String {
             let object = row_object(
                 include,
                 metadata(&pod.name, Some(&pod.namespace), &pod.labels),
-                || serde_json::from_str(&pod.to_json()).unwrap_or(Value::Null),
+                || serde_json::from_str(&pod.to_json(version)).unwrap_or(Value::Null),
             );
             json!({"cells": cells, "object": object})
         })
@@ -95,7 +96,7 @@ pub fn pods(items: &[PodMetrics], include: IncludeObject) -> String {
 }
 
 /// A Table of nodes.
-pub fn nodes(items: &[NodeMetrics], include: IncludeObject) -> String {
+pub fn nodes(items: &[NodeMetrics], include: IncludeObject, version: ResourceVersion) -> String {
     let resources = resources_of(items.first().map(|n| &n.usage));
     let rows = items
         .iter()
@@ -110,7 +111,7 @@ pub fn nodes(items: &[NodeMetrics], include: IncludeObject) -> String {
             }
             cells.push(json!(go_duration(node.window)));
             let object = row_object(include, metadata(&node.name, None, &node.labels), || {
-                serde_json::from_str(&node.to_json()).unwrap_or(Value::Null)
+                serde_json::from_str(&node.to_json(version)).unwrap_or(Value::Null)
             });
             json!({"cells": cells, "object": object})
         })
@@ -123,6 +124,8 @@ mod tests {
     use super::*;
     use crate::response::resource::ContainerMetrics;
     use std::time::Duration;
+
+    const V1BETA1: ResourceVersion = ResourceVersion::V1beta1;
 
     fn usage(cpu: &str, memory: &str) -> Usage {
         [
@@ -151,7 +154,8 @@ mod tests {
                 },
             ],
         };
-        let t: Value = serde_json::from_str(&pods(&[pod], IncludeObject::Metadata)).expect("json");
+        let t: Value =
+            serde_json::from_str(&pods(&[pod], IncludeObject::Metadata, V1BETA1)).expect("json");
         let names: Vec<&str> = t["columnDefinitions"]
             .as_array()
             .expect("columns")
@@ -176,19 +180,27 @@ mod tests {
             window: Duration::from_secs(60),
             usage: usage("2", "4G"),
         };
-        let none: Value =
-            serde_json::from_str(&nodes(std::slice::from_ref(&node), IncludeObject::None))
-                .expect("json");
+        let none: Value = serde_json::from_str(&nodes(
+            std::slice::from_ref(&node),
+            IncludeObject::None,
+            V1BETA1,
+        ))
+        .expect("json");
         assert_eq!(
             none["rows"][0]["cells"],
             json!(["node-a", "2", "4G", "1m0s"])
         );
         assert!(none["rows"][0]["object"].is_null());
         let whole: Value =
-            serde_json::from_str(&nodes(&[node], IncludeObject::Object)).expect("json");
+            serde_json::from_str(&nodes(&[node], IncludeObject::Object, ResourceVersion::V1))
+                .expect("json");
         assert_eq!(whole["rows"][0]["object"]["kind"], "NodeMetrics");
+        assert_eq!(
+            whole["rows"][0]["object"]["apiVersion"],
+            "metrics.k8s.io/v1"
+        );
         let empty: Value =
-            serde_json::from_str(&nodes(&[], IncludeObject::Metadata)).expect("json");
+            serde_json::from_str(&nodes(&[], IncludeObject::Metadata, V1BETA1)).expect("json");
         assert_eq!(empty["rows"], json!([]));
         assert_eq!(empty["columnDefinitions"].as_array().map(Vec::len), Some(2));
     }
