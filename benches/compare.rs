@@ -34,15 +34,17 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::adapter::{
+    adapter_args, adapter_bin, log_tail, serving_args, serving_pair, spawn_logged,
+};
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
-use common::{cached_build, free_port, Exporter, Prometheus};
+use common::{free_port, Exporter, Prometheus};
 use serde_json::{json, Value};
 use tokio::process::Child;
 
@@ -229,9 +231,7 @@ impl Server {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        log_tail(&self.log, 30)
     }
 
     fn assert_running(&mut self) {
@@ -243,27 +243,6 @@ impl Server {
             );
         }
     }
-}
-
-/// Spawns `bin args` so that it dies with the benchmark, logging to `log`.
-fn spawn(bin: &Path, args: &[String], envs: &[(&str, &str)], log: &Path) -> Child {
-    let file = std::fs::File::create(log).expect("server log");
-    let err = file.try_clone().expect("log handle");
-    let mut cmd = common::command_dying_with_parent(bin);
-    // Every bridge flag also reads `KMB_*`; keep the caller's settings out.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KMB_") || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args)
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()))
 }
 
 /// CPU time (user + system) and memory of one process, from `/proc`.
@@ -663,34 +642,6 @@ impl Rig {
     }
 }
 
-/// A CA and a serving certificate for 127.0.0.1 signed by it, written to `dir`:
-/// `(ca.crt, tls.crt, tls.key)`.
-fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "kmb-bench-serving-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("serving key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("serving certificate parameters");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "kmb-bench-server");
-    let cert = params
-        .signed_by(&key, &issuer)
-        .expect("serving certificate");
-    let paths = (dir.join("ca.crt"), dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("writing ca.crt");
-    std::fs::write(&paths.1, cert.pem()).expect("writing tls.crt");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("writing tls.key");
-    paths
-}
-
 /// Creates the namespaces and Pods through the API, a few at a time.
 async fn create_pods(cp: &ControlPlane, settings: &Settings) {
     let client = cp.admin_client();
@@ -1082,12 +1033,7 @@ async fn run(settings: Settings) -> Vec<String> {
     let t0 = Instant::now();
     let machine = machine();
     eprintln!("compare: {settings:?}");
-    let adapter_bin = cached_build(
-        "KMB_BENCH_ADAPTER_BIN",
-        "hack/bench/adapter/build.sh",
-        "prometheus-adapter",
-    )
-    .await;
+    let adapter_bin = adapter_bin().await;
     let bridge_bin = PathBuf::from(env!("CARGO_BIN_EXE_kube-metrics-bridge"));
     let variants = variants(&settings);
     let dir = tempfile::Builder::new()
@@ -1164,10 +1110,10 @@ async fn run(settings: Settings) -> Vec<String> {
         "convert: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (serving_ca, tls_crt, tls_key) = serving_pair(root);
+    let tls = serving_pair(root);
     let pki = cp.dir().join("pki");
     let client = tls_client_with(
-        &serving_ca,
+        &tls.0,
         settings.http2,
         Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
     );
@@ -1201,27 +1147,19 @@ async fn run(settings: Settings) -> Vec<String> {
         let kubeconfig = cp.client_kubeconfig(variant.user, &["system:masters"]);
         let port = free_port();
         let log = root.join(format!("{}.log", variant.name));
-        let mut args = vec![
-            format!("--tls-cert-file={}", tls_crt.display()),
-            format!("--tls-private-key-file={}", tls_key.display()),
-            format!("--secure-port={port}"),
-            "--bind-address=127.0.0.1".to_owned(),
-        ];
+        let mut args = serving_args(&tls, port);
         let t = Instant::now();
         let child = if variant.adapter {
-            let k = kubeconfig.display();
-            args.extend([
-                format!("--cert-dir={}", root.join("adapter-certs").display()),
-                format!("--lister-kubeconfig={k}"),
-                format!("--authentication-kubeconfig={k}"),
-                format!("--authorization-kubeconfig={k}"),
-                format!("--prometheus-url={}", prometheus.url()),
-                format!("--config={}", adapter_config.display()),
-                // The bridge's default discovery interval (1m); theirs is 10m.
-                "--metrics-relist-interval=1m".to_owned(),
-            ]);
+            args.extend(adapter_args(
+                root,
+                &kubeconfig,
+                &prometheus.url(),
+                &adapter_config,
+            ));
+            // The bridge's default discovery interval (1m); theirs is 10m.
+            args.push("--metrics-relist-interval=1m".to_owned());
             args.extend(variant.args.iter().cloned());
-            spawn(&adapter_bin, &args, &variant.envs, &log)
+            spawn_logged(&adapter_bin, &args, &variant.envs, &log)
         } else {
             let mut all = vec![
                 "serve".to_owned(),
@@ -1231,7 +1169,7 @@ async fn run(settings: Settings) -> Vec<String> {
             ];
             all.extend(args);
             all.extend(variant.args.iter().cloned());
-            spawn(&bridge_bin, &all, &variant.envs, &log)
+            spawn_logged(&bridge_bin, &all, &variant.envs, &log)
         };
         let mut server = Server {
             name: variant.name,

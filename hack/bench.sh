@@ -23,9 +23,7 @@ ensure_rust
 ensure_prometheus
 use_build_cache
 ensure_controlplane
-echo "== prometheus-adapter v0.12.0 (hack/bench/adapter; cached after the first build)"
-KMB_BENCH_ADAPTER_BIN=${KMB_BENCH_ADAPTER_BIN:-$(bash hack/bench/adapter/build.sh)}
-export KMB_BENCH_ADAPTER_BIN
+ensure_adapter
 
 echo "== cargo bench --bench compare"
 cargo bench --locked --bench compare "$@"

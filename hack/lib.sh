@@ -91,3 +91,12 @@ ensure_certmanager() {
   KMB_CERTMANAGER_BIN=$(bash integration/certmanager/build.sh)
   export KMB_CERTMANAGER_BIN
 }
+
+# Builds (once, cached) prometheus-adapter v0.12.0 (hack/bench/adapter/), the other side of
+# integration/adapter_parity.rs and the baseline of hack/bench.sh; exports its path.
+ensure_adapter() {
+  ensure_go
+  echo "== prometheus-adapter v0.12.0 (hack/bench/adapter; cached after the first build)"
+  KMB_BENCH_ADAPTER_BIN=${KMB_BENCH_ADAPTER_BIN:-$(bash hack/bench/adapter/build.sh)}
+  export KMB_BENCH_ADAPTER_BIN
+}

@@ -2,7 +2,8 @@
 # Runs every test: formatting, lints, unit tests and the integration tests against a real
 # Prometheus (installed here if missing) and a real Kubernetes control plane (built from
 # source into a cache on first use, ~6-8 minutes cold), plus the container image built from
-# the Dockerfile (hack/image.sh, ~5 minutes cold), and a short run of every fuzz target
+# the Dockerfile (hack/image.sh, ~5 minutes cold), prometheus-adapter v0.12.0 for the
+# side-by-side test (~1.5 minutes cold), and a short run of every fuzz target
 # (hack/fuzz.sh, its instrumented build cached). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ ensure_controlplane
 ensure_image
 ensure_certmanager
 ensure_protobuf_golden
+ensure_adapter
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -770,6 +770,7 @@ fn find_prometheus() -> PathBuf {
          (`apt-get install -y prometheus`), or set PROMETHEUS_BIN."
     )
 }
+pub mod adapter;
 pub mod bridge;
 pub mod controlplane;
 pub mod load;
