@@ -51,6 +51,7 @@ use tokio::process::Child;
 const NS: &str = "bench";
 const OTHER_NS: &str = "bench-other";
 const METRIC: &str = "http_requests_per_second";
+const RESOURCE_BASE: &str = "/apis/metrics.k8s.io/v1beta1";
 /// What the HPA controller's client-go sends.
 const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
 /// The label selector scenario picks one shard of four.
@@ -70,6 +71,26 @@ const ADAPTER_CONFIG: &str = r#"rules:
     matches: "^(.*)_total$"
     as: "${1}_per_second"
   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[15s])) by (<<.GroupBy>>)'
+resourceRules:
+  cpu:
+    containerQuery: sum(rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>, container!=""}[15s])) by (<<.GroupBy>>)
+    nodeQuery: sum(rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[15s])) by (<<.GroupBy>>)
+    resources:
+      overrides:
+        node: {resource: node}
+        namespace: {resource: namespace}
+        pod: {resource: pod}
+    containerLabel: container
+  memory:
+    containerQuery: sum(container_memory_working_set_bytes{<<.LabelMatchers>>, container!=""}) by (<<.GroupBy>>)
+    nodeQuery: sum(node_memory_working_set_bytes{<<.LabelMatchers>>}) by (<<.GroupBy>>)
+    resources:
+      overrides:
+        node: {resource: node}
+        namespace: {resource: namespace}
+        pod: {resource: pod}
+    containerLabel: container
+  window: 15s
 "#;
 /// The rule's rate window: 15 samples per series at the 1 s scrape interval (what a `[2m]`
 /// window holds at an 8 s interval). The servers start once every series covers it, so the
@@ -111,6 +132,7 @@ struct Settings {
     http2: bool,
     variants: bool,
     adapter_args: Vec<String>,
+    scenarios: Vec<Scenario>,
 }
 
 impl Settings {
@@ -147,27 +169,61 @@ impl Settings {
             adapter_args: var("KMB_BENCH_ADAPTER_ARGS")
                 .map(|v| v.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
+            scenarios: var("KMB_BENCH_SCENARIOS").map_or(Scenario::ALL.to_vec(), |v| {
+                v.split(',')
+                    .map(|k| {
+                        Scenario::ALL
+                            .into_iter()
+                            .find(|s| s.key() == k.trim())
+                            .unwrap_or_else(|| panic!("KMB_BENCH_SCENARIOS: no scenario {k:?}"))
+                    })
+                    .collect()
+            }),
         }
     }
 }
 
-/// The request kinds, as an HPA sends them (client-go writes `*` as `%2A`).
+/// The request kinds, as an HPA (client-go writes `*` as `%2A`) or kubectl sends them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scenario {
     All,
     Selector,
     Named,
+    /// `kubectl top pod -A`: every pod's PodMetrics (metrics.k8s.io), in JSON.
+    TopPodsAll,
+    /// A `type: Resource` HPA's list: the PodMetrics of its pods, in protobuf.
+    HpaResource,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::All, Scenario::Selector, Scenario::Named];
+    const ALL: [Scenario; 5] = [
+        Scenario::All,
+        Scenario::Selector,
+        Scenario::Named,
+        Scenario::TopPodsAll,
+        Scenario::HpaResource,
+    ];
 
     fn key(self) -> &'static str {
         match self {
             Scenario::All => "pods-all",
             Scenario::Selector => "pods-selector",
             Scenario::Named => "pod-named",
+            Scenario::TopPodsAll => "top-pods-all",
+            Scenario::HpaResource => "hpa-resource",
         }
+    }
+
+    /// What the client asks for: kubectl reads JSON, the HPA controller protobuf first.
+    fn accept(self) -> &'static str {
+        match self {
+            Scenario::TopPodsAll => "application/json",
+            _ => HPA_ACCEPT,
+        }
+    }
+
+    fn is_resource(self) -> bool {
+        matches!(self, Scenario::TopPodsAll | Scenario::HpaResource)
     }
 
     fn describe(self, pods: usize) -> String {
@@ -178,6 +234,13 @@ impl Scenario {
                 self.expected_items(pods)
             ),
             Scenario::Named => format!("pods/<name> (1 pod, cycling through {pods})"),
+            Scenario::TopPodsAll => format!(
+                "metrics.k8s.io pods, all namespaces, JSON ({} pods)",
+                pods + pods / 4
+            ),
+            Scenario::HpaResource => {
+                format!("metrics.k8s.io pods?labelSelector=app=web in {NS}, protobuf ({pods} pods)")
+            }
         }
     }
 
@@ -188,12 +251,18 @@ impl Scenario {
             Scenario::All => format!("{base}/%2A/{METRIC}"),
             Scenario::Selector => format!("{base}/%2A/{METRIC}?labelSelector=shard%3D1"),
             Scenario::Named => format!("{base}/{}/{METRIC}", pod_name(i % pods)),
+            Scenario::TopPodsAll => format!("{RESOURCE_BASE}/pods"),
+            Scenario::HpaResource => {
+                format!("{RESOURCE_BASE}/namespaces/{NS}/pods?labelSelector=app%3Dweb")
+            }
         }
     }
 
+    /// The `web-<i>` pods an answer names (`kubectl top pod -A` also names the other
+    /// namespace's `api-<i>` pods, which [`count_items`] does not count).
     fn expected_items(self, pods: usize) -> usize {
         match self {
-            Scenario::All => pods,
+            Scenario::All | Scenario::TopPodsAll | Scenario::HpaResource => pods,
             // Pods with i % 4 == 1.
             Scenario::Selector => (pods + 2) / 4,
             Scenario::Named => 1,
@@ -208,6 +277,16 @@ fn pod_name(i: usize) -> String {
 /// Requests per second each pod's counter grows by: 0.5 to 4.25 in steps of 0.25.
 fn pod_rate(i: usize) -> f64 {
     0.5 + (i % 16) as f64 * 0.25
+}
+
+/// The cores each pod's `app` container uses: 0.125 to 1.0625.
+fn pod_cores(i: usize) -> f64 {
+    pod_rate(i) / 4.0
+}
+
+/// The working set of each pod's `app` container: 64 to 184 MiB, whole bytes.
+fn pod_memory(i: usize) -> f64 {
+    ((64 + (i % 16) * 8) * 1024 * 1024) as f64
 }
 
 /// One of the servers under test, as a child process.
@@ -410,7 +489,7 @@ async fn load(
                 let result = async {
                     let resp = client
                         .get(&url)
-                        .header("Accept", HPA_ACCEPT)
+                        .header("Accept", scenario.accept())
                         .send()
                         .await
                         .map_err(|e| format!("{e:#}"))?;
@@ -642,6 +721,20 @@ impl Rig {
     }
 }
 
+/// Sends `request`; panics unless it is answered 2xx.
+async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
+    let r = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{what}: {status}: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 /// Creates the namespaces and Pods through the API, a few at a time.
 async fn create_pods(cp: &ControlPlane, settings: &Settings) {
     let client = cp.admin_client();
@@ -685,18 +778,18 @@ async fn create_pods(cp: &ControlPlane, settings: &Settings) {
                 "containers": [{"name": "app", "image": "registry.invalid/app:1"}],
             },
         });
-        let r = client
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST pod");
-        let status = r.status();
-        assert!(
-            status.is_success(),
-            "pod {ns}/{name}: {status}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        send_ok(
+            client.post(&url).json(&body),
+            &format!("POST pod {ns}/{name}"),
+        )
+        .await;
+        // Running, as a kubelet would say: both servers serve resource metrics of Running
+        // pods only.
+        let running = client
+            .patch(format!("{url}/{name}/status"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(json!({"status": {"phase": "Running"}}).to_string());
+        send_ok(running, &format!("PATCH pod {ns}/{name} status")).await;
     };
     use futures::StreamExt as _;
     futures::stream::iter(pods)
@@ -734,36 +827,154 @@ async fn get_json(client: &reqwest::Client, server: &Server, path: &str) -> (u16
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// Waits until `server` answers `pods/*` with every pod; adds the time to its startup.
+/// Waits until `server` answers `pods/*` with every pod, and `kubectl top pod -A` with every
+/// pod of both namespaces; adds the time to its startup.
 async fn wait_serving(client: &reqwest::Client, server: &mut Server, pods: usize) {
     let t0 = Instant::now();
-    let path = Scenario::All.path(0, pods);
     let deadline = t0 + Duration::from_secs(90);
-    loop {
-        server.assert_running();
-        let ready = client
-            .get(server.url(&path))
-            .header("Accept", "application/json")
-            .send()
-            .await
-            .ok();
-        if let Some(resp) = ready {
-            if resp.status() == 200 {
-                let body: Value = resp.json().await.unwrap_or(Value::Null);
-                if values_of(&body).len() == pods {
-                    break;
+    let checks = [
+        (Scenario::All.path(0, pods), pods),
+        (Scenario::TopPodsAll.path(0, pods), pods + pods / 4),
+    ];
+    for (path, want) in checks {
+        loop {
+            server.assert_running();
+            let ready = client
+                .get(server.url(&path))
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .ok();
+            if let Some(resp) = ready {
+                if resp.status() == 200 {
+                    let body: Value = resp.json().await.unwrap_or(Value::Null);
+                    if body["items"].as_array().map_or(0, Vec::len) == want {
+                        break;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer {path} with {want} pods within 90 s; its log ends:\n{}",
+                server.name,
+                server.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    server.startup += t0.elapsed();
+}
+
+/// `namespace/name` -> (cpu cores, memory bytes) of the `app` container, from a JSON
+/// `PodMetricsList`.
+fn usage_of(list: &Value) -> BTreeMap<String, (f64, f64)> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            let m = &item["metadata"];
+            let key = format!(
+                "{}/{}",
+                m["namespace"].as_str().unwrap_or("?"),
+                m["name"].as_str().unwrap_or("?")
+            );
+            let app = item["containers"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["name"] == "app"))
+                .map(|c| &c["usage"]);
+            let read = |r: &str| {
+                app.and_then(|u| u[r].as_str())
+                    .and_then(common::quantity)
+                    .unwrap_or(f64::NAN)
+            };
+            (key, (read("cpu"), read("memory")))
+        })
+        .collect()
+}
+
+/// Asks every server the resource scenarios' requests (JSON) and compares: the pods named
+/// must be the expected ones, memory exact, and cpu the container's true rate within 1m plus
+/// 0.5% (prometheus-adapter truncates to millicores; `rate()` adds float noise).
+async fn resource_agreement(
+    client: &reqwest::Client,
+    servers: &[Server],
+    pods: usize,
+    failures: &mut Vec<String>,
+) -> Vec<String> {
+    let mut report = Vec::new();
+    for scenario in [Scenario::TopPodsAll, Scenario::HpaResource] {
+        let path = scenario.path(0, pods);
+        let mut want: BTreeMap<String, usize> = (0..pods)
+            .map(|i| (format!("{NS}/{}", pod_name(i)), i))
+            .collect();
+        if scenario == Scenario::TopPodsAll {
+            want.extend((0..pods / 4).map(|i| (format!("{OTHER_NS}/api-{i}"), i)));
+        }
+        for server in servers {
+            let (status, body) = get_json(client, server, &path).await;
+            if status != 200 {
+                failures.push(format!("{}: GET {path} -> {status}: {body}", server.name));
+                continue;
+            }
+            let usage = usage_of(&body);
+            let got: BTreeSet<&String> = usage.keys().collect();
+            let expected: BTreeSet<&String> = want.keys().collect();
+            if got != expected {
+                failures.push(format!(
+                    "{}: GET {path} named {} pods, expected {}",
+                    server.name,
+                    got.len(),
+                    expected.len()
+                ));
+            }
+            for (key, (cpu, memory)) in &usage {
+                let Some(&i) = want.get(key) else { continue };
+                let (cores, bytes) = (pod_cores(i), pod_memory(i));
+                if (cpu - cores).abs() > 0.001 + 0.005 * cores || *memory != bytes {
+                    failures.push(format!(
+                        "{}: GET {path}: {key} uses {cpu} cores, {memory} bytes; true: {cores}, {bytes}",
+                        server.name
+                    ));
                 }
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not answer {path} with {pods} pods within 90 s; its log ends:\n{}",
-            server.name,
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        report.push(format!(
+            "{:<60} {} pods",
+            path.trim_start_matches("/apis/"),
+            want.len()
+        ));
     }
-    server.startup += t0.elapsed();
+    report
+}
+
+/// Bytes of one answer to `path` from each server, asked for JSON and for protobuf.
+async fn answer_sizes(
+    client: &reqwest::Client,
+    servers: &[Server],
+    scenarios: &[Scenario],
+    pods: usize,
+) -> Vec<(String, Vec<f64>)> {
+    let mut rows = Vec::new();
+    for &scenario in scenarios {
+        for (encoding, accept) in [("JSON", "application/json"), ("protobuf", HPA_ACCEPT)] {
+            let mut sizes = Vec::new();
+            for server in servers {
+                let path = scenario.path(0, pods);
+                let resp = client
+                    .get(server.url(&path))
+                    .header("Accept", accept)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: GET {path}: {e:#}", server.name));
+                let ok = resp.status().is_success();
+                let bytes = resp.bytes().await.map_or(0, |b| b.len());
+                sizes.push(if ok { bytes as f64 } else { f64::NAN });
+            }
+            rows.push((format!("{} {encoding} bytes", scenario.key()), sizes));
+        }
+    }
+    rows
 }
 
 /// Asks every server the same requests (JSON) and compares the answers: the pods named must be
@@ -774,7 +985,7 @@ async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) ->
     let mut report = Vec::new();
     let mut failures = Vec::new();
     let mut worst = 0f64;
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::ALL.into_iter().filter(|s| !s.is_resource()) {
         let probes: Vec<usize> = match scenario {
             Scenario::Named => vec![0, 1, pods / 2, pods - 1],
             _ => vec![0],
@@ -783,9 +994,10 @@ async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) ->
             let path = scenario.path(i, pods);
             let want: BTreeSet<String> = (0..pods)
                 .filter(|p| match scenario {
-                    Scenario::All => true,
                     Scenario::Selector => p % 4 == 1,
                     Scenario::Named => *p == i % pods,
+                    // Resource scenarios: resource_agreement.
+                    Scenario::All | Scenario::TopPodsAll | Scenario::HpaResource => true,
                 })
                 .map(pod_name)
                 .collect();
@@ -829,12 +1041,14 @@ async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) ->
             ));
         }
     }
+    report.extend(resource_agreement(client, servers, pods, &mut failures).await);
     println!("\n== agreement: the same requests to every server, JSON answers compared");
     for line in &report {
         println!("  {line}");
     }
     println!(
-        "  every server named exactly these pods; largest difference from a pod's true rate: {:.3}% (allowed: 1%)",
+        "  every server named exactly these pods; largest difference from a pod's true rate: {:.3}% (allowed: 1%);\n  \
+         resource usage: memory exact, cpu within 1m + 0.5% of the true rate",
         worst * 100.0
     );
     if failures.len() > 10 {
@@ -1044,22 +1258,25 @@ async fn run(settings: Settings) -> Vec<String> {
 
     // Series: a counter per pod, in two namespaces.
     let exporter = Exporter::start_empty().await;
-    for i in 0..settings.pods {
+    // And cAdvisor's series of each pod's one container, for the resource scenarios.
+    let pods = (0..settings.pods)
+        .map(|i| (NS, pod_name(i), i))
+        .chain((0..settings.other_pods).map(|i| (OTHER_NS, format!("api-{i}"), i)));
+    for (ns, pod, i) in pods {
+        let labels = [("namespace", ns), ("pod", pod.as_str())];
         exporter
-            .set_counter(
-                "http_requests_total",
-                &[("namespace", NS), ("pod", &pod_name(i))],
-                pod_rate(i),
-            )
+            .set_counter("http_requests_total", &labels, pod_rate(i))
             .await;
-    }
-    for i in 0..settings.other_pods {
+        let labels = [
+            ("namespace", ns),
+            ("pod", pod.as_str()),
+            ("container", "app"),
+        ];
         exporter
-            .set_counter(
-                "http_requests_total",
-                &[("namespace", OTHER_NS), ("pod", &format!("api-{i}"))],
-                pod_rate(i),
-            )
+            .set_counter("container_cpu_usage_seconds_total", &labels, pod_cores(i))
+            .await;
+        exporter
+            .set_gauge("container_memory_working_set_bytes", &labels, pod_memory(i))
             .await;
     }
     let prometheus = Prometheus::start(&[exporter.target()]).await;
@@ -1228,8 +1445,20 @@ async fn run(settings: Settings) -> Vec<String> {
     );
     print!("{report}");
 
+    let sizes = answer_sizes(&rig.client, &servers, &settings.scenarios, settings.pods).await;
+    let t = table(
+        "bytes of one answer, asked for JSON and for protobuf",
+        &headers,
+        &sizes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect::<Vec<_>>(),
+    );
+    print!("{t}");
+    report.push_str(&t);
+
     let mut results = Vec::new();
-    for scenario in Scenario::ALL {
+    for &scenario in &settings.scenarios {
         for &c in &settings.concurrency {
             let mut phases = Vec::new();
             for server in servers.iter_mut() {
@@ -1330,6 +1559,8 @@ async fn run(settings: Settings) -> Vec<String> {
             "concurrency": settings.concurrency,
             "http2": settings.http2,
             "accept": HPA_ACCEPT,
+            "accept_kubectl_top": Scenario::TopPodsAll.accept(),
+            "scenarios": settings.scenarios.iter().map(|s| s.key()).collect::<Vec<_>>(),
             "rule": ADAPTER_CONFIG,
         },
         "versions": {
@@ -1355,6 +1586,17 @@ async fn run(settings: Settings) -> Vec<String> {
             })
             .collect::<serde_json::Map<_, _>>(),
         "phases": results,
+        "answer_bytes": sizes
+            .iter()
+            .map(|(k, v)| {
+                let by_server = servers
+                    .iter()
+                    .zip(v)
+                    .map(|(s, b)| (s.name.to_owned(), json!(b)))
+                    .collect::<serde_json::Map<_, _>>();
+                (k.clone(), Value::Object(by_server))
+            })
+            .collect::<serde_json::Map<_, _>>(),
         "failures": failures,
         "report": report + &summary,
     });

@@ -243,31 +243,9 @@ async fn create_objects(cp: &ControlPlane, exporter: &Exporter) {
 // ---------------------------------------------------------------------------------------
 // Reading answers
 
-/// A Kubernetes Quantity as a number (decimal and binary suffixes, no exponents: neither
-/// server writes them for these values).
+/// A Kubernetes Quantity as a number.
 fn quantity(text: &str) -> f64 {
-    const SUFFIXES: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-    ];
-    let (number, scale) = SUFFIXES
-        .iter()
-        .find_map(|(s, f)| text.strip_suffix(s).map(|n| (n, *f)))
-        .unwrap_or((text, 1.0));
-    number
-        .parse::<f64>()
-        .unwrap_or_else(|e| panic!("quantity {text:?}: {e}"))
-        * scale
+    common::quantity(text).unwrap_or_else(|| panic!("not a quantity: {text:?}"))
 }
 
 /// One object of an answer: labels, window, timestamp (Unix seconds) and usage per

@@ -22,6 +22,30 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 /// Prometheus readiness deadline (it is typically ready in well under 1 s).
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A Kubernetes Quantity as a number: decimal (`n` to `P`) and binary (`Ki` to `Ti`) suffixes,
+/// no exponent forms (neither the bridge nor prometheus-adapter writes them for usage).
+pub fn quantity(text: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let (number, scale) = SUFFIXES
+        .iter()
+        .find_map(|(s, f)| text.strip_suffix(s).map(|n| (n, *f)))
+        .unwrap_or((text, 1.0));
+    Some(number.parse::<f64>().ok()? * scale)
+}
+
 /// What one of the repository's caching build scripts produces: `$ENV` when it is set, else
 /// the last line `SCRIPT` (relative to the repository) prints; the script builds on first use
 /// and reuses its cache after, and its progress and errors show on stderr.
