@@ -609,13 +609,13 @@ async fn concurrent_identical_requests_share_one_query() {
         1.0,
         "20 concurrent identical requests must cost one Prometheus query"
     );
-    let misses = bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"ok\"}").await;
+    let misses = bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"ok\"}").await;
     assert_eq!(misses, Some(1.0));
     // Within the TTL, a later identical request is a cache hit.
     let (code, _) = bridge.get(path).await;
     assert_eq!(code, 200);
     assert_eq!(
-        bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"ok\"}").await,
+        bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"ok\"}").await,
         Some(1.0)
     );
     assert!(
@@ -657,7 +657,7 @@ async fn prometheus_outage_and_recovery() {
     assert!(list["resources"]
         .as_array()
         .is_some_and(|r| r.iter().any(|e| e["name"] == "pods/pod_load")));
-    assert!(bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"unavailable\"}").await.unwrap_or(0.0) >= 1.0);
+    assert!(bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"unavailable\"}").await.unwrap_or(0.0) >= 1.0);
 
     prometheus.restart().await;
     bridge

@@ -122,7 +122,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     tokio::time::sleep(Duration::from_millis(20)).await;
     let (code, _) = bridge.get(PATH).await;
     assert_eq!(code, 200);
-    assert!(bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"malformed\"}").await.unwrap_or(0.0) >= 1.0);
+    assert!(bridge.self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"malformed\"}").await.unwrap_or(0.0) >= 1.0);
 }
 
 const SERIES_OK: u8 = 0;
@@ -288,7 +288,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     }
     assert!(
         bridge
-            .self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"too_large\"}")
+            .self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"too_large\"}")
             .await
             .unwrap_or(0.0)
             >= 2.0
@@ -300,7 +300,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     // 4. An endless series answer fails that discovery run (counted) and keeps what the
     //    last good run found.
     series_mode.store(SERIES_ENDLESS, Ordering::SeqCst);
-    let series_too_large = "kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"series\",outcome=\"too_large\"}";
+    let series_too_large = "kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"series\",outcome=\"too_large\"}";
     common::wait_until(
         "a too_large series answer",
         Duration::from_secs(10),

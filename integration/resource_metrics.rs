@@ -201,7 +201,7 @@ async fn serves_pods_and_nodes_from_prometheus() {
 
     // The two queries of that answer are shared: asking again (all, and per namespace, once
     // each) within the TTL runs only the two per-namespace queries.
-    let queries = "kube_metrics_bridge_prometheus_request_duration_seconds_count{call=\"query\",outcome=\"ok\"}";
+    let queries = "kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"query\",outcome=\"ok\"}";
     let before = bridge.self_metric(queries).await.unwrap_or(0.0);
     for _ in 0..3 {
         let (code, _) = bridge.get(&format!("{BASE}/pods")).await;

@@ -23,7 +23,7 @@ use crate::rules::Rule;
 pub struct Bridge {
     /// Rules and what discovery found for them, always a matching pair.
     pub registry: Arc<ArcSwap<Registry>>,
-    /// The Prometheus client with its value cache; replaced when `[prometheus]` or `[cache]`
+    /// The backends' clients with the value cache; replaced when the backends or `[cache]`
     /// change on reload.
     pub backend: Arc<ArcSwap<QueryCache>>,
     pub mapper: Arc<dyn ResourceMapper>,
@@ -167,7 +167,7 @@ impl Bridge {
         let registry = self.registry.load_full();
         let plan = self.plan_custom(&registry, req).await?;
         let rule = rule_of(&registry, plan.metric.rule)?;
-        let result = self.query(&plan.promql).await?;
+        let result = self.query(&rule.backend, &plan.promql).await?;
 
         let wanted: Option<HashSet<&str>> = plan
             .objects
@@ -234,7 +234,7 @@ impl Bridge {
             .external_metric(&req.metric)
             .ok_or_else(|| external_not_found(req))?;
         let rule = rule_of(&registry, metric.rule)?;
-        let result = self.query(&promql).await?;
+        let result = self.query(&rule.backend, &promql).await?;
         let mut items: Vec<ExternalValue> = result
             .samples()
             .iter()
@@ -284,12 +284,14 @@ impl Bridge {
         )?)
     }
 
+    /// `promql` on `backend` (a rule's), through the value cache.
     pub(crate) async fn query(
         &self,
+        backend: &str,
         promql: &str,
     ) -> Result<Arc<crate::prometheus::QueryResult>, AnswerError> {
-        let backend = self.backend.load_full();
-        Ok(backend.query(promql).await?)
+        let cache = self.backend.load_full();
+        Ok(cache.query(backend, promql).await?)
     }
 
     /// The Quantity for a sample, or None if it has none (NaN/Inf count as missing).

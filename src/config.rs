@@ -21,7 +21,12 @@ pub const ENV_PREFIX: &str = "KMB_CONFIG_";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConfigFile {
-    pub prometheus: PrometheusConfig,
+    /// The one-backend shorthand: a backend named `default`. Not together with `[[backends]]`.
+    pub prometheus: Option<BackendConfig>,
+    /// Named backends (Prometheus, Thanos, Mimir, VictoriaMetrics...); rules pick one with
+    /// `backend = "name"`, the rest use the default one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendConfig>,
     pub cache: CacheConfig,
     pub rules: Vec<RuleConfig>,
     pub external_rules: Vec<RuleConfig>,
@@ -30,9 +35,20 @@ pub struct ConfigFile {
     pub resource_rules: Option<ResourceRulesConfig>,
 }
 
+/// How to reach one engine with Prometheus' HTTP API: `[prometheus]` or one `[[backends]]`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
-pub struct PrometheusConfig {
+pub struct BackendConfig {
+    /// `[[backends]]` only, and required there: what rules, logs and metrics call it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `[[backends]]` only: rules without `backend` use this one (else the first listed).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+    /// `[[backends]]` only: backends tried in order when this one is unavailable
+    /// (unreachable, deadline, 5xx, 429, an unreadable answer), never on a query error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
     pub url: String,
     /// Deadline for every call to Prometheus; requests never wait longer.
     #[serde(with = "humantime_serde")]
@@ -50,9 +66,12 @@ pub struct PrometheusConfig {
     pub max_response_bytes: ByteSize,
 }
 
-impl Default for PrometheusConfig {
+impl Default for BackendConfig {
     fn default() -> Self {
-        PrometheusConfig {
+        BackendConfig {
+            name: None,
+            default: false,
+            failover: Vec::new(),
             url: "http://127.0.0.1:9090".into(),
             timeout: Duration::from_secs(5),
             headers: BTreeMap::new(),
@@ -209,6 +228,9 @@ pub struct RuleConfig {
     /// Reported to the HPA as the sample window (`windowSeconds`); omitted when unset.
     #[serde(with = "humantime_serde")]
     pub window: Option<Duration>,
+    /// The `[[backends]]` entry this rule's series and metrics queries go to; else the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -265,6 +287,9 @@ pub struct ResourceRulesConfig {
     pub window: Option<Duration>,
     /// What a pod gets when some of its containers have no sample for a resource.
     pub missing_containers: MissingContainers,
+    /// The `[[backends]]` entry the cpu and memory queries go to; else the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// Required; `Option` so that a missing table is a problem named by `check`.
     pub cpu: Option<ResourceRuleConfig>,
     pub memory: Option<ResourceRuleConfig>,
@@ -400,14 +425,52 @@ namespaced = false
 "#,
         )
         .expect("parses");
-        assert_eq!(cfg.prometheus.timeout, Duration::from_secs(5));
+        let prometheus = cfg.prometheus.as_ref().expect("[prometheus]");
+        assert_eq!(prometheus.timeout, Duration::from_secs(5));
         assert_eq!(cfg.cache.discovery_interval, Duration::from_secs(60));
         assert_eq!(cfg.rules.len(), 1);
         assert_eq!(cfg.rules[0].on_missing, OnMissing::Zero);
         assert_eq!(cfg.rules[0].name.as_.as_deref(), Some("${1}_per_second"));
         assert_eq!(cfg.rules[0].resources.overrides["pod"].resource, "pod");
         assert_eq!(cfg.external_rules[0].namespaced, Some(false));
-        assert_eq!(cfg.prometheus.headers["X-Scope-OrgID"], "team-a");
+        assert_eq!(prometheus.headers["X-Scope-OrgID"], "team-a");
+    }
+
+    #[test]
+    fn parses_named_backends() {
+        let cfg = parse_str(
+            r#"
+[[backends]]
+name = "thanos"
+url = "http://thanos-query:9090"
+failover = ["replica"]
+
+[[backends]]
+name = "replica"
+url = "http://prometheus:9090"
+default = true
+method = "POST"
+
+[[rules]]
+series_query = 'up'
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+backend = "thanos"
+
+[resource_rules]
+backend = "replica"
+"#,
+        )
+        .expect("parses");
+        assert_eq!(cfg.prometheus, None);
+        assert_eq!(cfg.backends.len(), 2);
+        assert_eq!(cfg.backends[0].name.as_deref(), Some("thanos"));
+        assert_eq!(cfg.backends[0].failover, ["replica"]);
+        assert!(cfg.backends[1].default);
+        assert_eq!(cfg.backends[1].method, HttpMethod::Post);
+        assert_eq!(cfg.backends[1].timeout, Duration::from_secs(5));
+        assert_eq!(cfg.rules[0].backend.as_deref(), Some("thanos"));
+        let resource = cfg.resource_rules.as_ref().expect("[resource_rules]");
+        assert_eq!(resource.backend.as_deref(), Some("replica"));
     }
 
     #[test]
@@ -448,10 +511,14 @@ namespaced = false
             "[prometheus]\nmax_response_bytes = \"8MiB\"\n[cache]\nmax_bytes = 1048576\n",
         )
         .expect("parses");
-        assert_eq!(cfg.prometheus.max_response_bytes, ByteSize(8 << 20));
+        let prometheus = cfg.prometheus.expect("[prometheus]");
+        assert_eq!(prometheus.max_response_bytes, ByteSize(8 << 20));
         assert_eq!(cfg.cache.max_bytes, ByteSize(1 << 20));
         let d = ConfigFile::default();
-        assert_eq!(d.prometheus.max_response_bytes, ByteSize(64 << 20));
+        assert_eq!(
+            BackendConfig::default().max_response_bytes,
+            ByteSize(64 << 20)
+        );
         assert_eq!(d.cache.max_bytes, ByteSize(64 << 20));
         for (text, bytes) in [
             ("64Mi", 64 << 20),

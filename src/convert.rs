@@ -103,7 +103,10 @@ pub fn convert(
         None => (PLACEHOLDER_URL.to_string(), true),
     };
     let mut config = ConfigFile::default();
-    config.prometheus.url = url.clone();
+    config.prometheus = Some(crate::config::BackendConfig {
+        url: url.clone(),
+        ..Default::default()
+    });
     config.rules = custom.iter().map(|r| r.rule.clone()).collect();
     config.external_rules = external.iter().map(|r| r.rule.clone()).collect();
     config.resource_rules = resources.as_ref().map(|r| r.config.clone());
@@ -434,7 +437,12 @@ fn convert_resource_rules(v: &Value, place: &str) -> Result<ConvertedResources, 
     // What `check` will warn about (a window that disagrees with a query's range, most often
     // prometheus-adapter's own 5m window over irate(...[4m])) is said here too.
     let (mut problems, mut warnings) = (Vec::new(), Vec::new());
-    crate::rules::resource_metrics::ResourceRules::compile(&config, &mut problems, &mut warnings);
+    crate::rules::resource_metrics::ResourceRules::compile(
+        &config,
+        crate::rules::backends::DEFAULT_NAME.into(),
+        &mut problems,
+        &mut warnings,
+    );
     for w in warnings {
         notes.push(format!("kept as is, but `check` warns: {w}"));
     }
@@ -1554,8 +1562,8 @@ resourceRules:
         roundtrip(&c);
         assert_eq!(c.config.rules.len(), 7);
         assert_eq!(
-            c.config.prometheus.url,
-            "http://prometheus.monitoring.svc:9090"
+            c.config.prometheus.as_ref().map(|p| p.url.as_str()),
+            Some("http://prometheus.monitoring.svc:9090")
         );
         assert!(!c.url_is_placeholder);
         // rules.resource has only cpu here: converted, and check will ask for memory.
@@ -1613,7 +1621,10 @@ resourceRules:
     #[test]
     fn url_flag_wins() {
         let c = convert("rules: []\n", "t", Some("http://p:9090")).expect("converts");
-        assert_eq!(c.config.prometheus.url, "http://p:9090");
+        assert_eq!(
+            c.config.prometheus.as_ref().map(|p| p.url.as_str()),
+            Some("http://p:9090")
+        );
         assert!(!c.toml.contains("PLACEHOLDER"));
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use crate::kube::objects::ObjectResolver;
 use crate::kube::resources::{GroupResource, ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, ApiLabels, Metrics, ReasonLabels};
-use crate::prometheus::{PrometheusClient, PrometheusError, QueryCache, SeriesSet};
+use crate::prometheus::{Backends, PrometheusError, QueryCache, SeriesSet};
 use crate::rules::{RuleId, RuleSet};
 
 /// A custom metric for one resource.
@@ -128,8 +128,29 @@ impl Registry {
     }
 }
 
+/// Where a rule's series come from: its series query on its backend. Two rules with the same
+/// query on the same backend share one listing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesSource {
+    pub backend: String,
+    pub query: String,
+}
+
+impl SeriesSource {
+    pub fn new(backend: &str, query: &str) -> Self {
+        SeriesSource {
+            backend: backend.to_string(),
+            query: query.to_string(),
+        }
+    }
+
+    pub fn of(rule: &crate::rules::Rule) -> Self {
+        SeriesSource::new(&rule.backend, &rule.series_query)
+    }
+}
+
 /// What each series query found (names and label names), from the last run that answered.
-pub type SeriesByQuery = HashMap<String, Arc<SeriesSet>>;
+pub type SeriesByQuery = HashMap<SeriesSource, Arc<SeriesSet>>;
 
 /// Names already warned about, so a hostile series is logged once, not every run. Bounded:
 /// past this many distinct names only the counts are logged.
@@ -185,40 +206,36 @@ fn warn_about_dropped(query: &str, set: &SeriesSet, metrics: &Metrics) {
 /// answer for a query that fails. Returns the merged map and the errors.
 pub async fn list_series(
     rules: &RuleSet,
-    client: &PrometheusClient,
+    backends: &Backends,
     previous: &SeriesByQuery,
     metrics: &Metrics,
-) -> (SeriesByQuery, Vec<(String, PrometheusError)>) {
+) -> (SeriesByQuery, Vec<(SeriesSource, PrometheusError)>) {
     let start = SystemTime::now()
         .checked_sub(rules.cache.series_max_age())
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut queries: Vec<&str> = rules.all_rules().map(|r| r.series_query.as_str()).collect();
-    queries.sort();
-    queries.dedup();
-    let answers = join_all(queries.iter().map(|q| async move {
-        let started = Instant::now();
-        let result = client.series(q, start).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
-        metrics.observe_prometheus("series", outcome, started.elapsed());
-        (q.to_string(), result)
+    let mut sources: Vec<SeriesSource> = rules.all_rules().map(SeriesSource::of).collect();
+    sources.sort();
+    sources.dedup();
+    let answers = join_all(sources.into_iter().map(|source| async move {
+        let result = backends
+            .series(&source.backend, &source.query, start, metrics)
+            .await;
+        (source, result)
     }))
     .await;
     let mut out = SeriesByQuery::new();
     let mut errors = Vec::new();
-    for (query, result) in answers {
+    for (source, result) in answers {
         match result {
             Ok(series) => {
-                warn_about_dropped(&query, &series, metrics);
-                out.insert(query, Arc::new(series));
+                warn_about_dropped(&source.query, &series, metrics);
+                out.insert(source, Arc::new(series));
             }
             Err(e) => {
-                if let Some(old) = previous.get(&query) {
-                    out.insert(query.clone(), old.clone());
+                if let Some(old) = previous.get(&source) {
+                    out.insert(source.clone(), old.clone());
                 }
-                errors.push((query, e));
+                errors.push((source, e));
             }
         }
     }
@@ -235,7 +252,7 @@ pub fn build_registry(
     let mut custom = HashMap::new();
     let mut resource_cache: HashMap<(usize, String), Option<ResourceInfo>> = HashMap::new();
     for rule in &rules.custom {
-        let Some(list) = series.get(&rule.series_query) else {
+        let Some(list) = series.get(&SeriesSource::of(rule)) else {
             continue;
         };
         for (name, labels) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
@@ -267,7 +284,7 @@ pub fn build_registry(
     }
     let mut external = BTreeMap::new();
     for rule in &rules.external {
-        let Some(list) = series.get(&rule.series_query) else {
+        let Some(list) = series.get(&SeriesSource::of(rule)) else {
             continue;
         };
         for (name, _) in list.names().filter(|(n, _)| rule.keeps_series(n)) {
@@ -291,7 +308,7 @@ pub fn build_registry(
 /// What the discovery loop needs.
 pub struct Discoverer {
     pub rules: Arc<ArcSwap<RuleSet>>,
-    /// The Prometheus client (with its cache), swapped when the rules' `[prometheus]` changes.
+    /// The backends (with the value cache), swapped when the rules' backends change.
     pub backend: Arc<ArcSwap<QueryCache>>,
     pub registry: Arc<ArcSwap<Registry>>,
     pub mapper: Arc<dyn ResourceMapper>,
@@ -319,11 +336,11 @@ impl Discoverer {
 
     pub async fn run_once(&self, previous: &mut SeriesByQuery) {
         let rules = self.rules.load_full();
-        let backend = self.backend.load_full();
+        let cache = self.backend.load_full();
         let started = Instant::now();
-        let (series, errors) = list_series(&rules, backend.client(), previous, &self.metrics).await;
-        for (query, error) in &errors {
-            tracing::warn!(series_query = %query, %error, "series discovery failed for this query; keeping its previous series");
+        let (series, errors) = list_series(&rules, cache.backends(), previous, &self.metrics).await;
+        for (source, error) in &errors {
+            tracing::warn!(backend = %source.backend, series_query = %source.query, %error, "series discovery failed for this query; keeping its previous series");
         }
         let registry = build_registry(rules, &series, self.mapper.as_ref());
         self.metrics
@@ -375,14 +392,14 @@ mod tests {
         let rules = Arc::new(crate::rules::fixtures::example());
         let mut by_query = SeriesByQuery::new();
         by_query.insert(
-            r#"http_requests_total{namespace!="",pod!=""}"#.into(),
+            SeriesSource::new("default", r#"http_requests_total{namespace!="",pod!=""}"#),
             set(&[
                 ("http_requests_total", &["namespace", "pod", "container"]),
                 ("http_requests_bucket", &["namespace", "pod"]),
             ]),
         );
         by_query.insert(
-            r#"queue_messages_ready{namespace!=""}"#.into(),
+            SeriesSource::new("default", r#"queue_messages_ready{namespace!=""}"#),
             set(&[("queue_messages_ready", &["queue"])]),
         );
         let reg = build_registry(rules, &by_query, &StaticMapper::builtin());
@@ -421,8 +438,9 @@ metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
         );
         let hostile = r#"x{a="1"} or vector(1)"#;
         let mut by_query = SeriesByQuery::new();
+        let source = SeriesSource::new("default", r#"{namespace!=""}"#);
         by_query.insert(
-            r#"{namespace!=""}"#.into(),
+            source.clone(),
             set(&[
                 ("pod_load", &["namespace", "pod"]),
                 (hostile, &["namespace", "pod"]),
@@ -430,11 +448,7 @@ metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
             ]),
         );
         let metrics = Metrics::new();
-        warn_about_dropped(
-            r#"{namespace!=""}"#,
-            &by_query[r#"{namespace!=""}"#],
-            &metrics,
-        );
+        warn_about_dropped(&source.query, &by_query[&source], &metrics);
         let reg = build_registry(rules, &by_query, &StaticMapper::builtin());
         let all: Vec<String> = reg
             .custom_metrics()

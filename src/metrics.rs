@@ -29,6 +29,8 @@ pub struct ResponseLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrometheusCallLabels {
+    /// The backend's name (`default` for `[prometheus]`)
+    pub backend: String,
     /// query or series
     pub call: &'static str,
     /// ok, unavailable, query, malformed, too_large
@@ -82,6 +84,14 @@ pub struct TimeoutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    /// The backend that was unavailable
+    pub backend: String,
+    /// The backend tried next
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// invalid_metric_name or invalid_label_name
     pub reason: &'static str,
@@ -92,6 +102,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Histogram>,
     pub responses: Family<ResponseLabels, Counter>,
     pub prometheus_calls: Family<PrometheusCallLabels, Histogram>,
+    pub backend_failovers: Family<FailoverLabels, Counter>,
     pub cache_lookups: Family<ResultLabels, Counter>,
     pub rules_reloads: Family<ResultLabels, Counter>,
     pub rules_last_reload_success: Gauge,
@@ -140,6 +151,7 @@ impl Metrics {
             requests,
             responses: Family::default(),
             prometheus_calls,
+            backend_failovers: Family::default(),
             cache_lookups: Family::default(),
             rules_reloads: Family::default(),
             rules_last_reload_success: Gauge::default(),
@@ -174,8 +186,13 @@ impl Metrics {
         );
         registry.register(
             "prometheus_request_duration_seconds",
-            "Calls to Prometheus by call and outcome",
+            "Calls to each backend (Prometheus or a compatible engine) by call and outcome",
             m.prometheus_calls.clone(),
+        );
+        registry.register(
+            "backend_failovers",
+            "Calls that found a backend unavailable and went on to the next one of its failover list",
+            m.backend_failovers.clone(),
         );
         registry.register(
             "cache_lookups",
@@ -329,9 +346,19 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_prometheus(&self, call: &'static str, outcome: &'static str, elapsed: Duration) {
+    pub fn observe_prometheus(
+        &self,
+        backend: &str,
+        call: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
         self.prometheus_calls
-            .get_or_create(&PrometheusCallLabels { call, outcome })
+            .get_or_create(&PrometheusCallLabels {
+                backend: backend.to_string(),
+                call,
+                outcome,
+            })
             .observe(elapsed.as_secs_f64());
     }
 

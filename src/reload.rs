@@ -14,7 +14,7 @@ use notify_debouncer_full::notify::RecursiveMode;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::metrics::{unix_now, Metrics};
-use crate::prometheus::{PrometheusClient, QueryCache};
+use crate::prometheus::{Backends, QueryCache};
 use crate::rules::{load_file, LoadError, Overrides, RuleSet};
 
 pub struct RulesReloader {
@@ -28,11 +28,11 @@ pub struct RulesReloader {
     pub poll_interval: Duration,
 }
 
-/// Builds the Prometheus client and value cache for a rule set.
+/// Builds the backends' clients and the value cache for a rule set.
 pub fn backend_for(rules: &RuleSet, metrics: &Arc<Metrics>) -> anyhow::Result<QueryCache> {
-    let client = Arc::new(PrometheusClient::new(&rules.prometheus)?);
+    let backends = Arc::new(Backends::new(&rules.backends)?);
     Ok(QueryCache::new(
-        client,
+        backends,
         rules.cache.ttl,
         rules.cache.max_entries,
         rules.cache.max_bytes,
@@ -80,7 +80,7 @@ impl RulesReloader {
         match load_file(&self.path, &self.overrides) {
             Ok(new_rules) => {
                 let old = self.rules.load_full();
-                if old.prometheus != new_rules.prometheus || old.cache != new_rules.cache {
+                if old.backends != new_rules.backends || old.cache != new_rules.cache {
                     match backend_for(&new_rules, &self.metrics) {
                         Ok(backend) => self.backend.store(Arc::new(backend)),
                         Err(e) => {

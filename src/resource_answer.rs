@@ -482,8 +482,10 @@ impl Bridge {
             rules.rule(ComputeResource::Memory),
         );
         let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
-        let (cpu_samples, memory_samples) =
-            futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
+        let (cpu_samples, memory_samples) = futures::try_join!(
+            self.query(&rules.backend, &cpu_query),
+            self.query(&rules.backend, &memory_query)
+        )?;
         let source = match &pods {
             Some(pods) => PodSource::Cluster(pods),
             None => PodSource::Samples { namespace, fields },
@@ -527,8 +529,10 @@ impl Bridge {
             rules.rule(ComputeResource::Memory),
         );
         let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
-        let (cpu_samples, memory_samples) =
-            futures::try_join!(self.query(&cpu_query), self.query(&memory_query))?;
+        let (cpu_samples, memory_samples) = futures::try_join!(
+            self.query(&rules.backend, &cpu_query),
+            self.query(&rules.backend, &memory_query)
+        )?;
         let source = match &nodes {
             Some(nodes) => NodeSource::Cluster(nodes),
             None => NodeSource::Samples { fields },

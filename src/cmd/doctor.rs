@@ -13,11 +13,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
-use crate::discovery::{build_registry, list_series, SeriesByQuery};
+use crate::discovery::{build_registry, list_series, SeriesByQuery, SeriesSource};
 use crate::kube::mapper::DiscoveryMapper;
 use crate::kube::resources::{ResourceInfo, StaticMapper};
 use crate::metrics::Metrics;
-use crate::rules::{load_file, LoadError, Overrides};
+use crate::rules::{load_file, LoadError, Overrides, RuleSet};
 
 /// What to check.
 #[derive(Debug, Clone, clap::Args)]
@@ -609,35 +609,48 @@ async fn check_rules_and_prometheus(
     };
     let has_resource_rules = rules.resource_rules.is_some();
     let metrics = Metrics::new();
-    let client = match crate::prometheus::PrometheusClient::new(&rules.prometheus) {
-        Ok(c) => c,
+    let backends = match crate::prometheus::Backends::new(&rules.backends) {
+        Ok(b) => b,
         Err(e) => {
             report.fail("Prometheus client", &format!("{e:#}"));
             return (None, Some(has_resource_rules));
         }
     };
-    match client.query("vector(1)").await {
-        Ok(_) => report.ok(&format!(
-            "Prometheus at {} answers queries",
-            rules.prometheus.url
-        )),
-        Err(e) => {
-            report.fail(
-                &format!("Prometheus at {}", rules.prometheus.url),
-                &e.to_string(),
-            );
-            return (None, Some(has_resource_rules));
+    // Every backend, so a dead failover target shows before it is needed.
+    let mut default_answers = false;
+    for client in backends.iter() {
+        let what = backend_title(&rules, client);
+        match client.query("vector(1)").await {
+            Ok(_) => {
+                default_answers |= client.name() == backends.default_name();
+                report.ok(&format!("{what} answers queries"));
+            }
+            Err(e) => report.fail(&what, &e.to_string()),
         }
     }
-    let (series, errors) = list_series(&rules, &client, &SeriesByQuery::new(), &metrics).await;
-    for (query, e) in &errors {
-        report.fail(&format!("series_query {query:?}"), &e.to_string());
+    if !default_answers {
+        return (None, Some(has_resource_rules));
+    }
+    let (series, errors) = list_series(&rules, &backends, &SeriesByQuery::new(), &metrics).await;
+    let multiple = rules.backends.iter().count() > 1;
+    let series_title = |source: &SeriesSource| {
+        if multiple {
+            format!(
+                "series_query {:?} on backend {:?}",
+                source.query, source.backend
+            )
+        } else {
+            format!("series_query {:?}", source.query)
+        }
+    };
+    for (source, e) in &errors {
+        report.fail(&series_title(source), &e.to_string());
     }
     let registry = build_registry(rules.clone(), &series, mapper);
-    for (query, set) in &series {
+    for (source, set) in &series {
         if set.invalid_names > 0 || set.invalid_label_names > 0 {
             report.warn(
-                &format!("series_query {query:?}"),
+                &series_title(source),
                 &format!(
                     "{} series left out because their name is not a classic PromQL metric name (e.g. {:?}), {} label names left out for the same reason (e.g. {:?}): they would be pasted into queries unquoted",
                     set.invalid_names,
@@ -650,7 +663,7 @@ async fn check_rules_and_prometheus(
     }
     for rule in rules.all_rules() {
         let found = series
-            .get(&rule.series_query)
+            .get(&SeriesSource::of(rule))
             .map(|s| s.names().filter(|(n, _)| rule.keeps_series(n)).count())
             .unwrap_or(0);
         if found == 0 {
@@ -680,9 +693,22 @@ async fn check_rules_and_prometheus(
         preview(&external)
     ));
     if let Some(resource_rules) = &rules.resource_rules {
-        check_resource_queries(resource_rules, &client, report).await;
+        check_resource_queries(resource_rules, &backends, &metrics, report).await;
     }
     (Some(registry.resources()), Some(has_resource_rules))
+}
+
+/// "Prometheus at URL" for the one-backend shorthand, "backend NAME at URL" otherwise.
+fn backend_title(rules: &RuleSet, client: &crate::prometheus::PrometheusClient) -> String {
+    let url = rules
+        .backends
+        .get(client.name())
+        .map_or_else(|| client.base_url().to_string(), |b| b.url.clone());
+    if rules.backends.iter().count() > 1 {
+        format!("backend {:?} at {url}", client.name())
+    } else {
+        format!("Prometheus at {url}")
+    }
 }
 
 /// Runs each resource rule's cluster-wide pod query and its node query once and says how
@@ -690,7 +716,8 @@ async fn check_rules_and_prometheus(
 /// available yet".
 async fn check_resource_queries(
     rules: &crate::rules::resource_metrics::ResourceRules,
-    client: &crate::prometheus::PrometheusClient,
+    backends: &crate::prometheus::Backends,
+    metrics: &Metrics,
     report: &mut Report,
 ) {
     use crate::rules::resource_metrics::ComputeResource;
@@ -712,7 +739,7 @@ async fn check_resource_queries(
                     continue;
                 }
             };
-            match client.query(&query).await {
+            match backends.query(&rules.backend, &query, metrics).await {
                 Ok(result) if result.result.samples().is_empty() => report.warn(
                     &what,
                     &format!("{query} returns no series: kubectl top will find no metrics"),

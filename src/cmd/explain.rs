@@ -30,6 +30,23 @@ impl ObjectResolver for ShowAll {
     }
 }
 
+/// `name (url), failover to "a", "b"`: where a rule's queries go.
+fn backend_line(rules: &crate::rules::RuleSet, name: &str) -> String {
+    let chain = rules.backends.chain(name);
+    let Some(first) = chain.first() else {
+        return format!("{name:?} (unknown)");
+    };
+    let mut line = format!("{name:?} ({})", first.url);
+    if chain.len() > 1 {
+        let rest: Vec<String> = chain[1..]
+            .iter()
+            .map(|b| format!("{:?}", crate::rules::backends::name_of(b)))
+            .collect();
+        line.push_str(&format!(", failover to {}", rest.join(", ")));
+    }
+    line
+}
+
 pub async fn run(
     config: &std::path::Path,
     prometheus_url: Option<String>,
@@ -41,9 +58,12 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let backend = crate::reload::backend_for(&rules, &metrics)?;
     let (series, errors) =
-        list_series(&rules, backend.client(), &SeriesByQuery::new(), &metrics).await;
-    for (query, e) in &errors {
-        eprintln!("warning: series_query {query:?} failed: {e}");
+        list_series(&rules, backend.backends(), &SeriesByQuery::new(), &metrics).await;
+    for (source, e) in &errors {
+        eprintln!(
+            "warning: series_query {:?} on backend {:?} failed: {e}",
+            source.query, source.backend
+        );
     }
     let mapper = Arc::new(StaticMapper::builtin());
     let registry = Arc::new(build_registry(rules, &series, mapper.as_ref()));
@@ -82,6 +102,9 @@ pub async fn run(
                 "rule:     {rule} (series {}, objects named by label {:?})",
                 plan.metric.series, plan.metric.resource_label
             );
+            if let Some(rule) = registry.rules.rule(rule) {
+                println!("backend:  {}", backend_line(&registry.rules, &rule.backend));
+            }
             println!("promql:   {}", plan.promql);
             match &req.target {
                 Target::Named(name) => println!("answer:   the sample whose {} is {name:?}", plan.metric.resource_label),
@@ -102,6 +125,11 @@ pub async fn run(
                 .unwrap_or_default();
             println!("request:  {full}");
             println!("rule:     {rule}");
+            if let Some(m) = registry.external_metric(&req.metric) {
+                if let Some(rule) = registry.rules.rule(m.rule) {
+                    println!("backend:  {}", backend_line(&registry.rules, &rule.backend));
+                }
+            }
             println!("promql:   {promql}");
         }
         Route::ResourceMetrics(req) => {
@@ -111,6 +139,10 @@ pub async fn run(
             let queries =
                 crate::resource_answer::queries(rules, &req).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("request:  {full}");
+            println!(
+                "backend:  {}",
+                backend_line(&registry.rules, &rules.backend)
+            );
             for (resource, promql) in &queries {
                 let rule = rules.rule(*resource);
                 let labels = match req.kind {

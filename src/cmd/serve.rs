@@ -110,7 +110,7 @@ fn load_rules(
         .set((rules.custom.len() + rules.external.len()) as i64);
     metrics.rules_last_reload_success.set(1);
     metrics.rules_last_reload_timestamp.set(unix_now());
-    tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), prometheus = %rules.prometheus.url, "rules loaded");
+    tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), backends = rules.backends.iter().count(), default_backend = %rules.backends.get(rules.backends.default_name()).map_or("", |b| b.url.as_str()), "rules loaded");
     for warning in &rules.warnings {
         tracing::warn!(path = %args.config.display(), %warning, "rules warning");
     }

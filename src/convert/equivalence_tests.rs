@@ -200,8 +200,8 @@ fn helm_default_true_is_the_chart_rendered_config() {
     assert_eq!(values.config.rules, rendered.config.rules);
     assert_eq!(values.config.external_rules, rendered.config.external_rules);
     assert_eq!(
-        values.config.prometheus.url,
-        "http://prometheus.monitoring.svc:9090"
+        values.config.prometheus.as_ref().map(|p| p.url.as_str()),
+        Some("http://prometheus.monitoring.svc:9090")
     );
     assert!(values.config.resource_rules.is_some());
     assert_eq!(values.config.resource_rules, rendered.config.resource_rules);

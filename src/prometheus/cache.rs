@@ -1,8 +1,12 @@
-//! The value cache: query results keyed by the rendered PromQL, kept for the configured TTL.
+//! The value cache: query results keyed by the backend and the rendered PromQL, kept for the
+//! configured TTL.
 //!
 //! Every HPA in a namespace that asks about the same metric renders the same query, so one
 //! Prometheus round trip serves them all; concurrent misses for one query are coalesced
-//! into a single call (moka's `try_get_with`). Errors are never cached.
+//! into a single call (moka's `try_get_with`). Errors are never cached. The same PromQL on two
+//! backends is two entries: they hold different data. An answer that came from a failover
+//! backend is kept under the rule's own backend, so the next requests do not wait on the dead
+//! one again within the TTL.
 //!
 //! Bounded by bytes as well as by entries: each entry weighs its estimated size (key, labels
 //! and values), and the cache holds at most `cache.max_bytes` of them and at most
@@ -15,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 
-use super::client::{PrometheusClient, PrometheusError, QueryResult};
+use super::backends::Backends;
+use super::client::{PrometheusError, QueryResult};
 use crate::config::ByteSize;
 use crate::metrics::{Metrics, ValueLabels};
 
 #[derive(Debug, Clone)]
 pub struct QueryCache {
-    client: Arc<PrometheusClient>,
+    backends: Arc<Backends>,
     values: Cache<String, Arc<QueryResult>>,
     metrics: Arc<Metrics>,
 }
@@ -49,7 +54,7 @@ fn build_values(
 
 impl QueryCache {
     pub fn new(
-        client: Arc<PrometheusClient>,
+        backends: Arc<Backends>,
         ttl: Duration,
         max_entries: u64,
         max_bytes: ByteSize,
@@ -58,38 +63,40 @@ impl QueryCache {
         // A zero TTL still coalesces concurrent identical queries; results expire at once.
         let ttl = ttl.max(Duration::from_millis(1));
         QueryCache {
-            client,
+            backends,
             values: build_values(ttl, max_entries, max_bytes),
             metrics,
         }
     }
 
-    pub fn client(&self) -> &Arc<PrometheusClient> {
-        &self.client
+    pub fn backends(&self) -> &Arc<Backends> {
+        &self.backends
     }
 
-    /// The result of `promql`, from the cache or from one Prometheus call.
-    pub async fn query(&self, promql: &str) -> Result<Arc<QueryResult>, PrometheusError> {
-        if let Some(hit) = self.values.get(promql).await {
+    /// The result of `promql` on `backend`, from the cache or from one call (with failover).
+    pub async fn query(
+        &self,
+        backend: &str,
+        promql: &str,
+    ) -> Result<Arc<QueryResult>, PrometheusError> {
+        // Backend names have no spaces (they are DNS labels), so this key is unambiguous.
+        let key = format!("{backend} {promql}");
+        if let Some(hit) = self.values.get(&key).await {
             self.metrics.count(&self.metrics.cache_lookups, "hit");
             return Ok(hit);
         }
         self.metrics.count(&self.metrics.cache_lookups, "miss");
-        let client = self.client.clone();
+        let backends = self.backends.clone();
         let metrics = self.metrics.clone();
+        let backend = backend.to_string();
         let query = promql.to_string();
         self.values
-            .try_get_with(query.clone(), async move {
+            .try_get_with(key, async move {
                 let started = Instant::now();
-                let result = client.query(&query).await;
-                let outcome = match &result {
-                    Ok(_) => "ok",
-                    Err(e) => e.kind(),
-                };
-                metrics.observe_prometheus("query", outcome, started.elapsed());
+                let result = backends.query(&backend, &query, &metrics).await;
                 match &result {
-                    Ok(_) => tracing::debug!(promql = %query, elapsed_ms = started.elapsed().as_millis() as u64, "prometheus query"),
-                    Err(e) => tracing::warn!(promql = %query, error = %e, "prometheus query failed"),
+                    Ok(_) => tracing::debug!(%backend, promql = %query, elapsed_ms = started.elapsed().as_millis() as u64, "prometheus query"),
+                    Err(e) => tracing::warn!(%backend, promql = %query, error = %e, "prometheus query failed"),
                 }
                 let answer = result?;
                 if answer.timestamps_clamped > 0 {
@@ -99,7 +106,7 @@ impl QueryCache {
                             kind: "timestamp_clamped",
                         })
                         .inc_by(answer.timestamps_clamped as u64);
-                    tracing::warn!(promql = %query, samples = answer.timestamps_clamped, "sample times before 1970 or after year 9999 clamped");
+                    tracing::warn!(%backend, promql = %query, samples = answer.timestamps_clamped, "sample times before 1970 or after year 9999 clamped");
                 }
                 Ok(Arc::new(answer.result))
             })

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::config::{ByteSize, HttpMethod, PrometheusConfig};
+use crate::config::{BackendConfig, ByteSize, HttpMethod};
 use crate::response::MAX_TIMESTAMP;
 
 /// One sample of an instant vector (or a scalar, with no labels).
@@ -257,6 +257,8 @@ impl PrometheusError {
 
 #[derive(Debug)]
 pub struct PrometheusClient {
+    /// The backend's name, for metrics and logs.
+    name: String,
     http: reqwest::Client,
     base: reqwest::Url,
     method: HttpMethod,
@@ -297,23 +299,26 @@ impl TokenFile {
 }
 
 impl PrometheusClient {
-    pub fn new(cfg: &PrometheusConfig) -> anyhow::Result<Self> {
+    /// A client for one backend (named as in a [`crate::rules::backends::BackendSet`]).
+    pub fn new(cfg: &BackendConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
+        let name = crate::rules::backends::name_of(cfg).to_string();
+        let place = format!("backend {name:?}");
         // reqwest is built without its own crypto provider; make sure ours is installed.
         crate::tls::install_crypto_provider();
-        let mut base = reqwest::Url::parse(&cfg.url)
-            .with_context(|| format!("prometheus.url {:?}", cfg.url))?;
+        let mut base =
+            reqwest::Url::parse(&cfg.url).with_context(|| format!("{place}: url {:?}", cfg.url))?;
         // Keep a path prefix (Thanos/Mimir often live under one) and join API paths below it.
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
         let mut headers = HeaderMap::new();
-        for (name, value) in &cfg.headers {
+        for (header, value) in &cfg.headers {
             headers.insert(
-                HeaderName::from_bytes(name.as_bytes())
-                    .with_context(|| format!("prometheus.headers: {name:?}"))?,
+                HeaderName::from_bytes(header.as_bytes())
+                    .with_context(|| format!("{place}: headers: {header:?}"))?,
                 HeaderValue::from_str(value)
-                    .with_context(|| format!("prometheus.headers.{name}"))?,
+                    .with_context(|| format!("{place}: headers.{header}"))?,
             );
         }
         let mut builder = reqwest::Client::builder()
@@ -323,29 +328,31 @@ impl PrometheusClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("kube-metrics-bridge/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("prometheus.ca_file {}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).with_context(|| format!("{place}: ca_file {}", ca.display()))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("prometheus.ca_file {}", ca.display()))?
+                .with_context(|| format!("{place}: ca_file {}", ca.display()))?
             {
                 builder = builder.add_root_certificate(cert);
             }
         }
         if let (Some(cert), Some(key)) = (&cfg.client_cert_file, &cfg.client_key_file) {
             let mut pem = std::fs::read(cert)
-                .with_context(|| format!("prometheus.client_cert_file {}", cert.display()))?;
+                .with_context(|| format!("{place}: client_cert_file {}", cert.display()))?;
             pem.extend(
                 std::fs::read(key)
-                    .with_context(|| format!("prometheus.client_key_file {}", key.display()))?,
+                    .with_context(|| format!("{place}: client_key_file {}", key.display()))?,
             );
             builder = builder.identity(
-                reqwest::Identity::from_pem(&pem).context("prometheus client certificate")?,
+                reqwest::Identity::from_pem(&pem)
+                    .with_context(|| format!("{place}: client certificate"))?,
             );
         }
         if cfg.insecure_skip_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
         Ok(PrometheusClient {
+            name,
             http: builder
                 .build()
                 .context("building the Prometheus HTTP client")?,
@@ -358,6 +365,10 @@ impl PrometheusClient {
             }),
             max_response_bytes: cfg.max_response_bytes,
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn base_url(&self) -> &reqwest::Url {

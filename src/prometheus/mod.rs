@@ -1,8 +1,10 @@
 //! Talking to Prometheus (or any engine with its HTTP API: Thanos, Mimir, VictoriaMetrics):
 //! the client with its deadline, and the value cache in front of it.
 
+pub mod backends;
 pub mod cache;
 pub mod client;
 
+pub use backends::Backends;
 pub use cache::QueryCache;
 pub use client::{PrometheusClient, PrometheusError, QueryAnswer, QueryResult, Sample, SeriesSet};

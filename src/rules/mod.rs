@@ -4,6 +4,7 @@
 //! A rule is compiled once when the file loads (regexes, templates, a trial render of the
 //! query parsed as PromQL), so that a broken rule fails `check` and reload, never a request.
 
+pub mod backends;
 pub mod naming;
 pub mod resource_metrics;
 pub mod resources;
@@ -12,7 +13,8 @@ pub mod template;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CacheConfig, ConfigFile, OnMissing, PrometheusConfig, RuleConfig};
+use crate::config::{CacheConfig, ConfigFile, OnMissing, RuleConfig};
+use backends::BackendSet;
 use naming::{MetricNamer, SeriesFilter};
 use resource_metrics::ResourceRules;
 use resources::ResourceAssociation;
@@ -55,6 +57,8 @@ pub struct Rule {
     /// Label that carries the namespace, when the rule associates one.
     pub namespace_label: Option<String>,
     pub window: Option<Duration>,
+    /// The backend its series and metrics queries go to (an existing one, checked at load).
+    pub backend: String,
 }
 
 impl Rule {
@@ -108,15 +112,25 @@ pub struct Overrides {
 pub fn load_file(path: &std::path::Path, overrides: &Overrides) -> Result<RuleSet, LoadError> {
     let mut file = crate::config::load(path)?;
     if let Some(url) = &overrides.prometheus_url {
-        file.prometheus.url = url.clone();
+        set_default_url(&mut file, url);
     }
     Ok(RuleSet::compile(&file)?)
+}
+
+/// `--prometheus-url`: the url of `[prometheus]`, or of the default `[[backends]]` entry.
+fn set_default_url(file: &mut ConfigFile, url: &str) {
+    if file.backends.is_empty() {
+        file.prometheus.get_or_insert_with(Default::default).url = url.to_string();
+        return;
+    }
+    let index = file.backends.iter().position(|b| b.default).unwrap_or(0);
+    file.backends[index].url = url.to_string();
 }
 
 /// The compiled rules file.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
-    pub prometheus: PrometheusConfig,
+    pub backends: BackendSet,
     pub cache: CacheConfig,
     pub custom: Vec<Rule>,
     pub external: Vec<Rule>,
@@ -130,22 +144,31 @@ pub struct RuleSet {
 impl RuleSet {
     pub fn compile(file: &ConfigFile) -> Result<RuleSet, Problems> {
         let mut problems = Vec::new();
-        check_prometheus(&file.prometheus, &mut problems);
+        let backends = BackendSet::compile(file, &mut problems);
         check_cache(&file.cache, &mut problems);
         let compile_all = |api: Api, rules: &[RuleConfig], problems: &mut Vec<Problem>| {
             rules
                 .iter()
                 .enumerate()
-                .filter_map(|(index, cfg)| compile_rule(RuleId { api, index }, cfg, problems))
+                .filter_map(|(index, cfg)| {
+                    let id = RuleId { api, index };
+                    let backend =
+                        backends.resolve(cfg.backend.as_deref(), &id.to_string(), problems);
+                    compile_rule(id, cfg, backend, problems)
+                })
                 .collect::<Vec<_>>()
         };
         let custom = compile_all(Api::Custom, &file.rules, &mut problems);
         let external = compile_all(Api::External, &file.external_rules, &mut problems);
         let mut warnings = Vec::new();
-        let resource_rules = file
-            .resource_rules
-            .as_ref()
-            .and_then(|cfg| ResourceRules::compile(cfg, &mut problems, &mut warnings));
+        let resource_rules = file.resource_rules.as_ref().and_then(|cfg| {
+            let backend = backends.resolve(
+                cfg.backend.as_deref(),
+                resource_metrics::SECTION,
+                &mut problems,
+            );
+            ResourceRules::compile(cfg, backend, &mut problems, &mut warnings)
+        });
         if file.rules.is_empty() && file.external_rules.is_empty() && file.resource_rules.is_none()
         {
             problems.push(Problem {
@@ -160,7 +183,7 @@ impl RuleSet {
             return Err(Problems(problems));
         }
         Ok(RuleSet {
-            prometheus: file.prometheus.clone(),
+            backends,
             cache: file.cache.clone(),
             custom,
             external,
@@ -178,53 +201,6 @@ impl RuleSet {
 
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
         self.custom.iter().chain(self.external.iter())
-    }
-}
-
-fn check_prometheus(p: &PrometheusConfig, problems: &mut Vec<Problem>) {
-    let mut push = |field: &str, message: String| {
-        problems.push(Problem {
-            place: "prometheus".into(),
-            field: field.into(),
-            message,
-        })
-    };
-    match reqwest::Url::parse(&p.url) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-        Ok(url) => push(
-            "url",
-            format!("scheme {:?} is not http or https", url.scheme()),
-        ),
-        Err(e) => push("url", format!("{:?} is not a URL: {e}", p.url)),
-    }
-    if p.timeout.is_zero() {
-        push(
-            "timeout",
-            "must be more than 0; every call to Prometheus needs a deadline".into(),
-        );
-    }
-    if p.client_cert_file.is_some() != p.client_key_file.is_some() {
-        push(
-            "client_cert_file",
-            "client_cert_file and client_key_file go together".into(),
-        );
-    }
-    if p.max_response_bytes.bytes() < 1024 {
-        push(
-            "max_response_bytes",
-            format!(
-                "{} is too small: must be at least 1KiB (Prometheus' smallest answers are a few hundred bytes)",
-                p.max_response_bytes
-            ),
-        );
-    }
-    for name in p.headers.keys() {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            push(
-                "headers",
-                format!("{name:?} is not a valid HTTP header name"),
-            );
-        }
     }
 }
 
@@ -250,7 +226,12 @@ fn check_cache(c: &CacheConfig, problems: &mut Vec<Problem>) {
     }
 }
 
-fn compile_rule(id: RuleId, cfg: &RuleConfig, problems: &mut Vec<Problem>) -> Option<Rule> {
+fn compile_rule(
+    id: RuleId,
+    cfg: &RuleConfig,
+    backend: String,
+    problems: &mut Vec<Problem>,
+) -> Option<Rule> {
     let before = problems.len();
     let mut push = |field: &str, message: String| {
         problems.push(Problem {
@@ -381,6 +362,7 @@ fn compile_rule(id: RuleId, cfg: &RuleConfig, problems: &mut Vec<Problem>) -> Op
         namespaced,
         namespace_label,
         window: cfg.window,
+        backend,
     })
 }
 
@@ -515,6 +497,28 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
             "{text}"
         );
         assert!(text.contains("cache.max_bytes: 0B is too small"), "{text}");
+    }
+
+    #[test]
+    fn rules_carry_their_backend_and_an_unknown_one_is_a_problem() {
+        let backends = "[[backends]]\nname = \"main\"\nurl = \"http://a\"\n\
+                        [[backends]]\nname = \"long-term\"\nurl = \"http://b\"\n";
+        let set = compile(&format!("{backends}{GOOD}")).expect("compiles");
+        assert!(set.all_rules().all(|r| r.backend == "main"));
+        let with_backend = GOOD.replacen("[[rules]]\n", "[[rules]]\nbackend = \"long-term\"\n", 1);
+        assert_ne!(with_backend, GOOD);
+        let set = compile(&format!("{backends}{with_backend}")).expect("compiles");
+        assert_eq!(set.custom[0].backend, "long-term");
+        let err = compile(&format!(
+            "{backends}{}",
+            with_backend.replace("long-term", "lt")
+        ))
+        .expect_err("unknown backend");
+        assert!(
+            err.to_string()
+                .contains("rules[0].backend: \"lt\" is not a backend"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct ResourceRules {
     pub window: Duration,
     /// What to do with a pod some of whose containers lack a sample.
     pub missing_containers: MissingContainers,
+    /// The backend the cpu and memory queries go to.
+    pub backend: String,
     cpu: ResourceQuery,
     memory: ResourceQuery,
 }
@@ -80,6 +82,7 @@ impl ResourceRules {
     /// `resource_rules...` places; `None` when there was any problem.
     pub fn compile(
         cfg: &ResourceRulesConfig,
+        backend: String,
         problems: &mut Vec<Problem>,
         warnings: &mut Vec<Problem>,
     ) -> Option<ResourceRules> {
@@ -114,13 +117,14 @@ impl ResourceRules {
         Some(ResourceRules {
             window,
             missing_containers: cfg.missing_containers,
+            backend,
             cpu,
             memory,
         })
     }
 }
 
-const SECTION: &str = "resource_rules";
+pub const SECTION: &str = "resource_rules";
 
 fn problem(place: &str, field: &str, message: &str) -> Problem {
     Problem {
@@ -756,7 +760,12 @@ pub(crate) mod tests {
 
     fn compile(text: &str) -> (Option<ResourceRules>, Vec<Problem>, Vec<Problem>) {
         let (mut problems, mut warnings) = (Vec::new(), Vec::new());
-        let rules = ResourceRules::compile(&config(text), &mut problems, &mut warnings);
+        let rules = ResourceRules::compile(
+            &config(text),
+            "default".into(),
+            &mut problems,
+            &mut warnings,
+        );
         (rules, problems, warnings)
     }
 

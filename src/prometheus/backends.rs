@@ -1,0 +1,217 @@
+//! The backends of a rule set as clients, and failover between them.
+//!
+//! Each call names the backend its rule uses; the call goes to that backend and, when it is
+//! unavailable (unreachable, past its deadline, 5xx, 429, or answering something that is not
+//! Prometheus' API, such as a proxy's error page), to the backends of its `failover` list in
+//! order. A query error (bad PromQL, an execution error) or an answer over the size limit is
+//! the same on every replica, so it is returned at once rather than tried elsewhere.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use super::client::{PrometheusClient, PrometheusError, QueryAnswer, SeriesSet};
+use crate::metrics::{FailoverLabels, Metrics};
+use crate::rules::backends::{name_of, BackendSet};
+
+#[derive(Debug)]
+pub struct Backends {
+    clients: BTreeMap<String, Arc<PrometheusClient>>,
+    /// Each backend's name with its clients in the order a call tries them.
+    chains: BTreeMap<String, Vec<Arc<PrometheusClient>>>,
+    default: String,
+}
+
+impl PrometheusError {
+    /// Whether another backend might answer: the backend, not the query, is at fault.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            PrometheusError::Unavailable(_) | PrometheusError::Malformed(_)
+        )
+    }
+}
+
+impl Backends {
+    /// One client per backend of the set.
+    pub fn new(set: &BackendSet) -> anyhow::Result<Self> {
+        let mut clients = BTreeMap::new();
+        for backend in set.iter() {
+            clients.insert(
+                name_of(backend).to_string(),
+                Arc::new(PrometheusClient::new(backend)?),
+            );
+        }
+        let chains = set
+            .iter()
+            .map(|backend| {
+                let name = name_of(backend);
+                let chain = set
+                    .chain(name)
+                    .into_iter()
+                    .filter_map(|b| clients.get(name_of(b)).cloned())
+                    .collect();
+                (name.to_string(), chain)
+            })
+            .collect();
+        Ok(Backends {
+            clients,
+            chains,
+            default: set.default_name().to_string(),
+        })
+    }
+
+    /// The client of `name` (without its failover).
+    pub fn client(&self, name: &str) -> Option<&Arc<PrometheusClient>> {
+        self.clients.get(name)
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    /// Every backend's client, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<PrometheusClient>> {
+        self.clients.values()
+    }
+
+    /// An instant query on `backend`, failing over when it is unavailable.
+    pub async fn query(
+        &self,
+        backend: &str,
+        promql: &str,
+        metrics: &Metrics,
+    ) -> Result<QueryAnswer, PrometheusError> {
+        self.call(backend, "query", metrics, |client| async move {
+            client.query(promql).await
+        })
+        .await
+    }
+
+    /// A series listing on `backend`, failing over when it is unavailable.
+    pub async fn series(
+        &self,
+        backend: &str,
+        selector: &str,
+        start: SystemTime,
+        metrics: &Metrics,
+    ) -> Result<SeriesSet, PrometheusError> {
+        self.call(backend, "series", metrics, |client| async move {
+            client.series(selector, start).await
+        })
+        .await
+    }
+
+    /// Runs `attempt` on each client of `backend`'s chain until one is not unavailable;
+    /// returns the last error when none answers.
+    async fn call<'a, T, F, Fut>(
+        &'a self,
+        backend: &str,
+        call: &'static str,
+        metrics: &Metrics,
+        attempt: F,
+    ) -> Result<T, PrometheusError>
+    where
+        F: Fn(&'a PrometheusClient) -> Fut,
+        Fut: Future<Output = Result<T, PrometheusError>>,
+    {
+        let Some(chain) = self.chains.get(backend) else {
+            // Rules are checked against the backends they were loaded with; a rule naming
+            // another one is a bug.
+            return Err(PrometheusError::Unavailable(format!(
+                "no backend named {backend:?}"
+            )));
+        };
+        let mut last = None;
+        for (i, client) in chain.iter().enumerate() {
+            let started = Instant::now();
+            let result = attempt(client).await;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(e) => e.kind(),
+            };
+            metrics.observe_prometheus(client.name(), call, outcome, started.elapsed());
+            match result {
+                Err(e) if e.is_unavailable() => {
+                    if let Some(next) = chain.get(i + 1) {
+                        metrics
+                            .backend_failovers
+                            .get_or_create(&FailoverLabels {
+                                backend: client.name().to_string(),
+                                to: next.name().to_string(),
+                            })
+                            .inc();
+                        tracing::warn!(backend = client.name(), next = next.name(), call, error = %e, "backend unavailable; failing over");
+                    }
+                    last = Some(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            PrometheusError::Unavailable(format!("backend {backend:?} has no clients"))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backends(text: &str) -> Backends {
+        let file = crate::config::parse(text, std::path::Path::new("t.toml")).expect("parses");
+        let mut problems = Vec::new();
+        let set = BackendSet::compile(&file, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        Backends::new(&set).expect("clients")
+    }
+
+    /// A port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn unreachable_backend_fails_over_and_is_counted() {
+        let (a, b) = (closed_port(), closed_port());
+        let all = backends(&format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{a}\"\nfailover = [\"b\"]\n\
+             [[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{b}\"\n"
+        ));
+        let metrics = Metrics::new();
+        let err = all.query("a", "up", &metrics).await.expect_err("both down");
+        assert!(err.is_unavailable(), "{err}");
+        let failovers = metrics
+            .backend_failovers
+            .get_or_create(&FailoverLabels {
+                backend: "a".into(),
+                to: "b".into(),
+            })
+            .get();
+        assert_eq!(failovers, 1);
+        // Both were tried, each once.
+        let text = metrics.encode();
+        for backend in ["a", "b"] {
+            let line = format!(
+                "kube_metrics_bridge_prometheus_request_duration_seconds_count{{backend=\"{backend}\",call=\"query\",outcome=\"unavailable\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
+        // b has no failover of its own.
+        all.query("b", "up", &metrics).await.expect_err("down");
+        assert_eq!(
+            metrics
+                .backend_failovers
+                .get_or_create(&FailoverLabels {
+                    backend: "b".into(),
+                    to: "a".into(),
+                })
+                .get(),
+            0
+        );
+        assert_eq!(all.default_name(), "a");
+        assert!(all.client("b").is_some() && all.client("c").is_none());
+    }
+}

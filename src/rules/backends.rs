@@ -1,0 +1,356 @@
+//! The backends of a rules file, checked: `[prometheus]` (one backend named `default`) or
+//! named `[[backends]]`, which one is the default, and each one's failover chain.
+//!
+//! Everything a request or discovery needs to pick a backend is settled here, at load time:
+//! every rule carries the name of an existing backend, every failover list names existing
+//! backends, so choosing a backend at query time cannot fail.
+
+use crate::config::{BackendConfig, ConfigFile};
+
+use super::Problem;
+
+/// The name `[prometheus]` (or a file with neither section) gets.
+pub const DEFAULT_NAME: &str = "default";
+
+/// The checked backends, in file order, each with its name set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSet {
+    list: Vec<BackendConfig>,
+    default: String,
+}
+
+impl BackendSet {
+    /// Checks `[prometheus]`/`[[backends]]`, pushing problems with `prometheus` or
+    /// `backends[i]` places. Always returns a set (with at least one backend) so that rules
+    /// can still be checked against it.
+    pub fn compile(file: &ConfigFile, problems: &mut Vec<Problem>) -> BackendSet {
+        if file.backends.is_empty() {
+            let mut one = file.prometheus.clone().unwrap_or_default();
+            check_shorthand(&one, problems);
+            check_connection("prometheus", &one, problems);
+            one.name = Some(DEFAULT_NAME.into());
+            return BackendSet {
+                list: vec![one],
+                default: DEFAULT_NAME.into(),
+            };
+        }
+        if file.prometheus.is_some() {
+            problems.push(problem(
+                "prometheus",
+                "url",
+                "[prometheus] is the one-backend shorthand; with [[backends]] add it as one more \
+                 [[backends]] entry with a name (KMB_CONFIG_PROMETHEUS__* and --prometheus-url \
+                 set the default backend's url instead)",
+            ));
+        }
+        let mut list = Vec::with_capacity(file.backends.len());
+        for (i, backend) in file.backends.iter().enumerate() {
+            let place = format!("backends[{i}]");
+            match backend.name.as_deref() {
+                None | Some("") => problems.push(problem(
+                    &place,
+                    "name",
+                    "is required: rules name their backend with backend = \"<name>\"",
+                )),
+                Some(name) if !is_backend_name(name) => problems.push(problem(
+                    &place,
+                    "name",
+                    &format!(
+                        "{name:?} must be 1 to 63 lowercase letters, digits and '-' (it is a \
+                         metric label and a log field)"
+                    ),
+                )),
+                Some(name)
+                    if list
+                        .iter()
+                        .any(|b: &BackendConfig| b.name.as_deref() == Some(name)) =>
+                {
+                    problems.push(problem(&place, "name", &format!("{name:?} is used twice")))
+                }
+                Some(_) => {}
+            }
+            check_connection(&place, backend, problems);
+            let mut named = backend.clone();
+            named.name.get_or_insert_with(|| format!("backends[{i}]"));
+            list.push(named);
+        }
+        let defaults: Vec<&BackendConfig> = list.iter().filter(|b| b.default).collect();
+        if defaults.len() > 1 {
+            problems.push(problem(
+                "backends",
+                "default",
+                &format!(
+                    "only one backend can be the default; {} are",
+                    names(defaults.iter().copied())
+                ),
+            ));
+        }
+        let default = defaults.first().copied().unwrap_or(&list[0]);
+        let default = name_of(default).to_string();
+        let set = BackendSet { list, default };
+        for (i, backend) in set.list.iter().enumerate() {
+            for (j, next) in backend.failover.iter().enumerate() {
+                let field = format!("failover[{j}]");
+                if set.get(next).is_none() {
+                    problems.push(problem(
+                        &format!("backends[{i}]"),
+                        &field,
+                        &format!(
+                            "{next:?} is not a backend; known: {}",
+                            names(set.list.iter())
+                        ),
+                    ));
+                } else if next == name_of(backend) {
+                    problems.push(problem(
+                        &format!("backends[{i}]"),
+                        &field,
+                        "a backend cannot fail over to itself",
+                    ));
+                } else if backend.failover[..j].contains(next) {
+                    problems.push(problem(
+                        &format!("backends[{i}]"),
+                        &field,
+                        &format!("{next:?} is listed twice"),
+                    ));
+                }
+            }
+        }
+        set
+    }
+
+    /// The backend a rule asked for (or the default), checked; pushes a problem at
+    /// `place.backend` and returns the default when it does not exist.
+    pub fn resolve(&self, asked: Option<&str>, place: &str, problems: &mut Vec<Problem>) -> String {
+        match asked {
+            None => self.default.clone(),
+            Some(name) if self.get(name).is_some() => name.to_string(),
+            Some(name) => {
+                problems.push(problem(
+                    place,
+                    "backend",
+                    &format!(
+                        "{name:?} is not a backend; known: {}",
+                        names(self.list.iter())
+                    ),
+                ));
+                self.default.clone()
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&BackendConfig> {
+        self.list.iter().find(|b| name_of(b) == name)
+    }
+
+    /// The default backend's name.
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    pub fn default_backend_mut(&mut self) -> &mut BackendConfig {
+        let default = self.default.clone();
+        self.list
+            .iter_mut()
+            .find(|b| name_of(b) == default)
+            .expect("the default backend is in the list by construction")
+    }
+
+    /// Every backend in file order.
+    pub fn iter(&self) -> impl Iterator<Item = &BackendConfig> {
+        self.list.iter()
+    }
+
+    /// `name` followed by its failover backends: the order a call tries them in.
+    pub fn chain(&self, name: &str) -> Vec<&BackendConfig> {
+        let Some(first) = self.get(name) else {
+            return Vec::new();
+        };
+        std::iter::once(first)
+            .chain(first.failover.iter().filter_map(|n| self.get(n)))
+            .collect()
+    }
+}
+
+/// The name of a backend from a [`BackendSet`] (always set there).
+pub fn name_of(backend: &BackendConfig) -> &str {
+    backend.name.as_deref().unwrap_or(DEFAULT_NAME)
+}
+
+fn names<'a>(backends: impl Iterator<Item = &'a BackendConfig>) -> String {
+    backends
+        .map(|b| format!("{:?}", name_of(b)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A DNS label: safe as a metric label value and in logs, and what people name services.
+fn is_backend_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// `[prometheus]` is one backend: naming it or giving it a failover means `[[backends]]`.
+fn check_shorthand(p: &BackendConfig, problems: &mut Vec<Problem>) {
+    if p.name.is_some() || p.default || !p.failover.is_empty() {
+        problems.push(problem(
+            "prometheus",
+            if !p.failover.is_empty() {
+                "failover"
+            } else if p.default {
+                "default"
+            } else {
+                "name"
+            },
+            "name, default and failover belong to [[backends]] entries; [prometheus] is the \
+             single backend named \"default\"",
+        ));
+    }
+}
+
+fn check_connection(place: &str, p: &BackendConfig, problems: &mut Vec<Problem>) {
+    let mut push = |field: &str, message: String| problems.push(problem(place, field, &message));
+    match reqwest::Url::parse(&p.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(url) => push(
+            "url",
+            format!("scheme {:?} is not http or https", url.scheme()),
+        ),
+        Err(e) => push("url", format!("{:?} is not a URL: {e}", p.url)),
+    }
+    if p.timeout.is_zero() {
+        push(
+            "timeout",
+            "must be more than 0; every call to Prometheus needs a deadline".into(),
+        );
+    }
+    if p.client_cert_file.is_some() != p.client_key_file.is_some() {
+        push(
+            "client_cert_file",
+            "client_cert_file and client_key_file go together".into(),
+        );
+    }
+    if p.max_response_bytes.bytes() < 1024 {
+        push(
+            "max_response_bytes",
+            format!(
+                "{} is too small: must be at least 1KiB (Prometheus' smallest answers are a few hundred bytes)",
+                p.max_response_bytes
+            ),
+        );
+    }
+    for name in p.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            push(
+                "headers",
+                format!("{name:?} is not a valid HTTP header name"),
+            );
+        }
+    }
+}
+
+fn problem(place: &str, field: &str, message: &str) -> Problem {
+    Problem {
+        place: place.into(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(text: &str) -> (BackendSet, Vec<String>) {
+        let file = crate::config::parse(text, std::path::Path::new("t.toml")).expect("parses");
+        let mut problems = Vec::new();
+        let set = BackendSet::compile(&file, &mut problems);
+        (set, problems.iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn prometheus_alone_is_the_default_backend() {
+        let (set, problems) = compile("[prometheus]\nurl = \"http://p:9090\"\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(set.default_name(), "default");
+        assert_eq!(set.chain("default")[0].url, "http://p:9090");
+        let (set, problems) = compile("");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(set.iter().count(), 1);
+    }
+
+    #[test]
+    fn first_backend_is_the_default_unless_one_says_so() {
+        let two = "[[backends]]\nname = \"a\"\nurl = \"http://a\"\n[[backends]]\nname = \"b\"\nurl = \"http://b\"\n";
+        let (set, problems) = compile(two);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(set.default_name(), "a");
+        let (set, _) = compile(&format!("{two}default = true\n"));
+        assert_eq!(set.default_name(), "b");
+    }
+
+    #[test]
+    fn failover_chain_in_order() {
+        let (set, problems) = compile(
+            "[[backends]]\nname = \"a\"\nurl = \"http://a\"\nfailover = [\"c\", \"b\"]\n\
+             [[backends]]\nname = \"b\"\nurl = \"http://b\"\n\
+             [[backends]]\nname = \"c\"\nurl = \"http://c\"\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let chain: Vec<&str> = set.chain("a").into_iter().map(name_of).collect();
+        assert_eq!(chain, ["a", "c", "b"]);
+        assert_eq!(set.chain("b").len(), 1);
+    }
+
+    #[test]
+    fn problems_name_the_backend_and_field() {
+        let (_, problems) = compile(
+            "[prometheus]\nurl = \"http://p\"\n\
+             [[backends]]\nurl = \"http://a\"\n\
+             [[backends]]\nname = \"Bad_Name\"\nurl = \"ftp://b\"\ndefault = true\n\
+             [[backends]]\nname = \"c\"\nurl = \"http://c\"\nfailover = [\"c\", \"zz\"]\ndefault = true\n\
+             [[backends]]\nname = \"c\"\nurl = \"http://c2\"\ntimeout = \"0s\"\n",
+        );
+        let all = problems.join("\n");
+        for expected in [
+            "prometheus.url: [prometheus] is the one-backend shorthand",
+            "backends[0].name: is required",
+            "backends[1].name: \"Bad_Name\" must be",
+            "backends[1].url: scheme \"ftp\"",
+            "backends[2].failover[0]: a backend cannot fail over to itself",
+            "backends[2].failover[1]: \"zz\" is not a backend",
+            "backends[3].name: \"c\" is used twice",
+            "backends[3].timeout: must be more than 0",
+            "backends.default: only one backend can be the default",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn shorthand_cannot_be_named_or_fail_over() {
+        let (_, problems) = compile("[prometheus]\nfailover = [\"x\"]\n");
+        assert!(
+            problems[0].starts_with("prometheus.failover: name, default and failover belong"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_rule_backend_is_a_problem_at_the_rule() {
+        let (set, _) = compile("[[backends]]\nname = \"a\"\nurl = \"http://a\"\n");
+        let mut problems = Vec::new();
+        assert_eq!(set.resolve(None, "rules[0]", &mut problems), "a");
+        assert_eq!(set.resolve(Some("a"), "rules[0]", &mut problems), "a");
+        assert!(problems.is_empty());
+        set.resolve(Some("b"), "rules[2]", &mut problems);
+        assert_eq!(
+            problems[0].to_string(),
+            "rules[2].backend: \"b\" is not a backend; known: \"a\""
+        );
+    }
+}
