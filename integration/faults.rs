@@ -15,44 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::bridge::Bridge;
+use common::fake_prometheus::{fake_prometheus, GARBAGE, HEALTHY, MATRIX, REJECT, STALL};
 use common::Prometheus;
 use warp::Filter;
-
-const STALL: u8 = 0;
-const GARBAGE: u8 = 1;
-const REJECT: u8 = 2;
-const MATRIX: u8 = 3;
-const HEALTHY: u8 = 4;
-
-/// Starts the stand-in; `mode` picks how `/api/v1/query` behaves.
-async fn fake_prometheus(mode: Arc<AtomicU8>) -> String {
-    let series = warp::path!("api" / "v1" / "series").map(|| {
-        warp::reply::json(&serde_json::json!({"status": "success", "data": [
-            {"__name__": "pod_load", "namespace": "demo", "pod": "web-0"}]}))
-    });
-    let query = warp::path!("api" / "v1" / "query").then(move || {
-        let mode = mode.load(Ordering::SeqCst);
-        async move {
-            let (code, body) = match mode {
-                STALL => {
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    (200, String::new())
-                }
-                GARBAGE => (200, "<html>proxy error</html>".to_string()),
-                REJECT => (400, r#"{"status":"error","errorType":"bad_data","error":"parse error at char 4"}"#.to_string()),
-                MATRIX => (200, r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.to_string()),
-                _ => (200, r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"web-0"},"value":[1700000000,"2.5"]}]}}"#.to_string()),
-            };
-            warp::reply::with_status(body, warp::http::StatusCode::from_u16(code).unwrap_or_default())
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(warp::serve(series.or(query)).incoming(listener).run());
-    format!("http://{addr}")
-}
 
 const PATH: &str = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/web-0/pod_load";
 

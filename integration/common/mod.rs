@@ -797,4 +797,5 @@ fn find_prometheus() -> PathBuf {
 pub mod adapter;
 pub mod bridge;
 pub mod controlplane;
+pub mod fake_prometheus;
 pub mod load;

@@ -1,0 +1,223 @@
+//! Several backends in one rules file (issue 10 §1), against a real Prometheus: rules pick
+//! their backend, the backend is part of the cache key, an unavailable backend fails over to
+//! the next of its list (for discovery and for values), and a query error does not.
+//!
+//! The stand-in (`common::fake_prometheus`) plays the backend that misbehaves or that holds
+//! other data than the real Prometheus for the same PromQL.
+
+mod common;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::bridge::Bridge;
+use common::fake_prometheus::{fake_prometheus, GARBAGE, HEALTHY, REJECT, STALL};
+use common::{Exporter, Prometheus};
+
+/// The real Prometheus' data: the same series as the stand-in, with another value.
+async fn real_prometheus() -> (Exporter, Prometheus) {
+    let exporter = Exporter::start_empty().await;
+    exporter
+        .set_gauge("pod_load", &[("namespace", "demo"), ("pod", "web-0")], 7.0)
+        .await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    prometheus
+        .wait_for_series("pod_load", Duration::from_secs(30))
+        .await;
+    (exporter, prometheus)
+}
+
+/// A rule over `pod_load` on `backend`, served as `metric`. Every such rule renders the same
+/// PromQL for the same request.
+fn rule(backend: &str, metric: &str) -> String {
+    format!(
+        r#"
+[[rules]]
+backend = "{backend}"
+series_query = 'pod_load'
+name = {{ matches = "^pod_load$", as = "{metric}" }}
+resources.overrides = {{ namespace = {{ resource = "namespace" }}, pod = {{ resource = "pod" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+"#
+    )
+}
+
+fn path(metric: &str) -> String {
+    format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/web-0/{metric}")
+}
+
+async fn value(bridge: &Bridge, metric: &str) -> (u16, String) {
+    let (code, body) = bridge.get(&path(metric)).await;
+    let value = body["items"][0]["value"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    (code, value)
+}
+
+fn counter(backend: &str, to: &str) -> String {
+    format!("kube_metrics_bridge_backend_failovers_total{{backend=\"{backend}\",to=\"{to}\"}}")
+}
+
+#[tokio::test]
+async fn rules_pick_backends_and_a_dead_one_fails_over() {
+    let (_exporter, prometheus) = real_prometheus().await;
+    let other = fake_prometheus(Arc::new(AtomicU8::new(HEALTHY))).await;
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let rules = format!(
+        r#"
+[cache]
+ttl = "1m"
+
+[[backends]]
+name = "dead"
+url = "{dead}"
+timeout = "1s"
+failover = ["real"]
+
+[[backends]]
+name = "real"
+url = "{real}"
+default = true
+
+[[backends]]
+name = "other"
+url = "{other}"
+{a}{b}{c}"#,
+        real = prometheus.url(),
+        a = rule("real", "load_real"),
+        b = rule("other", "load_other"),
+        c = rule("dead", "load_failover"),
+    );
+    let bridge = Bridge::start(&rules).await;
+
+    // Same PromQL, two backends: two cache entries, each with its own backend's value.
+    assert_eq!(value(&bridge, "load_real").await, (200, "7".to_string()));
+    assert_eq!(
+        value(&bridge, "load_other").await,
+        (200, "2500m".to_string())
+    );
+    assert_eq!(value(&bridge, "load_real").await, (200, "7".to_string()));
+
+    // The dead backend's rule was discovered through the failover and is answered by it.
+    assert_eq!(
+        value(&bridge, "load_failover").await,
+        (200, "7".to_string())
+    );
+    let failovers = bridge.self_metric(&counter("dead", "real")).await;
+    assert!(
+        failovers.unwrap_or(0.0) >= 2.0,
+        "one series listing and one query failed over: {failovers:?}"
+    );
+    let dead_series = bridge
+        .self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"dead\",call=\"series\",outcome=\"unavailable\"}")
+        .await;
+    assert!(dead_series.unwrap_or(0.0) >= 1.0, "{dead_series:?}");
+    let other_queries = bridge
+        .self_metric("kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"other\",call=\"query\",outcome=\"ok\"}")
+        .await;
+    assert_eq!(other_queries, Some(1.0));
+
+    // explain and doctor say where each rule's queries go.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.toml");
+    std::fs::write(&file, &rules).expect("write rules");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+        .args(["explain", "--config"])
+        .arg(&file)
+        .arg("namespaces/demo/pods/web-0/load_failover")
+        .output()
+        .expect("explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "backend:  \"dead\" ({dead}), failover to \"real\""
+        )),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+        // No cluster here: doctor says so and still checks the rules and backends.
+        .args(["doctor", "--kubeconfig"])
+        .arg(dir.path().join("no-kubeconfig"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("doctor");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains(&format!(
+            "ok    backend \"real\" at {} answers queries",
+            prometheus.url()
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("FAIL  backend \"dead\" at {dead}")),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn failover_on_unavailability_never_on_a_query_error() {
+    let (_exporter, prometheus) = real_prometheus().await;
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let flaky = fake_prometheus(mode.clone()).await;
+    let rules = format!(
+        r#"
+[cache]
+ttl = "1ms"
+
+[[backends]]
+name = "flaky"
+url = "{flaky}"
+timeout = "1s"
+failover = ["real"]
+
+[[backends]]
+name = "real"
+url = "{real}"
+{rule}"#,
+        real = prometheus.url(),
+        rule = rule("flaky", "load"),
+    );
+    let bridge = Bridge::start(&rules).await;
+    assert_eq!(value(&bridge, "load").await, (200, "2500m".to_string()));
+
+    // The query is wrong: every replica would say so. Not tried elsewhere.
+    mode.store(REJECT, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await; // past the 1ms TTL
+    let (code, _) = value(&bridge, "load").await;
+    assert_eq!(code, 500);
+    assert_eq!(bridge.self_metric(&counter("flaky", "real")).await, None);
+
+    // Garbage (a proxy's error page) and a stall are the backend's fault: the next answers.
+    for (m, what) in [(GARBAGE, "garbage"), (STALL, "a stall")] {
+        mode.store(m, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        assert_eq!(
+            value(&bridge, "load").await,
+            (200, "7".to_string()),
+            "{what}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{what}: the failover waited {:?}; the flaky backend's deadline is 1s",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        bridge.self_metric(&counter("flaky", "real")).await,
+        Some(2.0)
+    );
+
+    mode.store(HEALTHY, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(value(&bridge, "load").await, (200, "2500m".to_string()));
+}
