@@ -55,7 +55,21 @@ pub struct BackendConfig {
     pub timeout: Duration,
     /// Extra headers on every call, e.g. `X-Scope-OrgID` for Mimir/Cortex tenants.
     pub headers: BTreeMap<String, String>,
+    /// `Authorization: Bearer` with the file's content (re-read when the file changes).
     pub bearer_token_file: Option<PathBuf>,
+    /// `Authorization: Basic` with a username and a password read from a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// OAuth2 client credentials: a token from `token_url`, cached until it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2Config>,
+    /// AWS Signature Version 4 (Amazon Managed Service for Prometheus).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4Config>,
+    /// An HTTP proxy every call (and the OAuth2 token request) goes through: `http://host:port`
+    /// or `https://...`; credentials in it are never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
     pub ca_file: Option<PathBuf>,
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
@@ -76,12 +90,67 @@ impl Default for BackendConfig {
             timeout: Duration::from_secs(5),
             headers: BTreeMap::new(),
             bearer_token_file: None,
+            basic_auth: None,
+            oauth2: None,
+            sigv4: None,
+            proxy_url: None,
             ca_file: None,
             client_cert_file: None,
             client_key_file: None,
             insecure_skip_verify: false,
             method: HttpMethod::Get,
             max_response_bytes: ByteSize::mib(64),
+        }
+    }
+}
+
+/// `basic_auth = { username = "...", password_file = "..." }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BasicAuthConfig {
+    pub username: String,
+    /// The password, read from a file (a mounted Secret) and re-read when it changes.
+    pub password_file: PathBuf,
+}
+
+/// OAuth2 client credentials grant (RFC 6749 §4.4).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuth2Config {
+    pub token_url: String,
+    pub client_id: String,
+    /// The client secret, read from a file and re-read when it changes.
+    pub client_secret_file: PathBuf,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Extra form parameters of the token request (e.g. `audience`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_params: BTreeMap<String, String>,
+}
+
+/// AWS Signature Version 4, with credentials from files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigV4Config {
+    /// e.g. `us-east-1`.
+    pub region: String,
+    /// The signing name: `aps` for Amazon Managed Service for Prometheus.
+    pub service: String,
+    pub access_key_id_file: PathBuf,
+    pub secret_access_key_file: PathBuf,
+    /// Temporary credentials' session token, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_token_file: Option<PathBuf>,
+}
+
+impl Default for SigV4Config {
+    fn default() -> Self {
+        SigV4Config {
+            region: String::new(),
+            service: "aps".into(),
+            access_key_id_file: PathBuf::new(),
+            secret_access_key_file: PathBuf::new(),
+            session_token_file: None,
         }
     }
 }

@@ -10,15 +10,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+use arc_swap::ArcSwap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use super::auth::{Auth, FileStamp};
 use crate::config::{BackendConfig, ByteSize, HttpMethod};
 use crate::response::MAX_TIMESTAMP;
 
@@ -255,47 +256,102 @@ impl PrometheusError {
     }
 }
 
-#[derive(Debug)]
 pub struct PrometheusClient {
     /// The backend's name, for metrics and logs.
     name: String,
-    http: reqwest::Client,
+    /// The HTTP client, rebuilt when a TLS file (CA, client certificate or key) changes.
+    http: ArcSwap<TlsClient>,
+    config: BackendConfig,
     base: reqwest::Url,
     method: HttpMethod,
     timeout: Duration,
-    token: Option<TokenFile>,
+    auth: Auth,
     max_response_bytes: ByteSize,
 }
 
-/// A bearer token file, re-read now and then so a rotated token is picked up.
-#[derive(Debug)]
-struct TokenFile {
-    path: PathBuf,
-    cached: Mutex<Option<(Instant, String)>>,
+impl std::fmt::Debug for PrometheusClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the config: a proxy_url may hold credentials.
+        f.debug_struct("PrometheusClient")
+            .field("name", &self.name)
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
-const TOKEN_REFRESH: Duration = Duration::from_secs(60);
+/// An HTTP client and the TLS files it was built from, as they were then.
+#[derive(Debug)]
+struct TlsClient {
+    http: reqwest::Client,
+    files: Vec<Option<FileStamp>>,
+}
 
-impl TokenFile {
-    fn token(&self) -> Result<String, PrometheusError> {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, token)) = cached.as_ref() {
-            if at.elapsed() < TOKEN_REFRESH {
-                return Ok(token.clone());
-            }
-        }
-        let token = std::fs::read_to_string(&self.path)
-            .map_err(|e| {
-                PrometheusError::Unavailable(format!(
-                    "reading bearer_token_file {}: {e}",
-                    self.path.display()
-                ))
-            })?
-            .trim()
-            .to_string();
-        *cached = Some((Instant::now(), token.clone()));
-        Ok(token)
+/// The TLS files of a backend, in a fixed order.
+fn tls_files(cfg: &BackendConfig) -> Vec<&std::path::Path> {
+    [&cfg.ca_file, &cfg.client_cert_file, &cfg.client_key_file]
+        .into_iter()
+        .filter_map(|f| f.as_deref())
+        .collect()
+}
+
+fn tls_stamps(cfg: &BackendConfig) -> Vec<Option<FileStamp>> {
+    tls_files(cfg)
+        .into_iter()
+        .map(|f| FileStamp::of(f).ok())
+        .collect()
+}
+
+/// The reqwest client for a backend: default headers, deadlines, TLS and proxy.
+fn build_http(cfg: &BackendConfig, place: &str) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context;
+    let mut headers = HeaderMap::new();
+    for (header, value) in &cfg.headers {
+        headers.insert(
+            HeaderName::from_bytes(header.as_bytes())
+                .with_context(|| format!("{place}: headers: {header:?}"))?,
+            HeaderValue::from_str(value).with_context(|| format!("{place}: headers.{header}"))?,
+        );
     }
+    let mut builder = reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("kube-metrics-bridge/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &cfg.ca_file {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("{place}: ca_file {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{place}: ca_file {}", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&cfg.client_cert_file, &cfg.client_key_file) {
+        let mut pem = std::fs::read(cert)
+            .with_context(|| format!("{place}: client_cert_file {}", cert.display()))?;
+        pem.extend(
+            std::fs::read(key)
+                .with_context(|| format!("{place}: client_key_file {}", key.display()))?,
+        );
+        builder = builder.identity(
+            reqwest::Identity::from_pem(&pem)
+                .with_context(|| format!("{place}: client certificate"))?,
+        );
+    }
+    if cfg.insecure_skip_verify {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(proxy) = &cfg.proxy_url {
+        // The URL may carry credentials: the error names the field, not the value.
+        builder = builder.proxy(
+            reqwest::Proxy::all(proxy)
+                .map_err(|_| anyhow::anyhow!("{place}: proxy_url is not a proxy URL"))?,
+        );
+    }
+    builder
+        .build()
+        .with_context(|| format!("{place}: building the HTTP client"))
 }
 
 impl PrometheusClient {
@@ -312,59 +368,49 @@ impl PrometheusClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let mut headers = HeaderMap::new();
-        for (header, value) in &cfg.headers {
-            headers.insert(
-                HeaderName::from_bytes(header.as_bytes())
-                    .with_context(|| format!("{place}: headers: {header:?}"))?,
-                HeaderValue::from_str(value)
-                    .with_context(|| format!("{place}: headers.{header}"))?,
-            );
-        }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .user_agent(concat!("kube-metrics-bridge/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &cfg.ca_file {
-            let pem =
-                std::fs::read(ca).with_context(|| format!("{place}: ca_file {}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("{place}: ca_file {}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&cfg.client_cert_file, &cfg.client_key_file) {
-            let mut pem = std::fs::read(cert)
-                .with_context(|| format!("{place}: client_cert_file {}", cert.display()))?;
-            pem.extend(
-                std::fs::read(key)
-                    .with_context(|| format!("{place}: client_key_file {}", key.display()))?,
-            );
-            builder = builder.identity(
-                reqwest::Identity::from_pem(&pem)
-                    .with_context(|| format!("{place}: client certificate"))?,
-            );
-        }
-        if cfg.insecure_skip_verify {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
+        let files = tls_stamps(cfg);
+        let http = build_http(cfg, &place)?;
         Ok(PrometheusClient {
             name,
-            http: builder
-                .build()
-                .context("building the Prometheus HTTP client")?,
+            http: ArcSwap::from_pointee(TlsClient { http, files }),
+            config: cfg.clone(),
             base,
             method: cfg.method,
             timeout: cfg.timeout,
-            token: cfg.bearer_token_file.clone().map(|path| TokenFile {
-                path,
-                cached: Mutex::new(None),
-            }),
+            auth: Auth::new(cfg),
             max_response_bytes: cfg.max_response_bytes,
         })
+    }
+
+    /// The HTTP client, rebuilt first if a TLS file changed since it was built (a rotated
+    /// client certificate or CA). A file that does not load keeps the previous client.
+    fn http(&self) -> Arc<TlsClient> {
+        let current = self.http.load_full();
+        if current.files.is_empty() {
+            return current;
+        }
+        let now = tls_stamps(&self.config);
+        if now == current.files {
+            return current;
+        }
+        match build_http(&self.config, &format!("backend {:?}", self.name)) {
+            Ok(http) => {
+                tracing::info!(backend = %self.name, "TLS files changed; new client for the backend");
+                let next = Arc::new(TlsClient { http, files: now });
+                self.http.store(next.clone());
+                next
+            }
+            Err(e) => {
+                tracing::warn!(backend = %self.name, error = %format!("{e:#}"), "TLS files changed but do not load; keeping the previous ones");
+                // Do not retry on every call until the files change again.
+                let keep = Arc::new(TlsClient {
+                    http: current.http.clone(),
+                    files: now,
+                });
+                self.http.store(keep.clone());
+                keep
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -453,17 +499,24 @@ impl PrometheusClient {
             .base
             .join(path)
             .map_err(|e| PrometheusError::Malformed(format!("url: {e}")))?;
-        let mut request = match self.method {
-            HttpMethod::Get => self.http.get(url).query(params),
-            HttpMethod::Post => self.http.post(url).form(params),
+        let http = self.http();
+        let builder = match self.method {
+            HttpMethod::Get => http.http.get(url).query(params),
+            HttpMethod::Post => http.http.post(url).form(params),
         };
-        if let Some(token) = &self.token {
-            request = request.header(AUTHORIZATION, format!("Bearer {}", token.token()?));
-        }
-        request
-            .send()
+        let mut request = builder
+            .build()
+            .map_err(|e| PrometheusError::Malformed(format!("building the request: {e}")))?;
+        self.auth.authorize(&http.http, &mut request).await?;
+        let response = http
+            .http
+            .execute(request)
             .await
-            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))
+            .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.auth.rejected();
+        }
+        Ok(response)
     }
 
     /// Refuses an answer that announces more than the limit, before reading any of it.

@@ -1,9 +1,11 @@
 //! Talking to Prometheus (or any engine with its HTTP API: Thanos, Mimir, VictoriaMetrics):
 //! the client with its deadline, and the value cache in front of it.
 
+pub mod auth;
 pub mod backends;
 pub mod cache;
 pub mod client;
+pub mod sigv4;
 
 pub use backends::Backends;
 pub use cache::QueryCache;

@@ -251,6 +251,94 @@ fn check_connection(place: &str, p: &BackendConfig, problems: &mut Vec<Problem>)
             );
         }
     }
+    check_auth(p, &mut push);
+    if let Some(proxy) = &p.proxy_url {
+        // Never the URL in the message: it may carry credentials.
+        match reqwest::Url::parse(proxy) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => push(
+                "proxy_url",
+                "is not an http:// or https:// URL with a host".into(),
+            ),
+        }
+    }
+}
+
+/// One way to authenticate, each with what it needs.
+fn check_auth(p: &BackendConfig, push: &mut impl FnMut(&str, String)) {
+    let modes: Vec<&str> = [
+        ("bearer_token_file", p.bearer_token_file.is_some()),
+        ("basic_auth", p.basic_auth.is_some()),
+        ("oauth2", p.oauth2.is_some()),
+        ("sigv4", p.sigv4.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if modes.len() > 1 {
+        push(
+            modes[1],
+            format!(
+                "{} are set; a backend authenticates one way (client certificates combine with any)",
+                modes.join(" and ")
+            ),
+        );
+    }
+    let empty = |path: &std::path::Path| path.as_os_str().is_empty();
+    if let Some(basic) = &p.basic_auth {
+        if basic.username.is_empty() {
+            push("basic_auth.username", "is required".into());
+        }
+        if empty(&basic.password_file) {
+            push(
+                "basic_auth.password_file",
+                "is required: the password is read from a file (a mounted Secret), never written in the rules".into(),
+            );
+        }
+    }
+    if let Some(oauth2) = &p.oauth2 {
+        match reqwest::Url::parse(&oauth2.token_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => push(
+                "oauth2.token_url",
+                format!("{:?} is not an http(s) URL", oauth2.token_url),
+            ),
+        }
+        if oauth2.client_id.is_empty() {
+            push("oauth2.client_id", "is required".into());
+        }
+        if empty(&oauth2.client_secret_file) {
+            push(
+                "oauth2.client_secret_file",
+                "is required: the secret is read from a file (a mounted Secret)".into(),
+            );
+        }
+    }
+    if let Some(sigv4) = &p.sigv4 {
+        if sigv4.region.is_empty() {
+            push("sigv4.region", "is required, e.g. \"us-east-1\"".into());
+        }
+        if sigv4.service.is_empty() {
+            push(
+                "sigv4.service",
+                "must not be empty (\"aps\" for Amazon Managed Service for Prometheus)".into(),
+            );
+        }
+        for (field, path) in [
+            ("sigv4.access_key_id_file", &sigv4.access_key_id_file),
+            (
+                "sigv4.secret_access_key_file",
+                &sigv4.secret_access_key_file,
+            ),
+        ] {
+            if empty(path) {
+                push(
+                    field,
+                    "is required: credentials are read from files (a mounted Secret)".into(),
+                );
+            }
+        }
+    }
 }
 
 fn problem(place: &str, field: &str, message: &str) -> Problem {
@@ -329,6 +417,45 @@ mod tests {
         ] {
             assert!(all.contains(expected), "missing {expected:?} in\n{all}");
         }
+    }
+
+    #[test]
+    fn auth_modes_are_checked() {
+        let (_, problems) = compile(
+            "[prometheus]\nbearer_token_file = \"/t\"\nbasic_auth = { username = \"\" }\n\
+             proxy_url = \"socks5://user:pw@proxy\"\n",
+        );
+        let all = problems.join("\n");
+        for expected in [
+            "prometheus.basic_auth: bearer_token_file and basic_auth are set",
+            "prometheus.basic_auth.username: is required",
+            "prometheus.basic_auth.password_file: is required",
+            "prometheus.proxy_url: is not an http:// or https:// URL",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
+        }
+        assert!(
+            !all.contains("pw"),
+            "no proxy credentials in messages: {all}"
+        );
+        let (_, problems) = compile("[prometheus]\noauth2 = { token_url = \"x\" }\n");
+        let all = problems.join("\n");
+        assert!(all.contains("prometheus.oauth2.token_url"), "{all}");
+        assert!(
+            all.contains("prometheus.oauth2.client_id: is required"),
+            "{all}"
+        );
+        let (_, problems) = compile("[prometheus]\nsigv4 = { region = \"eu-west-1\" }\n");
+        let all = problems.join("\n");
+        assert!(
+            all.contains("prometheus.sigv4.access_key_id_file: is required"),
+            "{all}"
+        );
+        let (_, problems) = compile(
+            "[prometheus]\nsigv4 = { region = \"eu-west-1\", access_key_id_file = \"/a\", secret_access_key_file = \"/s\" }\n\
+             proxy_url = \"http://user:pw@proxy:3128\"\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
     }
 
     #[test]
