@@ -414,6 +414,8 @@ pub struct Prometheus {
     port: u16,
     /// Extra command-line flags, e.g. `--web.enable-remote-write-receiver`.
     flags: Vec<String>,
+    /// `http`, or `https` when its web config serves TLS.
+    scheme: &'static str,
     // Declared last: dropped after `Drop::drop` has reaped the process.
     dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -431,6 +433,36 @@ impl Prometheus {
 
     /// [`Prometheus::start`] with extra command-line flags.
     pub async fn start_with_flags(targets: &[String], flags: &[&str]) -> Prometheus {
+        Prometheus::start_guarded(targets, flags, None, "http", http_client()).await
+    }
+
+    /// Starts Prometheus behind `--web.config.file` (written into its directory): basic auth
+    /// or TLS with client certificates. `client` must pass that config (the harness uses it
+    /// for readiness and its own queries); `scheme` is `https` when the config serves TLS.
+    pub async fn start_with_web_config(
+        targets: &[String],
+        web_config_yaml: &str,
+        scheme: &'static str,
+        client: reqwest::Client,
+    ) -> Prometheus {
+        Prometheus::start_guarded(targets, &[], Some(web_config_yaml), scheme, client).await
+    }
+
+    /// Where its web config lives, for tests that rotate it (only with a web config).
+    pub fn web_config_path(&self) -> Option<PathBuf> {
+        self.flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--web.config.file="))
+            .map(PathBuf::from)
+    }
+
+    async fn start_guarded(
+        targets: &[String],
+        flags: &[&str],
+        web_config: Option<&str>,
+        scheme: &'static str,
+        client: reqwest::Client,
+    ) -> Prometheus {
         let bin = find_prometheus();
         let dir = tempfile::Builder::new()
             .prefix("kmb-prometheus-")
@@ -438,13 +470,20 @@ impl Prometheus {
             .expect("creating a tempdir for Prometheus");
         std::fs::write(dir.path().join("prometheus.yml"), config_yaml(targets))
             .expect("writing prometheus.yml");
+        let mut flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        if let Some(yaml) = web_config {
+            let path = dir.path().join("web.yml");
+            std::fs::write(&path, yaml).expect("writing web.yml");
+            flags.push(format!("--web.config.file={}", path.display()));
+        }
         let mut prom = Prometheus {
             child: None,
             bin,
             port: 0,
-            flags: flags.iter().map(|f| f.to_string()).collect(),
+            flags,
+            scheme,
             dir,
-            client: http_client(),
+            client,
         };
         // free_port() can race with other tests; retry a few ports.
         for attempt in 1..=3 {
@@ -466,7 +505,7 @@ impl Prometheus {
 
     /// Base URL, e.g. `http://127.0.0.1:40123`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     pub fn port(&self) -> u16 {

@@ -575,6 +575,13 @@ fn settle<T>(
     parsed: Result<Envelope<T>, serde_json::Error>,
     head: &[u8],
 ) -> Result<T, PrometheusError> {
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        // The backend (or a proxy in front of it) refuses our credentials: nothing about the
+        // query, and another backend with its own credentials may answer.
+        return Err(PrometheusError::Unavailable(format!(
+            "HTTP {status}: the backend refused the credentials (check its auth settings and secret files)"
+        )));
+    }
     let envelope = match parsed {
         Ok(env) => env,
         Err(e) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
