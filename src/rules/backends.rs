@@ -458,6 +458,27 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
     }
 
+    /// Every `[[backends]]` example of the rules guide loads without a problem.
+    #[test]
+    fn rules_guide_examples_load() {
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/rules-guide.md"),
+        )
+        .expect("docs/rules-guide.md");
+        let blocks: Vec<&str> = guide
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[[backends]]"))
+            .collect();
+        assert!(blocks.len() >= 2, "{}", blocks.len());
+        for block in blocks {
+            let (set, problems) = compile(block);
+            assert!(problems.is_empty(), "{problems:?} in\n{block}");
+            assert!(set.iter().count() >= 3, "{block}");
+        }
+    }
+
     #[test]
     fn shorthand_cannot_be_named_or_fail_over() {
         let (_, problems) = compile("[prometheus]\nfailover = [\"x\"]\n");
