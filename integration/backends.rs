@@ -221,3 +221,85 @@ url = "{real}"
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(value(&bridge, "load").await, (200, "2500m".to_string()));
 }
+
+/// `on_error = "stale"` (issue 10 §4) with a stalled backend: the rule with the policy keeps
+/// its last good value until `max_stale` runs out, the rule without gets 503 as before; after
+/// three unavailable calls in a row the circuit opens and calls fail at once instead of
+/// waiting for the deadline; when the backend is back a trial call closes it.
+#[tokio::test]
+async fn stale_answers_until_max_stale_and_a_circuit_breaker() {
+    let mode = Arc::new(AtomicU8::new(HEALTHY));
+    let url = fake_prometheus(mode.clone()).await;
+    let rules = format!(
+        r#"
+[prometheus]
+url = "{url}"
+timeout = "1s"
+
+[cache]
+ttl = "1ms"
+
+[[rules]]
+series_query = 'pod_load'
+name = {{ matches = "^pod_load$", as = "load_stale" }}
+resources.overrides = {{ namespace = {{ resource = "namespace" }}, pod = {{ resource = "pod" }} }}
+metrics_query = 'max(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+on_error = "stale"
+max_stale = "6s"
+
+[[rules]]
+series_query = 'pod_load'
+name = {{ matches = "^pod_load$", as = "load_strict" }}
+resources.overrides = {{ namespace = {{ resource = "namespace" }}, pod = {{ resource = "pod" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+"#
+    );
+    let bridge = Bridge::start(&rules).await;
+    assert_eq!(value(&bridge, "load_stale").await, (200, "2500m".into()));
+    assert_eq!(value(&bridge, "load_strict").await, (200, "2500m".into()));
+    let last_good = Instant::now();
+
+    mode.store(STALL, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await; // past the 1ms TTL
+    assert_eq!(value(&bridge, "load_strict").await.0, 503);
+    assert_eq!(value(&bridge, "load_stale").await, (200, "2500m".into()));
+    assert_eq!(value(&bridge, "load_strict").await.0, 503);
+    // Three calls in a row found it unavailable: the circuit is open, calls fail at once.
+    let open = "kube_metrics_bridge_backend_circuit_open{backend=\"default\"}";
+    assert_eq!(bridge.self_metric(open).await, Some(1.0));
+    let started = Instant::now();
+    assert_eq!(value(&bridge, "load_strict").await.0, 503);
+    assert_eq!(value(&bridge, "load_stale").await, (200, "2500m".into()));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "with the circuit open, calls do not wait for the 1s deadline: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        bridge
+            .self_metric("kube_metrics_bridge_stale_answers_total{backend=\"default\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    );
+    assert!(bridge.log().contains("serving the last good answer"));
+
+    // Past max_stale the stale rule fails too.
+    tokio::time::sleep(
+        (last_good + Duration::from_secs(6)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(value(&bridge, "load_stale").await.0, 503);
+    assert!(bridge.log().contains("no answer younger than max_stale"));
+
+    // Back: a trial call (within the breaker's backoff, at most 10 s) closes the circuit.
+    mode.store(HEALTHY, Ordering::SeqCst);
+    common::wait_until("the circuit closes", Duration::from_secs(20), || async {
+        (value(&bridge, "load_strict").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(bridge.self_metric(open).await, Some(0.0));
+    assert_eq!(value(&bridge, "load_stale").await, (200, "2500m".into()));
+    assert!(bridge.log().contains("circuit closed"));
+}

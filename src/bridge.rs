@@ -167,7 +167,9 @@ impl Bridge {
         let registry = self.registry.load_full();
         let plan = self.plan_custom(&registry, req).await?;
         let rule = rule_of(&registry, plan.metric.rule)?;
-        let result = self.query(&rule.backend, &plan.promql).await?;
+        let result = self
+            .query(&rule.backend, &plan.promql, rule.max_stale)
+            .await?;
 
         let wanted: Option<HashSet<&str>> = plan
             .objects
@@ -234,7 +236,7 @@ impl Bridge {
             .external_metric(&req.metric)
             .ok_or_else(|| external_not_found(req))?;
         let rule = rule_of(&registry, metric.rule)?;
-        let result = self.query(&rule.backend, &promql).await?;
+        let result = self.query(&rule.backend, &promql, rule.max_stale).await?;
         let mut items: Vec<ExternalValue> = result
             .samples()
             .iter()
@@ -284,14 +286,16 @@ impl Bridge {
         )?)
     }
 
-    /// `promql` on `backend` (a rule's), through the value cache.
+    /// `promql` on `backend` (a rule's), through the value cache; `max_stale` is the rule's
+    /// `on_error = "stale"` bound.
     pub(crate) async fn query(
         &self,
         backend: &str,
         promql: &str,
+        max_stale: Option<std::time::Duration>,
     ) -> Result<Arc<crate::prometheus::QueryResult>, AnswerError> {
         let cache = self.backend.load_full();
-        Ok(cache.query(backend, promql).await?)
+        Ok(cache.query(backend, promql, max_stale).await?)
     }
 
     /// The Quantity for a sample, or None if it has none (NaN/Inf count as missing).

@@ -300,6 +300,29 @@ pub struct RuleConfig {
     /// The `[[backends]]` entry this rule's series and metrics queries go to; else the default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// What a request gets when its backend is unavailable.
+    #[serde(skip_serializing_if = "OnError::is_default")]
+    pub on_error: OnError,
+    /// With `on_error = "stale"`: the oldest answer that may still be served.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_stale: Option<Duration>,
+}
+
+/// What a request gets when the backend cannot answer (after failover).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// 503 ServiceUnavailable: the HPA keeps its replicas and marks ScalingActive=False.
+    #[default]
+    Unavailable,
+    /// The last good answer for the same query, up to `max_stale` old; then 503.
+    Stale,
+}
+
+impl OnError {
+    pub fn is_default(&self) -> bool {
+        *self == OnError::Unavailable
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -359,6 +382,11 @@ pub struct ResourceRulesConfig {
     /// The `[[backends]]` entry the cpu and memory queries go to; else the default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// As in `[[rules]]`: what `kubectl top` and the HPA get when the backend is down.
+    #[serde(skip_serializing_if = "OnError::is_default")]
+    pub on_error: OnError,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub max_stale: Option<Duration>,
     /// Required; `Option` so that a missing table is a problem named by `check`.
     pub cpu: Option<ResourceRuleConfig>,
     pub memory: Option<ResourceRuleConfig>,

@@ -84,6 +84,11 @@ pub struct TimeoutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailoverLabels {
     /// The backend that was unavailable
     pub backend: String,
@@ -103,6 +108,8 @@ pub struct Metrics {
     pub responses: Family<ResponseLabels, Counter>,
     pub prometheus_calls: Family<PrometheusCallLabels, Histogram>,
     pub backend_failovers: Family<FailoverLabels, Counter>,
+    pub backend_circuit_open: Family<BackendLabels, Gauge>,
+    pub stale_answers: Family<BackendLabels, Counter>,
     pub cache_lookups: Family<ResultLabels, Counter>,
     pub rules_reloads: Family<ResultLabels, Counter>,
     pub rules_last_reload_success: Gauge,
@@ -152,6 +159,8 @@ impl Metrics {
             responses: Family::default(),
             prometheus_calls,
             backend_failovers: Family::default(),
+            backend_circuit_open: Family::default(),
+            stale_answers: Family::default(),
             cache_lookups: Family::default(),
             rules_reloads: Family::default(),
             rules_last_reload_success: Gauge::default(),
@@ -193,6 +202,16 @@ impl Metrics {
             "backend_failovers",
             "Calls that found a backend unavailable and went on to the next one of its failover list",
             m.backend_failovers.clone(),
+        );
+        registry.register(
+            "backend_circuit_open",
+            "1 while the backend's circuit breaker is open: calls to it fail at once (and fail over) until a trial call finds it back",
+            m.backend_circuit_open.clone(),
+        );
+        registry.register(
+            "stale_answers",
+            "Answers served from the last good result because the backend was unavailable (rules with on_error = \"stale\")",
+            m.stale_answers.clone(),
         );
         registry.register(
             "cache_lookups",

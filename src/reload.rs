@@ -36,6 +36,7 @@ pub fn backend_for(rules: &RuleSet, metrics: &Arc<Metrics>) -> anyhow::Result<Qu
         rules.cache.ttl,
         rules.cache.max_entries,
         rules.cache.max_bytes,
+        rules.longest_stale(),
         metrics.clone(),
     ))
 }
@@ -80,7 +81,10 @@ impl RulesReloader {
         match load_file(&self.path, &self.overrides) {
             Ok(new_rules) => {
                 let old = self.rules.load_full();
-                if old.backends != new_rules.backends || old.cache != new_rules.cache {
+                if old.backends != new_rules.backends
+                    || old.cache != new_rules.cache
+                    || old.longest_stale() != new_rules.longest_stale()
+                {
                     match backend_for(&new_rules, &self.metrics) {
                         Ok(backend) => self.backend.store(Arc::new(backend)),
                         Err(e) => {

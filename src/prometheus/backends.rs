@@ -11,13 +11,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use super::breaker::{Breaker, Change, Outcome, Permit, FAILURES_TO_OPEN};
 use super::client::{PrometheusClient, PrometheusError, QueryAnswer, SeriesSet};
-use crate::metrics::{FailoverLabels, Metrics};
+use crate::metrics::{BackendLabels, FailoverLabels, Metrics};
 use crate::rules::backends::{name_of, BackendSet};
 
 #[derive(Debug)]
 pub struct Backends {
     clients: BTreeMap<String, Arc<PrometheusClient>>,
+    breakers: BTreeMap<String, Breaker>,
     /// Each backend's name with its clients in the order a call tries them.
     chains: BTreeMap<String, Vec<Arc<PrometheusClient>>>,
     default: String,
@@ -31,6 +33,91 @@ impl PrometheusError {
             PrometheusError::Unavailable(_) | PrometheusError::Malformed(_)
         )
     }
+
+    fn circuit_open(retry_in: std::time::Duration) -> Self {
+        PrometheusError::Unavailable(format!(
+            "{CIRCUIT_OPEN}: {FAILURES_TO_OPEN} or more calls in a row found the backend unavailable; next try in {}ms",
+            retry_in.as_millis()
+        ))
+    }
+
+    /// A call not made because the backend's circuit is open.
+    pub fn is_circuit_open(&self) -> bool {
+        matches!(self, PrometheusError::Unavailable(m) if m.starts_with(CIRCUIT_OPEN))
+    }
+}
+
+const CIRCUIT_OPEN: &str = "circuit open";
+
+/// Ends a permitted call as abandoned if its future is dropped before it finished.
+struct Attempt<'a> {
+    breaker: &'a Breaker,
+    permit: Permit,
+    finished: bool,
+}
+
+impl Attempt<'_> {
+    fn finish(mut self, outcome: Outcome) -> Change {
+        self.finished = true;
+        self.breaker.record(self.permit, outcome)
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.breaker.record(self.permit, Outcome::Abandoned);
+        }
+    }
+}
+
+/// Runs `call` if `breaker` lets it, records what it found, and logs and counts the
+/// breaker's changes.
+async fn guarded<T, F, Fut>(
+    breaker: &Breaker,
+    client: &PrometheusClient,
+    metrics: &Metrics,
+    call: F,
+) -> Result<T, PrometheusError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, PrometheusError>>,
+{
+    let permit = breaker.permit();
+    if let Permit::Refused(retry_in) = permit {
+        return Err(PrometheusError::circuit_open(retry_in));
+    }
+    let attempt = Attempt {
+        breaker,
+        permit,
+        finished: false,
+    };
+    let result = call().await;
+    let outcome = match &result {
+        Err(e) if e.is_unavailable() => Outcome::Unavailable,
+        _ => Outcome::Up,
+    };
+    let gauge = || {
+        metrics.backend_circuit_open.get_or_create(&BackendLabels {
+            backend: client.name().to_string(),
+        })
+    };
+    match attempt.finish(outcome) {
+        Change::Opened { retry_in } => {
+            gauge().set(1);
+            tracing::warn!(
+                backend = client.name(),
+                retry_in_ms = retry_in.as_millis() as u64,
+                "backend circuit opened: calls fail at once until a trial call finds it back"
+            );
+        }
+        Change::Closed => {
+            gauge().set(0);
+            tracing::info!(backend = client.name(), "backend back: circuit closed");
+        }
+        Change::None => {}
+    }
+    result
 }
 
 impl Backends {
@@ -56,6 +143,10 @@ impl Backends {
             })
             .collect();
         Ok(Backends {
+            breakers: clients
+                .keys()
+                .map(|name| (name.clone(), Breaker::default()))
+                .collect(),
             clients,
             chains,
             default: set.default_name().to_string(),
@@ -126,9 +217,13 @@ impl Backends {
         let mut last = None;
         for (i, client) in chain.iter().enumerate() {
             let started = Instant::now();
-            let result = attempt(client).await;
+            let result = match self.breakers.get(client.name()) {
+                Some(breaker) => guarded(breaker, client, metrics, || attempt(client)).await,
+                None => attempt(client).await,
+            };
             let outcome = match &result {
                 Ok(_) => "ok",
+                Err(e) if e.is_circuit_open() => "circuit_open",
                 Err(e) => e.kind(),
             };
             metrics.observe_prometheus(client.name(), call, outcome, started.elapsed());

@@ -22,12 +22,15 @@ use moka::future::Cache;
 use super::backends::Backends;
 use super::client::{PrometheusError, QueryResult};
 use crate::config::ByteSize;
-use crate::metrics::{Metrics, ValueLabels};
+use crate::metrics::{BackendLabels, Metrics, ValueLabels};
 
 #[derive(Debug, Clone)]
 pub struct QueryCache {
     backends: Arc<Backends>,
     values: Cache<String, Arc<QueryResult>>,
+    /// The last good answer of each query of a rule with `on_error = "stale"`, kept for the
+    /// longest `max_stale`; None when no rule has that policy.
+    last_good: Option<Cache<String, (Arc<QueryResult>, Instant)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -52,12 +55,30 @@ fn build_values(
         .build()
 }
 
+/// The last-good store: the same bounds as the value cache (a budget of its own), kept as
+/// long as the longest `max_stale`.
+fn build_last_good(
+    keep: Duration,
+    max_entries: u64,
+    max_bytes: ByteSize,
+) -> Cache<String, (Arc<QueryResult>, Instant)> {
+    let floor = (max_bytes.bytes() / max_entries.max(1)).max(1);
+    Cache::builder()
+        .max_capacity(max_bytes.bytes())
+        .weigher(
+            move |key: &String, (value, _): &(Arc<QueryResult>, Instant)| weight(key, value, floor),
+        )
+        .time_to_live(keep)
+        .build()
+}
+
 impl QueryCache {
     pub fn new(
         backends: Arc<Backends>,
         ttl: Duration,
         max_entries: u64,
         max_bytes: ByteSize,
+        keep_last_good: Option<Duration>,
         metrics: Arc<Metrics>,
     ) -> Self {
         // A zero TTL still coalesces concurrent identical queries; results expire at once.
@@ -65,6 +86,7 @@ impl QueryCache {
         QueryCache {
             backends,
             values: build_values(ttl, max_entries, max_bytes),
+            last_good: keep_last_good.map(|keep| build_last_good(keep, max_entries, max_bytes)),
             metrics,
         }
     }
@@ -74,10 +96,13 @@ impl QueryCache {
     }
 
     /// The result of `promql` on `backend`, from the cache or from one call (with failover).
+    /// With `max_stale` (the rule's `on_error = "stale"`), an unavailable backend is answered
+    /// with the last good result if it is at most that old.
     pub async fn query(
         &self,
         backend: &str,
         promql: &str,
+        max_stale: Option<Duration>,
     ) -> Result<Arc<QueryResult>, PrometheusError> {
         // Backend names have no spaces (they are DNS labels), so this key is unambiguous.
         let key = format!("{backend} {promql}");
@@ -85,6 +110,46 @@ impl QueryCache {
             self.metrics.count(&self.metrics.cache_lookups, "hit");
             return Ok(hit);
         }
+        let store = self.last_good.as_ref().filter(|_| max_stale.is_some());
+        match (
+            self.fetch(backend, promql, key.clone()).await,
+            store,
+            max_stale,
+        ) {
+            (Ok(fresh), Some(store), _) => {
+                store.insert(key, (fresh.clone(), Instant::now())).await;
+                Ok(fresh)
+            }
+            (Err(e), Some(store), Some(max_stale)) if e.is_unavailable() => {
+                match store.get(&key).await {
+                    Some((last, at)) if at.elapsed() <= max_stale => {
+                        self.metrics
+                            .stale_answers
+                            .get_or_create(&BackendLabels {
+                                backend: backend.to_string(),
+                            })
+                            .inc();
+                        tracing::warn!(%backend, promql = %promql, age_s = at.elapsed().as_secs(), max_stale_s = max_stale.as_secs(), error = %e, "backend unavailable; serving the last good answer (on_error = \"stale\")");
+                        Ok(last)
+                    }
+                    // Kept no longer than the longest max_stale: gone means too old too.
+                    _ => {
+                        tracing::warn!(%backend, promql = %promql, max_stale_s = max_stale.as_secs(), error = %e, "backend unavailable and no answer younger than max_stale to serve");
+                        Err(e)
+                    }
+                }
+            }
+            (result, _, _) => result,
+        }
+    }
+
+    /// A miss: one call (with failover) shared by every concurrent caller of the key.
+    async fn fetch(
+        &self,
+        backend: &str,
+        promql: &str,
+        key: String,
+    ) -> Result<Arc<QueryResult>, PrometheusError> {
         self.metrics.count(&self.metrics.cache_lookups, "miss");
         let backends = self.backends.clone();
         let metrics = self.metrics.clone();

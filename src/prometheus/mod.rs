@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backends;
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod sigv4;

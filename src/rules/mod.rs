@@ -13,7 +13,7 @@ pub mod template;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CacheConfig, ConfigFile, OnMissing, RuleConfig};
+use crate::config::{CacheConfig, ConfigFile, OnError, OnMissing, RuleConfig};
 use backends::BackendSet;
 use naming::{MetricNamer, SeriesFilter};
 use resource_metrics::ResourceRules;
@@ -59,6 +59,8 @@ pub struct Rule {
     pub window: Option<Duration>,
     /// The backend its series and metrics queries go to (an existing one, checked at load).
     pub backend: String,
+    /// `on_error = "stale"`: how old an answer may be served when the backend is down.
+    pub max_stale: Option<Duration>,
 }
 
 impl Rule {
@@ -201,6 +203,16 @@ impl RuleSet {
 
     pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
         self.custom.iter().chain(self.external.iter())
+    }
+
+    /// The longest `max_stale` of any rule: how long last good answers must be kept. None
+    /// when no rule serves stale answers (then none are kept).
+    pub fn longest_stale(&self) -> Option<Duration> {
+        self.all_rules()
+            .map(|r| r.max_stale)
+            .chain(self.resource_rules.as_ref().map(|r| r.max_stale))
+            .flatten()
+            .max()
     }
 }
 
@@ -347,6 +359,7 @@ fn compile_rule(
     if cfg.window.is_some_and(|w| w.as_secs() == 0) {
         push("window", "must be at least 1s".into());
     }
+    let max_stale = stale_policy(cfg.on_error, cfg.max_stale, &mut push);
 
     if problems.len() != before {
         return None;
@@ -363,7 +376,37 @@ fn compile_rule(
         namespace_label,
         window: cfg.window,
         backend,
+        max_stale,
     })
+}
+
+/// `on_error`/`max_stale`: how long a stale answer may be served, when the rule allows it.
+pub(crate) fn stale_policy(
+    on_error: OnError,
+    max_stale: Option<Duration>,
+    push: &mut impl FnMut(&str, String),
+) -> Option<Duration> {
+    match (on_error, max_stale) {
+        (OnError::Stale, Some(age)) if age >= Duration::from_secs(1) => Some(age),
+        (OnError::Stale, Some(_)) => {
+            push("max_stale", "must be at least 1s".into());
+            None
+        }
+        (OnError::Stale, None) => {
+            push(
+                "max_stale",
+                "is required with on_error = \"stale\": the oldest answer that may be served \
+                 while the backend is down, e.g. \"5m\""
+                    .into(),
+            );
+            None
+        }
+        (OnError::Unavailable, Some(_)) => {
+            push("max_stale", "only applies with on_error = \"stale\"".into());
+            None
+        }
+        (OnError::Unavailable, None) => None,
+    }
 }
 
 /// A series query must be a plain vector selector: it goes to `/api/v1/series`.
@@ -519,6 +562,37 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
                 .contains("rules[0].backend: \"lt\" is not a backend"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stale_answers_need_a_bound() {
+        let stale = |extra: &str| GOOD.replacen("[[rules]]\n", &format!("[[rules]]\n{extra}\n"), 1);
+        let set = compile(&stale("on_error = \"stale\"\nmax_stale = \"5m\"")).expect("compiles");
+        assert_eq!(
+            set.custom[0].max_stale,
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(set.external[0].max_stale, None);
+        assert_eq!(
+            set.longest_stale(),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(compile(GOOD).expect("compiles").longest_stale(), None);
+        for (extra, message) in [
+            ("on_error = \"stale\"", "rules[0].max_stale: is required"),
+            (
+                "on_error = \"stale\"\nmax_stale = \"0s\"",
+                "rules[0].max_stale: must be at least 1s",
+            ),
+            ("max_stale = \"1m\"", "rules[0].max_stale: only applies"),
+        ] {
+            let err = compile(&stale(extra)).expect_err(extra).to_string();
+            assert!(err.contains(message), "{extra}: {err}");
+        }
+        let err = compile(&stale("on_error = \"later\""))
+            .expect_err("unknown")
+            .to_string();
+        assert!(err.contains("on_error"), "{err}");
     }
 
     #[test]

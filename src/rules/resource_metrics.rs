@@ -65,6 +65,8 @@ pub struct ResourceRules {
     pub missing_containers: MissingContainers,
     /// The backend the cpu and memory queries go to.
     pub backend: String,
+    /// `on_error = "stale"`: how old an answer may be served when the backend is down.
+    pub max_stale: Option<Duration>,
     cpu: ResourceQuery,
     memory: ResourceQuery,
 }
@@ -87,6 +89,9 @@ impl ResourceRules {
         warnings: &mut Vec<Problem>,
     ) -> Option<ResourceRules> {
         let before = problems.len();
+        let max_stale = super::stale_policy(cfg.on_error, cfg.max_stale, &mut |field, message| {
+            problems.push(problem(SECTION, field, &message))
+        });
         let cpu = ResourceQuery::compile(ComputeResource::Cpu, cfg.cpu.as_ref(), problems);
         let memory = ResourceQuery::compile(ComputeResource::Memory, cfg.memory.as_ref(), problems);
         let window = match cfg.window {
@@ -118,6 +123,7 @@ impl ResourceRules {
             window,
             missing_containers: cfg.missing_containers,
             backend,
+            max_stale,
             cpu,
             memory,
         })
