@@ -589,10 +589,10 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
             let err = compile(&stale(extra)).expect_err(extra).to_string();
             assert!(err.contains(message), "{extra}: {err}");
         }
-        let err = compile(&stale("on_error = \"later\""))
+        let err = crate::config::parse(&stale("on_error = \"later\""), std::path::Path::new("t"))
             .expect_err("unknown")
             .to_string();
-        assert!(err.contains("on_error"), "{err}");
+        assert!(err.contains("rules[0].on_error: unknown variant"), "{err}");
     }
 
     #[test]
