@@ -838,3 +838,165 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     assert_eq!(list["items"][0]["value"], "7", "{list:#}");
     cache_state(&bridge, "secrets", "synced").await;
 }
+
+/// The HPA's `ScalingActive` condition status ("True"/"False") and reason.
+async fn scaling_active(cp: &ControlPlane, name: &str) -> (String, String) {
+    let hpa = cp
+        .get_json(&format!(
+            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
+        ))
+        .await;
+    hpa["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "ScalingActive"))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 10 §4 with real HPAs: Prometheus is killed. The HPA on a rule with
+/// `on_error = "stale"` keeps `ScalingActive=True` (and its replicas) until `max_stale` runs
+/// out, then goes inactive; the HPA on a rule without the policy goes inactive at once, as
+/// before. When Prometheus is back, both are active again.
+#[tokio::test]
+async fn stale_policy_keeps_hpas_active_through_a_prometheus_outage() {
+    const MAX_STALE: Duration = Duration::from_secs(30);
+    let exporter = Exporter::start_empty().await;
+    exporter
+        .set_gauge("queue_depth", &[("namespace", NS), ("queue", "jobs")], 20.0)
+        .await;
+    let mut prometheus = Prometheus::start(&[exporter.target()]).await;
+    let cp = ControlPlane::start().await;
+    cp.apply(&shipped_objects()).await;
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    prometheus
+        .wait_for_series("queue_depth", Duration::from_secs(30))
+        .await;
+    let rules = format!(
+        r#"
+[prometheus]
+url = "{}"
+timeout = "2s"
+
+[cache]
+ttl = "1s"
+discovery_interval = "5s"
+series_max_age = "10m"
+
+[[external_rules]]
+series_query = 'queue_depth{{namespace!=""}}'
+name = {{ matches = "^queue_depth$", as = "queue_depth_stale" }}
+resources.overrides = {{ namespace = {{ resource = "namespace" }} }}
+metrics_query = 'max(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
+on_error = "stale"
+max_stale = "{}s"
+
+[[external_rules]]
+series_query = 'queue_depth{{namespace!=""}}'
+name = {{ matches = "^queue_depth$", as = "queue_depth_strict" }}
+resources.overrides = {{ namespace = {{ resource = "namespace" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
+"#,
+        prometheus.url(),
+        MAX_STALE.as_secs()
+    );
+    let bridge = Bridge::start_for_cluster(&rules, &bridge_kubeconfig, SERVICE_DNS, &[]).await;
+    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
+    register(&cp, &ca, bridge.port).await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+    ))
+    .await;
+    cp.wait_apiservices_available().await;
+
+    let external = |metric: &str| {
+        format!(
+            "  - type: External\n    external:\n      metric: {{name: {metric}}}\n      target: {{type: AverageValue, averageValue: \"10\"}}"
+        )
+    };
+    cp.apply(
+        &[
+            deployment("stale-web"),
+            deployment("strict-web"),
+            hpa("stale-web", &external("queue_depth_stale")),
+            hpa("strict-web", &external("queue_depth_strict")),
+        ]
+        .concat(),
+    )
+    .await;
+    // 20 queued at 10 per pod: two replicas each.
+    scaled_to(&cp, &exporter, "stale-web", 2, None).await;
+    scaled_to(&cp, &exporter, "strict-web", 2, None).await;
+    for name in ["stale-web", "strict-web"] {
+        assert_eq!(scaling_active(&cp, name).await.0, "True", "{name}");
+    }
+
+    prometheus.stop().await;
+    let stopped = tokio::time::Instant::now();
+    // Without the policy: inactive at the next syncs (2 s period), as before.
+    let strict = wait_until("strict-web inactive", Duration::from_secs(30), || async {
+        let (status, reason) = scaling_active(&cp, "strict-web").await;
+        (status == "False").then_some(reason)
+    })
+    .await;
+    assert_eq!(strict, "FailedGetExternalMetric");
+    // With it: active, on the last good value, until max_stale has passed since that value.
+    while stopped.elapsed() < MAX_STALE - Duration::from_secs(8) {
+        let (status, reason) = scaling_active(&cp, "stale-web").await;
+        assert_eq!(
+            status,
+            "True",
+            "stale-web went inactive ({reason}) {:?} into the outage; max_stale is {MAX_STALE:?}\n{}",
+            stopped.elapsed(),
+            bridge.log()
+        );
+        assert_eq!(replicas(&cp, "stale-web").await, 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let reason = wait_until(
+        "stale-web inactive past max_stale",
+        Duration::from_secs(40),
+        || async {
+            let (status, reason) = scaling_active(&cp, "stale-web").await;
+            (status == "False").then_some(reason)
+        },
+    )
+    .await;
+    assert_eq!(reason, "FailedGetExternalMetric");
+    assert!(
+        stopped.elapsed() >= MAX_STALE - Duration::from_secs(3),
+        "stale-web went inactive {:?} into the outage, before max_stale",
+        stopped.elapsed()
+    );
+    assert!(
+        bridge
+            .self_metric("kube_metrics_bridge_stale_answers_total{backend=\"default\"}")
+            .await
+            .unwrap_or(0.0)
+            >= 5.0
+    );
+    for name in ["stale-web", "strict-web"] {
+        assert_eq!(replicas(&cp, name).await, 2, "{name} kept its replicas");
+    }
+
+    // Back: both active again (after the breaker's next trial, at most 10 s).
+    prometheus.restart().await;
+    for name in ["stale-web", "strict-web"] {
+        wait_until(
+            &format!("{name} active again"),
+            Duration::from_secs(60),
+            || async { (scaling_active(&cp, name).await.0 == "True").then_some(()) },
+        )
+        .await;
+    }
+}
