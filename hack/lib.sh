@@ -100,3 +100,15 @@ ensure_adapter() {
   KMB_BENCH_ADAPTER_BIN=${KMB_BENCH_ADAPTER_BIN:-$(bash hack/bench/adapter/build.sh)}
   export KMB_BENCH_ADAPTER_BIN
 }
+
+# Builds (once, cached) the PromQL engines of the backend tests (integration/engines/):
+# prom-label-proxy, single-node VictoriaMetrics and Thanos; exports their paths (each kept
+# when already set).
+ensure_engines() {
+  ensure_go
+  echo "== PromQL engines for the backend tests (prom-label-proxy, VictoriaMetrics, Thanos; cached after the first build)"
+  KMB_PROM_LABEL_PROXY_BIN=${KMB_PROM_LABEL_PROXY_BIN:-$(bash integration/engines/prom-label-proxy/build.sh)}
+  KMB_VICTORIAMETRICS_BIN=${KMB_VICTORIAMETRICS_BIN:-$(bash integration/engines/victoriametrics/build.sh)}
+  KMB_THANOS_BIN=${KMB_THANOS_BIN:-$(bash integration/engines/thanos/build.sh)}
+  export KMB_PROM_LABEL_PROXY_BIN KMB_VICTORIAMETRICS_BIN KMB_THANOS_BIN
+}

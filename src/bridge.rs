@@ -13,7 +13,7 @@ use crate::kube::objects::{ObjectResolver, ObjectSet, ResolveError};
 use crate::kube::resources::{ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, Metrics, ValueLabels};
 use crate::not_found::NotFound;
-use crate::prometheus::{PrometheusError, QueryCache, Sample};
+use crate::prometheus::{PrometheusError, QueryCache, RuleQuery, Sample};
 use crate::query::{self, QueryError, Scope};
 use crate::request::{CustomRequest, ExternalRequest, Target};
 use crate::response::{CustomItem, CustomList, DescribedObject, ExternalList, ExternalValue};
@@ -168,7 +168,12 @@ impl Bridge {
         let plan = self.plan_custom(&registry, req).await?;
         let rule = rule_of(&registry, plan.metric.rule)?;
         let result = self
-            .query(&rule.backend, &plan.promql, rule.max_stale)
+            .query(RuleQuery {
+                backend: &rule.backend,
+                promql: &plan.promql,
+                namespace: req.tenant(),
+                max_stale: rule.max_stale,
+            })
             .await?;
 
         let wanted: Option<HashSet<&str>> = plan
@@ -236,7 +241,14 @@ impl Bridge {
             .external_metric(&req.metric)
             .ok_or_else(|| external_not_found(req))?;
         let rule = rule_of(&registry, metric.rule)?;
-        let result = self.query(&rule.backend, &promql, rule.max_stale).await?;
+        let result = self
+            .query(RuleQuery {
+                backend: &rule.backend,
+                promql: &promql,
+                namespace: Some(&req.namespace),
+                max_stale: rule.max_stale,
+            })
+            .await?;
         let mut items: Vec<ExternalValue> = result
             .samples()
             .iter()
@@ -286,16 +298,21 @@ impl Bridge {
         )?)
     }
 
-    /// `promql` on `backend` (a rule's), through the value cache; `max_stale` is the rule's
-    /// `on_error = "stale"` bound.
+    /// A rule's query through the value cache. A per-namespace backend (tenant headers or
+    /// parameters) cannot answer a request that names no namespace.
     pub(crate) async fn query(
         &self,
-        backend: &str,
-        promql: &str,
-        max_stale: Option<std::time::Duration>,
+        ask: RuleQuery<'_>,
     ) -> Result<Arc<crate::prometheus::QueryResult>, AnswerError> {
         let cache = self.backend.load_full();
-        Ok(cache.query(backend, promql, max_stale).await?)
+        if ask.namespace.is_none() && cache.backends().is_per_namespace(ask.backend) {
+            return Err(AnswerError::BadRequest(format!(
+                "this metric comes from backend {:?}, which answers one namespace (tenant) at a \
+                 time; ask for it within a namespace",
+                ask.backend
+            )));
+        }
+        Ok(cache.query(ask).await?)
     }
 
     /// The Quantity for a sample, or None if it has none (NaN/Inf count as missing).

@@ -53,8 +53,17 @@ pub struct BackendConfig {
     /// Deadline for every call to Prometheus; requests never wait longer.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Extra headers on every call, e.g. `X-Scope-OrgID` for Mimir/Cortex tenants.
+    /// Extra headers on every call, e.g. `X-Scope-OrgID` for Mimir/Cortex tenants. A value
+    /// may hold `<<.Namespace>>`: the request's namespace (the tenant), per call.
     pub headers: BTreeMap<String, String>,
+    /// Extra query parameters on every call (`namespace = "<<.Namespace>>"` for
+    /// prom-label-proxy); templated like `headers`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_params: BTreeMap<String, String>,
+    /// Where this backend's rules list their series, when this one cannot: a backend whose
+    /// headers or parameters hold `<<.Namespace>>` has no tenant outside a request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery_backend: Option<String>,
     /// `Authorization: Bearer` with the file's content (re-read when the file changes).
     pub bearer_token_file: Option<PathBuf>,
     /// `Authorization: Basic` with a username and a password read from a file.
@@ -89,6 +98,8 @@ impl Default for BackendConfig {
             url: "http://127.0.0.1:9090".into(),
             timeout: Duration::from_secs(5),
             headers: BTreeMap::new(),
+            query_params: BTreeMap::new(),
+            discovery_backend: None,
             bearer_token_file: None,
             basic_auth: None,
             oauth2: None,

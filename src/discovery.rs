@@ -145,7 +145,7 @@ impl SeriesSource {
     }
 
     pub fn of(rule: &crate::rules::Rule) -> Self {
-        SeriesSource::new(&rule.backend, &rule.series_query)
+        SeriesSource::new(&rule.discovery_backend, &rule.series_query)
     }
 }
 

@@ -70,6 +70,19 @@ pub struct CustomRequest {
     pub namespace_metric: bool,
 }
 
+impl CustomRequest {
+    /// The namespace the request is about: its path's namespace, or for
+    /// `namespaces/{ns}/metrics/{metric}` the namespace named. The tenant of a
+    /// per-namespace backend.
+    pub fn tenant(&self) -> Option<&str> {
+        match (&self.namespace, &self.target) {
+            (Some(ns), _) => Some(ns),
+            (None, Target::Named(ns)) if self.namespace_metric => Some(ns),
+            _ => None,
+        }
+    }
+}
+
 /// The two kinds the Resource Metrics API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {

@@ -483,8 +483,8 @@ impl Bridge {
         );
         let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
         let (cpu_samples, memory_samples) = futures::try_join!(
-            self.query(&rules.backend, &cpu_query, rules.max_stale),
-            self.query(&rules.backend, &memory_query, rules.max_stale)
+            self.query(rules.query(&cpu_query, req.namespace.as_deref())),
+            self.query(rules.query(&memory_query, req.namespace.as_deref()))
         )?;
         let source = match &pods {
             Some(pods) => PodSource::Cluster(pods),
@@ -530,8 +530,8 @@ impl Bridge {
         );
         let [(_, cpu_query), (_, memory_query)] = queries(rules, req)?;
         let (cpu_samples, memory_samples) = futures::try_join!(
-            self.query(&rules.backend, &cpu_query, rules.max_stale),
-            self.query(&rules.backend, &memory_query, rules.max_stale)
+            self.query(rules.query(&cpu_query, req.namespace.as_deref())),
+            self.query(rules.query(&memory_query, req.namespace.as_deref()))
         )?;
         let source = match &nodes {
             Some(nodes) => NodeSource::Cluster(nodes),

@@ -620,7 +620,7 @@ async fn check_rules_and_prometheus(
     let mut default_answers = false;
     for client in backends.iter() {
         let what = backend_title(&rules, client);
-        match client.query("vector(1)").await {
+        match client.query("vector(1)", Some("default")).await {
             Ok(_) => {
                 default_answers |= client.name() == backends.default_name();
                 report.ok(&format!("{what} answers queries"));
@@ -739,7 +739,7 @@ async fn check_resource_queries(
                     continue;
                 }
             };
-            match backends.query(&rules.backend, &query, metrics).await {
+            match backends.query(&rules.backend, &query, None, metrics).await {
                 Ok(result) if result.result.samples().is_empty() => report.warn(
                     &what,
                     &format!("{query} returns no series: kubectl top will find no metrics"),

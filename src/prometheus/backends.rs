@@ -167,17 +167,26 @@ impl Backends {
         self.clients.values()
     }
 
-    /// An instant query on `backend`, failing over when it is unavailable.
+    /// An instant query on `backend`, failing over when it is unavailable; `tenant` is the
+    /// request's namespace, for per-namespace backends.
     pub async fn query(
         &self,
         backend: &str,
         promql: &str,
+        tenant: Option<&str>,
         metrics: &Metrics,
     ) -> Result<QueryAnswer, PrometheusError> {
         self.call(backend, "query", metrics, |client| async move {
-            client.query(promql).await
+            client.query(promql, tenant).await
         })
         .await
+    }
+
+    /// Whether any backend of `backend`'s chain needs the request's namespace.
+    pub fn is_per_namespace(&self, backend: &str) -> bool {
+        self.chains
+            .get(backend)
+            .is_some_and(|chain| chain.iter().any(|c| c.is_per_namespace()))
     }
 
     /// A series listing on `backend`, failing over when it is unavailable.
@@ -276,7 +285,10 @@ mod tests {
              [[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{b}\"\n"
         ));
         let metrics = Metrics::new();
-        let err = all.query("a", "up", &metrics).await.expect_err("both down");
+        let err = all
+            .query("a", "up", None, &metrics)
+            .await
+            .expect_err("both down");
         assert!(err.is_unavailable(), "{err}");
         let failovers = metrics
             .backend_failovers
@@ -295,7 +307,9 @@ mod tests {
             assert!(text.contains(&line), "{line} not in\n{text}");
         }
         // b has no failover of its own.
-        all.query("b", "up", &metrics).await.expect_err("down");
+        all.query("b", "up", None, &metrics)
+            .await
+            .expect_err("down");
         assert_eq!(
             metrics
                 .backend_failovers

@@ -24,6 +24,18 @@ use super::client::{PrometheusError, QueryResult};
 use crate::config::ByteSize;
 use crate::metrics::{BackendLabels, Metrics, ValueLabels};
 
+/// One query as a rule asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleQuery<'a> {
+    /// The rule's backend.
+    pub backend: &'a str,
+    pub promql: &'a str,
+    /// The request's namespace: the tenant of a per-namespace backend (ignored by others).
+    pub namespace: Option<&'a str>,
+    /// The rule's `on_error = "stale"` bound.
+    pub max_stale: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct QueryCache {
     backends: Arc<Backends>,
@@ -95,24 +107,30 @@ impl QueryCache {
         &self.backends
     }
 
-    /// The result of `promql` on `backend`, from the cache or from one call (with failover).
-    /// With `max_stale` (the rule's `on_error = "stale"`), an unavailable backend is answered
-    /// with the last good result if it is at most that old.
-    pub async fn query(
-        &self,
-        backend: &str,
-        promql: &str,
-        max_stale: Option<Duration>,
-    ) -> Result<Arc<QueryResult>, PrometheusError> {
-        // Backend names have no spaces (they are DNS labels), so this key is unambiguous.
-        let key = format!("{backend} {promql}");
+    /// The result of a rule's query, from the cache or from one call (with failover). With
+    /// `max_stale` (the rule's `on_error = "stale"`), an unavailable backend is answered with
+    /// the last good result if it is at most that old.
+    pub async fn query(&self, ask: RuleQuery<'_>) -> Result<Arc<QueryResult>, PrometheusError> {
+        let RuleQuery {
+            backend,
+            promql,
+            max_stale,
+            ..
+        } = ask;
+        // A per-namespace backend answers each namespace (tenant) with its own data.
+        let tenant = ask
+            .namespace
+            .filter(|_| self.backends.is_per_namespace(backend));
+        // Backend names and namespaces are DNS labels (no newline), so this key is
+        // unambiguous.
+        let key = format!("{backend}\n{}\n{promql}", tenant.unwrap_or_default());
         if let Some(hit) = self.values.get(&key).await {
             self.metrics.count(&self.metrics.cache_lookups, "hit");
             return Ok(hit);
         }
         let store = self.last_good.as_ref().filter(|_| max_stale.is_some());
         match (
-            self.fetch(backend, promql, key.clone()).await,
+            self.fetch(backend, promql, tenant, key.clone()).await,
             store,
             max_stale,
         ) {
@@ -148,6 +166,7 @@ impl QueryCache {
         &self,
         backend: &str,
         promql: &str,
+        tenant: Option<&str>,
         key: String,
     ) -> Result<Arc<QueryResult>, PrometheusError> {
         self.metrics.count(&self.metrics.cache_lookups, "miss");
@@ -155,10 +174,13 @@ impl QueryCache {
         let metrics = self.metrics.clone();
         let backend = backend.to_string();
         let query = promql.to_string();
+        let tenant = tenant.map(str::to_string);
         self.values
             .try_get_with(key, async move {
                 let started = Instant::now();
-                let result = backends.query(&backend, &query, &metrics).await;
+                let result = backends
+                    .query(&backend, &query, tenant.as_deref(), &metrics)
+                    .await;
                 match &result {
                     Ok(_) => tracing::debug!(%backend, promql = %query, elapsed_ms = started.elapsed().as_millis() as u64, "prometheus query"),
                     Err(e) => tracing::warn!(%backend, promql = %query, error = %e, "prometheus query failed"),

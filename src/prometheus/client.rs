@@ -266,6 +266,9 @@ pub struct PrometheusClient {
     method: HttpMethod,
     timeout: Duration,
     auth: Auth,
+    /// Headers and query parameters that hold `<<.Namespace>>`, rendered per call.
+    tenant_headers: Vec<(HeaderName, String)>,
+    query_params: Vec<(String, String)>,
     max_response_bytes: ByteSize,
 }
 
@@ -305,7 +308,12 @@ fn tls_stamps(cfg: &BackendConfig) -> Vec<Option<FileStamp>> {
 fn build_http(cfg: &BackendConfig, place: &str) -> anyhow::Result<reqwest::Client> {
     use anyhow::Context;
     let mut headers = HeaderMap::new();
-    for (header, value) in &cfg.headers {
+    // Per-namespace headers are added per call.
+    let fixed = cfg
+        .headers
+        .iter()
+        .filter(|(_, v)| !v.contains(crate::rules::backends::NAMESPACE_VARIABLE));
+    for (header, value) in fixed {
         headers.insert(
             HeaderName::from_bytes(header.as_bytes())
                 .with_context(|| format!("{place}: headers: {header:?}"))?,
@@ -370,6 +378,16 @@ impl PrometheusClient {
         }
         let files = tls_stamps(cfg);
         let http = build_http(cfg, &place)?;
+        let mut tenant_headers = Vec::new();
+        for (header, value) in &cfg.headers {
+            if value.contains(crate::rules::backends::NAMESPACE_VARIABLE) {
+                tenant_headers.push((
+                    HeaderName::from_bytes(header.as_bytes())
+                        .with_context(|| format!("{place}: headers: {header:?}"))?,
+                    value.clone(),
+                ));
+            }
+        }
         Ok(PrometheusClient {
             name,
             http: ArcSwap::from_pointee(TlsClient { http, files }),
@@ -378,6 +396,12 @@ impl PrometheusClient {
             method: cfg.method,
             timeout: cfg.timeout,
             auth: Auth::new(cfg),
+            tenant_headers,
+            query_params: cfg
+                .query_params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             max_response_bytes: cfg.max_response_bytes,
         })
     }
@@ -421,11 +445,29 @@ impl PrometheusClient {
         &self.base
     }
 
-    /// An instant query at the current time.
-    pub async fn query(&self, promql: &str) -> Result<QueryAnswer, PrometheusError> {
+    /// Whether calls need the request's namespace (`<<.Namespace>>` in headers or params).
+    pub fn is_per_namespace(&self) -> bool {
+        !self.tenant_headers.is_empty()
+            || self
+                .query_params
+                .iter()
+                .any(|(_, v)| v.contains(crate::rules::backends::NAMESPACE_VARIABLE))
+    }
+
+    /// An instant query at the current time; `tenant` is the request's namespace, for a
+    /// per-namespace backend.
+    pub async fn query(
+        &self,
+        promql: &str,
+        tenant: Option<&str>,
+    ) -> Result<QueryAnswer, PrometheusError> {
         let timeout = format!("{}ms", self.timeout.as_millis());
         let response = self
-            .send("api/v1/query", &[("query", promql), ("timeout", &timeout)])
+            .send(
+                "api/v1/query",
+                &[("query", promql), ("timeout", &timeout)],
+                tenant,
+            )
             .await?;
         let status = response.status();
         let body = self.read_capped(response).await?;
@@ -446,7 +488,11 @@ impl PrometheusClient {
             .unwrap_or(0)
             .to_string();
         let mut response = self
-            .send("api/v1/series", &[("match[]", selector), ("start", &start)])
+            .send(
+                "api/v1/series",
+                &[("match[]", selector), ("start", &start)],
+                None,
+            )
             .await?;
         let status = response.status();
         self.check_declared_length(&response)?;
@@ -494,16 +540,45 @@ impl PrometheusClient {
         &self,
         path: &str,
         params: &[(&str, &str)],
+        tenant: Option<&str>,
     ) -> Result<reqwest::Response, PrometheusError> {
+        use crate::rules::backends::{render_tenant, NAMESPACE_VARIABLE};
         let url = self
             .base
             .join(path)
             .map_err(|e| PrometheusError::Malformed(format!("url: {e}")))?;
-        let http = self.http();
-        let builder = match self.method {
-            HttpMethod::Get => http.http.get(url).query(params),
-            HttpMethod::Post => http.http.post(url).form(params),
+        let render = |value: &str| -> Result<String, PrometheusError> {
+            match (value.contains(NAMESPACE_VARIABLE), tenant) {
+                (false, _) => Ok(value.to_string()),
+                (true, Some(namespace)) => Ok(render_tenant(value, namespace)),
+                // Requests without a namespace are refused before they get here.
+                (true, None) => Err(PrometheusError::Query {
+                    kind: "tenant".into(),
+                    message: format!(
+                        "backend {:?} needs the request's namespace, and this call has none",
+                        self.name
+                    ),
+                }),
+            }
         };
+        let mut extra = Vec::with_capacity(self.query_params.len());
+        for (name, value) in &self.query_params {
+            extra.push((name.as_str(), render(value)?));
+        }
+        let http = self.http();
+        // The backend's own parameters go in the URL for POST too (prom-label-proxy reads them
+        // from either).
+        let builder = match self.method {
+            HttpMethod::Get => http.http.get(url).query(&extra).query(params),
+            HttpMethod::Post => http.http.post(url).query(&extra).form(params),
+        };
+        let mut builder = builder;
+        for (name, value) in &self.tenant_headers {
+            let value = HeaderValue::from_str(&render(value)?).map_err(|_| {
+                PrometheusError::Malformed(format!("header {name}: not a valid value"))
+            })?;
+            builder = builder.header(name, value);
+        }
         let mut request = builder
             .build()
             .map_err(|e| PrometheusError::Malformed(format!("building the request: {e}")))?;

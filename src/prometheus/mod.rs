@@ -9,5 +9,5 @@ pub mod client;
 pub mod sigv4;
 
 pub use backends::Backends;
-pub use cache::QueryCache;
+pub use cache::{QueryCache, RuleQuery};
 pub use client::{PrometheusClient, PrometheusError, QueryAnswer, QueryResult, Sample, SeriesSet};

@@ -12,6 +12,24 @@ use super::Problem;
 /// The name `[prometheus]` (or a file with neither section) gets.
 pub const DEFAULT_NAME: &str = "default";
 
+/// The one variable a backend's `headers` and `query_params` may hold: the request's
+/// namespace, the tenant of prom-label-proxy, Thanos' tenancy or a per-namespace Mimir org.
+pub const NAMESPACE_VARIABLE: &str = "<<.Namespace>>";
+
+/// A header or parameter value for one request's namespace.
+pub fn render_tenant(template: &str, namespace: &str) -> String {
+    template.replace(NAMESPACE_VARIABLE, namespace)
+}
+
+/// Whether the backend's calls depend on the request's namespace.
+pub fn is_per_namespace(backend: &BackendConfig) -> bool {
+    backend
+        .headers
+        .values()
+        .chain(backend.query_params.values())
+        .any(|v| v.contains(NAMESPACE_VARIABLE))
+}
+
 /// The checked backends, in file order, each with its name set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendSet {
@@ -89,6 +107,7 @@ impl BackendSet {
         let default = name_of(default).to_string();
         let set = BackendSet { list, default };
         for (i, backend) in set.list.iter().enumerate() {
+            check_discovery_backend(&set, i, backend, problems);
             for (j, next) in backend.failover.iter().enumerate() {
                 let field = format!("failover[{j}]");
                 if set.get(next).is_none() {
@@ -160,6 +179,15 @@ impl BackendSet {
         self.list.iter()
     }
 
+    /// The backend that lists the series of rules on `name`: its `discovery_backend`, else
+    /// itself.
+    pub fn discovery_for<'a>(&'a self, name: &'a str) -> &'a str {
+        self.get(name)
+            .and_then(|b| b.discovery_backend.as_deref())
+            .filter(|d| self.get(d).is_some())
+            .unwrap_or(name)
+    }
+
     /// `name` followed by its failover backends: the order a call tries them in.
     pub fn chain(&self, name: &str) -> Vec<&BackendConfig> {
         let Some(first) = self.get(name) else {
@@ -181,6 +209,43 @@ fn names<'a>(backends: impl Iterator<Item = &'a BackendConfig>) -> String {
         .map(|b| format!("{:?}", name_of(b)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A backend whose calls need a namespace lists series through another one.
+fn check_discovery_backend(
+    set: &BackendSet,
+    i: usize,
+    backend: &BackendConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let place = format!("backends[{i}]");
+    match backend.discovery_backend.as_deref() {
+        None if is_per_namespace(backend) => problems.push(problem(
+            &place,
+            "discovery_backend",
+            &format!(
+                "is required: headers or query_params use {NAMESPACE_VARIABLE}, which series \
+                 discovery (no request, no namespace) cannot fill; name a backend that lists \
+                 series across namespaces"
+            ),
+        )),
+        None => {}
+        Some(d) => match set.get(d) {
+            None => problems.push(problem(
+                &place,
+                "discovery_backend",
+                &format!("{d:?} is not a backend; known: {}", names(set.list.iter())),
+            )),
+            Some(other) if is_per_namespace(other) => problems.push(problem(
+                &place,
+                "discovery_backend",
+                &format!(
+                    "{d:?} uses {NAMESPACE_VARIABLE} itself; discovery needs one that does not"
+                ),
+            )),
+            Some(_) => {}
+        },
+    }
 }
 
 /// A DNS label: safe as a metric label value and in logs, and what people name services.
@@ -249,6 +314,24 @@ fn check_connection(place: &str, p: &BackendConfig, problems: &mut Vec<Problem>)
                 "headers",
                 format!("{name:?} is not a valid HTTP header name"),
             );
+        }
+    }
+    for (field, values) in [("headers", &p.headers), ("query_params", &p.query_params)] {
+        for (name, value) in values {
+            let rest = value.replace(NAMESPACE_VARIABLE, "");
+            if rest.contains("<<") || rest.contains(">>") {
+                push(
+                    &format!("{field}.{name}"),
+                    format!("{value:?}: the only variable here is {NAMESPACE_VARIABLE}"),
+                );
+            } else if field == "headers"
+                && http::HeaderValue::from_str(&render_tenant(value, "namespace")).is_err()
+            {
+                push(
+                    &format!("{field}.{name}"),
+                    "is not a valid HTTP header value".into(),
+                );
+            }
         }
     }
     check_auth(p, &mut push);
@@ -476,6 +559,35 @@ mod tests {
             let (set, problems) = compile(block);
             assert!(problems.is_empty(), "{problems:?} in\n{block}");
             assert!(set.iter().count() >= 3, "{block}");
+        }
+    }
+
+    #[test]
+    fn per_namespace_backends_need_a_discovery_backend() {
+        let (set, problems) = compile(
+            "[[backends]]\nname = \"tenants\"\nurl = \"http://proxy:8080\"\n\
+             query_params = { namespace = \"<<.Namespace>>\" }\ndiscovery_backend = \"raw\"\n\
+             [[backends]]\nname = \"raw\"\nurl = \"http://prometheus:9090\"\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(set.discovery_for("tenants"), "raw");
+        assert_eq!(set.discovery_for("raw"), "raw");
+        assert!(is_per_namespace(set.get("tenants").expect("tenants")));
+        assert_eq!(render_tenant("team-<<.Namespace>>", "shop"), "team-shop");
+
+        let (_, problems) = compile(
+            "[[backends]]\nname = \"a\"\nurl = \"http://a\"\n\
+             headers = { X-Scope-OrgID = \"<<.Namespace>>\", X-Other = \"<<.Pod>>\" }\n\
+             [[backends]]\nname = \"b\"\nurl = \"http://b\"\n\
+             query_params = { namespace = \"<<.Namespace>>\" }\ndiscovery_backend = \"a\"\n",
+        );
+        let all = problems.join("\n");
+        for expected in [
+            "backends[0].discovery_backend: is required",
+            "backends[0].headers.X-Other: \"<<.Pod>>\": the only variable here is <<.Namespace>>",
+            "backends[1].discovery_backend: \"a\" uses <<.Namespace>> itself",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in\n{all}");
         }
     }
 

@@ -57,8 +57,10 @@ pub struct Rule {
     /// Label that carries the namespace, when the rule associates one.
     pub namespace_label: Option<String>,
     pub window: Option<Duration>,
-    /// The backend its series and metrics queries go to (an existing one, checked at load).
+    /// The backend its metrics queries go to (an existing one, checked at load).
     pub backend: String,
+    /// The backend its series are listed on: the backend's `discovery_backend`, else itself.
+    pub discovery_backend: String,
     /// `on_error = "stale"`: how old an answer may be served when the backend is down.
     pub max_stale: Option<Duration>,
 }
@@ -156,7 +158,11 @@ impl RuleSet {
                     let id = RuleId { api, index };
                     let backend =
                         backends.resolve(cfg.backend.as_deref(), &id.to_string(), problems);
-                    compile_rule(id, cfg, backend, problems)
+                    let discovery = backends.discovery_for(&backend).to_string();
+                    compile_rule(id, cfg, backend, problems).map(|rule| Rule {
+                        discovery_backend: discovery,
+                        ..rule
+                    })
                 })
                 .collect::<Vec<_>>()
         };
@@ -376,6 +382,7 @@ fn compile_rule(
         namespace_label,
         window: cfg.window,
         backend,
+        discovery_backend: String::new(),
         max_stale,
     })
 }

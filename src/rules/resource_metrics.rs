@@ -72,6 +72,21 @@ pub struct ResourceRules {
 }
 
 impl ResourceRules {
+    /// `promql` as this section asks its backend, for a request in `namespace` (None: nodes,
+    /// or pods across namespaces).
+    pub fn query<'a>(
+        &'a self,
+        promql: &'a str,
+        namespace: Option<&'a str>,
+    ) -> crate::prometheus::RuleQuery<'a> {
+        crate::prometheus::RuleQuery {
+            backend: &self.backend,
+            promql,
+            namespace,
+            max_stale: self.max_stale,
+        }
+    }
+
     pub fn rule(&self, resource: ComputeResource) -> &ResourceQuery {
         match resource {
             ComputeResource::Cpu => &self.cpu,
