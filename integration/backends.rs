@@ -303,3 +303,86 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     assert_eq!(value(&bridge, "load_stale").await, (200, "2500m".into()));
     assert!(bridge.log().contains("circuit closed"));
 }
+
+/// Discovery by the label API (names, then each name's label names) finds what the series
+/// API finds on a real Prometheus; `auto` falls back to the series API on a backend without
+/// the label API (the stand-in serves only `/api/v1/series`) and says so once.
+#[tokio::test]
+async fn label_api_discovery_matches_the_series_api() {
+    let exporter = Exporter::start_empty().await;
+    for (name, labels) in [
+        ("pod_load", vec![("namespace", "demo"), ("pod", "web-0")]),
+        (
+            "queue_depth",
+            vec![("namespace", "demo"), ("queue", "jobs")],
+        ),
+        ("node_temp", vec![("node", "n1")]),
+    ] {
+        exporter.set_gauge(name, &labels, 1.0).await;
+    }
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    prometheus
+        .wait_for_series("node_temp", Duration::from_secs(30))
+        .await;
+    let rules = |api: &str, url: &str| {
+        format!(
+            r#"
+[prometheus]
+url = "{url}"
+discovery_api = "{api}"
+
+[[rules]]
+series_query = '{{namespace!=""}}'
+resources.overrides = {{ namespace = {{ resource = "namespace" }}, pod = {{ resource = "pod" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+
+[[external_rules]]
+series_query = 'queue_depth'
+resources.overrides = {{ namespace = {{ resource = "namespace" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
+"#
+        )
+    };
+    let by_labels = Bridge::start(&rules("labels", &prometheus.url())).await;
+    let by_series = Bridge::start(&rules("series", &prometheus.url())).await;
+    let found = discovered(&by_labels).await;
+    assert_eq!(found, discovered(&by_series).await);
+    assert_eq!(
+        found,
+        [
+            "custom.metrics.k8s.io/v1beta2 namespaces/pod_load",
+            "custom.metrics.k8s.io/v1beta2 namespaces/queue_depth",
+            "custom.metrics.k8s.io/v1beta2 pods/pod_load",
+            "external.metrics.k8s.io/v1beta1 queue_depth",
+        ]
+    );
+    assert_eq!(value(&by_labels, "pod_load").await, (200, "1".into()));
+
+    let stand_in = fake_prometheus(Arc::new(AtomicU8::new(HEALTHY))).await;
+    let auto = Bridge::start(&rules("auto", &stand_in)).await;
+    assert_eq!(value(&auto, "pod_load").await, (200, "2500m".into()));
+    assert!(
+        auto.log().contains("the label API did not answer"),
+        "{}",
+        auto.log()
+    );
+}
+
+/// Every metric a bridge's discovery documents list, as `group/version name`, sorted.
+async fn discovered(bridge: &Bridge) -> Vec<String> {
+    let mut names = Vec::new();
+    for group in [
+        "custom.metrics.k8s.io/v1beta2",
+        "external.metrics.k8s.io/v1beta1",
+    ] {
+        let (_, list) = bridge.get(&format!("/apis/{group}")).await;
+        for r in list["resources"].as_array().cloned().unwrap_or_default() {
+            names.push(format!(
+                "{group} {}",
+                r["name"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    names.sort();
+    names
+}

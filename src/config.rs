@@ -64,6 +64,9 @@ pub struct BackendConfig {
     /// headers or parameters hold `<<.Namespace>>` has no tenant outside a request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery_backend: Option<String>,
+    /// How discovery lists series names and their label names on this backend.
+    #[serde(skip_serializing_if = "DiscoveryApi::is_default")]
+    pub discovery_api: DiscoveryApi,
     /// `Authorization: Bearer` with the file's content (re-read when the file changes).
     pub bearer_token_file: Option<PathBuf>,
     /// `Authorization: Basic` with a username and a password read from a file.
@@ -100,6 +103,7 @@ impl Default for BackendConfig {
             headers: BTreeMap::new(),
             query_params: BTreeMap::new(),
             discovery_backend: None,
+            discovery_api: DiscoveryApi::Auto,
             bearer_token_file: None,
             basic_auth: None,
             oauth2: None,
@@ -163,6 +167,27 @@ impl Default for SigV4Config {
             secret_access_key_file: PathBuf::new(),
             session_token_file: None,
         }
+    }
+}
+
+/// The calls discovery lists series with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryApi {
+    /// The label API, falling back to the series API where it fails (not where the backend
+    /// is down).
+    #[default]
+    Auto,
+    /// `/api/v1/label/__name__/values` for the names, then `/api/v1/labels` per name: answers
+    /// the size of the distinct names, whatever the number of series.
+    Labels,
+    /// `/api/v1/series`: every matching series (decoded as a stream), as prometheus-adapter.
+    Series,
+}
+
+impl DiscoveryApi {
+    pub fn is_default(&self) -> bool {
+        *self == DiscoveryApi::Auto
     }
 }
 

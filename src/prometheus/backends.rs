@@ -11,6 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::config::DiscoveryApi;
+
 use super::breaker::{Breaker, Change, Outcome, Permit, FAILURES_TO_OPEN};
 use super::client::{PrometheusClient, PrometheusError, QueryAnswer, SeriesSet};
 use crate::metrics::{BackendLabels, FailoverLabels, Metrics};
@@ -48,6 +50,65 @@ impl PrometheusError {
 }
 
 const CIRCUIT_OPEN: &str = "circuit open";
+
+/// Label-API calls in flight at once for one listing.
+const LABEL_CALLS: usize = 8;
+
+/// A listing by the label API: the names `selector` finds, then each name's label names.
+/// The answers are as large as the distinct names, not the series. A name whose own listing
+/// finds no labels is left out: a backend that ignores `match[]` on label values lists every
+/// name, and this drops the ones the selector does not match.
+async fn by_labels(
+    client: &PrometheusClient,
+    selector: &str,
+    start: SystemTime,
+) -> Result<SeriesSet, PrometheusError> {
+    use futures::StreamExt;
+    let names = client.label_values("__name__", selector, start).await?;
+    let mut set = SeriesSet::default();
+    let mut valid = Vec::with_capacity(names.len());
+    for name in names {
+        if crate::promql::is_metric_name(&name) {
+            valid.push(name);
+        } else {
+            // Counted and remembered as dropped, never put into a selector.
+            set.add(&name, std::iter::empty::<String>());
+        }
+    }
+    let mut answers = futures::stream::iter(valid.into_iter().map(|name| async move {
+        let one = with_name(selector, &name);
+        (name, client.label_names(&one, start).await)
+    }))
+    .buffer_unordered(LABEL_CALLS);
+    while let Some((name, labels)) = answers.next().await {
+        let labels: Vec<String> = labels?.into_iter().filter(|l| l != "__name__").collect();
+        if !labels.is_empty() {
+            set.add(&name, labels);
+        }
+    }
+    Ok(set)
+}
+
+/// `selector` narrowed to series named `name` (a valid metric name): its matchers with
+/// `__name__="name"` added, in the all-braces form (a selector's name becomes a `__name__`
+/// matcher, as Prometheus refuses a name and a `__name__` matcher together).
+pub fn with_name(selector: &str, name: &str) -> String {
+    let selector = selector.trim();
+    let (fixed, rest) = match selector.find('{') {
+        Some(i) => (selector[..i].trim(), &selector[i + 1..]),
+        None => (selector, "}"),
+    };
+    let rest = rest.trim_start();
+    let mut out = format!("{{__name__=\"{name}\"");
+    if !fixed.is_empty() {
+        out.push_str(&format!(",__name__=\"{fixed}\""));
+    }
+    if !rest.starts_with('}') {
+        out.push(',');
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Ends a permitted call as abandoned if its future is dropped before it finished.
 struct Attempt<'a> {
@@ -189,7 +250,9 @@ impl Backends {
             .is_some_and(|chain| chain.iter().any(|c| c.is_per_namespace()))
     }
 
-    /// A series listing on `backend`, failing over when it is unavailable.
+    /// Discovery's listing of `selector` on `backend` (names and label names), failing over
+    /// when it is unavailable; by the label API or the series API as the backend's
+    /// `discovery_api` says.
     pub async fn series(
         &self,
         backend: &str,
@@ -198,7 +261,20 @@ impl Backends {
         metrics: &Metrics,
     ) -> Result<SeriesSet, PrometheusError> {
         self.call(backend, "series", metrics, |client| async move {
-            client.series(selector, start).await
+            match client.discovery_api() {
+                DiscoveryApi::Series => client.series(selector, start).await,
+                DiscoveryApi::Labels => by_labels(client, selector, start).await,
+                DiscoveryApi::Auto => match by_labels(client, selector, start).await {
+                    // Down is down; anything else (a 404 for the endpoint, an answer this
+                    // backend's label API gives in another shape) means "not here".
+                    Err(e) if !matches!(e, PrometheusError::Unavailable(_)) => {
+                        tracing::warn!(backend = client.name(), series_query = selector, error = %e, "the label API did not answer a discovery listing; this backend is listed with the series API from now on (discovery_api = \"series\" says so up front)");
+                        client.label_api_failed();
+                        client.series(selector, start).await
+                    }
+                    other => other,
+                },
+            }
         })
         .await
     }
@@ -275,6 +351,28 @@ mod tests {
     fn closed_port() -> u16 {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
+    }
+
+    #[test]
+    fn selectors_narrowed_to_one_name_stay_valid_promql() {
+        for (selector, want) in [
+            ("{namespace!=\"\"}", "{__name__=\"x\",namespace!=\"\"}"),
+            (
+                "{ namespace!=\"\", pod=~\".+\" }",
+                "{__name__=\"x\",namespace!=\"\", pod=~\".+\" }",
+            ),
+            ("up", "{__name__=\"x\",__name__=\"up\"}"),
+            ("up{}", "{__name__=\"x\",__name__=\"up\"}"),
+            (
+                "http_requests_total{namespace!=\"\",pod!=\"\"}",
+                "{__name__=\"x\",__name__=\"http_requests_total\",namespace!=\"\",pod!=\"\"}",
+            ),
+            ("{a=\"{\"}", "{__name__=\"x\",a=\"{\"}"),
+        ] {
+            let got = with_name(selector, "x");
+            assert_eq!(got, want, "{selector}");
+            crate::promql::parse(&got).unwrap_or_else(|e| panic!("{got}: {e}"));
+        }
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::auth::{Auth, FileStamp};
-use crate::config::{BackendConfig, ByteSize, HttpMethod};
+use crate::config::{BackendConfig, ByteSize, DiscoveryApi, HttpMethod};
 use crate::response::MAX_TIMESTAMP;
 
 /// One sample of an instant vector (or a scalar, with no labels).
@@ -266,6 +266,10 @@ pub struct PrometheusClient {
     method: HttpMethod,
     timeout: Duration,
     auth: Auth,
+    discovery_api: DiscoveryApi,
+    /// Set when `discovery_api = "auto"` found the label API unusable: later listings go to
+    /// the series API at once (until the next reload builds a new client).
+    label_api_failed: std::sync::atomic::AtomicBool,
     /// Headers and query parameters that hold `<<.Namespace>>`, rendered per call.
     tenant_headers: Vec<(HeaderName, String)>,
     query_params: Vec<(String, String)>,
@@ -396,6 +400,8 @@ impl PrometheusClient {
             method: cfg.method,
             timeout: cfg.timeout,
             auth: Auth::new(cfg),
+            discovery_api: cfg.discovery_api,
+            label_api_failed: std::sync::atomic::AtomicBool::new(false),
             tenant_headers,
             query_params: cfg
                 .query_params
@@ -445,6 +451,23 @@ impl PrometheusClient {
         &self.base
     }
 
+    /// The discovery API to use now: `auto` becomes `series` once the label API failed.
+    pub fn discovery_api(&self) -> DiscoveryApi {
+        use std::sync::atomic::Ordering;
+        match self.discovery_api {
+            DiscoveryApi::Auto if self.label_api_failed.load(Ordering::Relaxed) => {
+                DiscoveryApi::Series
+            }
+            other => other,
+        }
+    }
+
+    /// `auto` found the label API unusable on this backend.
+    pub fn label_api_failed(&self) {
+        self.label_api_failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether calls need the request's namespace (`<<.Namespace>>` in headers or params).
     pub fn is_per_namespace(&self) -> bool {
         !self.tenant_headers.is_empty()
@@ -475,6 +498,43 @@ impl PrometheusClient {
         settle(status, envelope, &body)?.into_answer()
     }
 
+    /// Values of label `label` over the series matching `selector` since `start`
+    /// (`/api/v1/label/<label>/values`): for `__name__`, the metric names a selector finds.
+    pub async fn label_values(
+        &self,
+        label: &str,
+        selector: &str,
+        start: SystemTime,
+    ) -> Result<Vec<String>, PrometheusError> {
+        let path = format!("api/v1/label/{label}/values");
+        self.string_list(&path, selector, start).await
+    }
+
+    /// Label names of the series matching `selector` since `start` (`/api/v1/labels`).
+    pub async fn label_names(
+        &self,
+        selector: &str,
+        start: SystemTime,
+    ) -> Result<Vec<String>, PrometheusError> {
+        self.string_list("api/v1/labels", selector, start).await
+    }
+
+    async fn string_list(
+        &self,
+        path: &str,
+        selector: &str,
+        start: SystemTime,
+    ) -> Result<Vec<String>, PrometheusError> {
+        let start = unix_seconds(start);
+        let response = self
+            .send(path, &[("match[]", selector), ("start", &start)], None)
+            .await?;
+        let status = response.status();
+        let body = self.read_capped(response).await?;
+        let envelope = serde_json::from_slice::<Envelope<Vec<String>>>(&body);
+        settle(status, envelope, &body)
+    }
+
     /// Series matching `selector` seen since `start`, decoded as the body arrives (see
     /// [`SeriesSet`]): the body is never held whole.
     pub async fn series(
@@ -482,11 +542,7 @@ impl PrometheusClient {
         selector: &str,
         start: SystemTime,
     ) -> Result<SeriesSet, PrometheusError> {
-        let start = start
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-            .to_string();
+        let start = unix_seconds(start);
         let mut response = self
             .send(
                 "api/v1/series",
@@ -632,6 +688,13 @@ impl PrometheusClient {
         }
         Ok(body)
     }
+}
+
+fn unix_seconds(at: SystemTime) -> String {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .to_string()
 }
 
 /// Decodes a series answer from any reader (the body's chunks, or a test's bytes).
