@@ -169,6 +169,15 @@ impl RuleSet {
         let custom = compile_all(Api::Custom, &file.rules, &mut problems);
         let external = compile_all(Api::External, &file.external_rules, &mut problems);
         let mut warnings = Vec::new();
+        for rule in custom.iter().chain(&external) {
+            if let Some(cost) = broad_series_query(&rule.series_query, &backends, rule) {
+                warnings.push(Problem {
+                    place: rule.id.to_string(),
+                    field: "series_query".into(),
+                    message: cost,
+                });
+            }
+        }
         let resource_rules = file.resource_rules.as_ref().and_then(|cfg| {
             let backend = backends.resolve(
                 cfg.backend.as_deref(),
@@ -416,6 +425,45 @@ pub(crate) fn stale_policy(
     }
 }
 
+/// A series query with no metric name (`{namespace!=""}`) matches every series that has the
+/// label: what its discovery costs, said once at load.
+fn broad_series_query(query: &str, backends: &BackendSet, rule: &Rule) -> Option<String> {
+    use promql_parser::parser::Expr;
+    let Ok(Expr::VectorSelector(selector)) = crate::promql::parse(query) else {
+        return None;
+    };
+    let named = selector.name.is_some()
+        || selector
+            .matchers
+            .matchers
+            .iter()
+            .any(|m| m.name == "__name__");
+    if named {
+        return None;
+    }
+    let api = backends
+        .get(&rule.discovery_backend)
+        .map(|b| b.discovery_api)
+        .unwrap_or_default();
+    let how = match api {
+        crate::config::DiscoveryApi::Series => {
+            "with discovery_api = \"series\" every run downloads every one of those series \
+             (about 200 bytes each: 200 MB for a million), decoded as a stream"
+        }
+        _ => {
+            "with the label API (discovery_api \"auto\" or \"labels\") each run costs one call \
+             for the names plus one per distinct name; where a backend falls back to the series \
+             API, every matching series is downloaded (about 200 bytes each: 200 MB for a million)"
+        }
+    };
+    Some(format!(
+        "{query:?} names no metric, so it matches every series with these labels on backend {:?}, \
+         every discovery_interval: {how}. Name the metric, or narrow it with \
+         {{__name__=~\"http_.*\", ...}}, when the backend holds many series",
+        rule.discovery_backend
+    ))
+}
+
 /// A series query must be a plain vector selector: it goes to `/api/v1/series`.
 fn check_series_query(query: &str) -> Result<(), String> {
     match crate::promql::parse(query) {
@@ -600,6 +648,30 @@ metrics_query = 'rate(<<.Series>>{<<.LabelMatchers>>}[1m]'
             .expect_err("unknown")
             .to_string();
         assert!(err.contains("rules[0].on_error: unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn broad_series_queries_are_warned_about_with_their_cost() {
+        let set = compile(GOOD).expect("compiles");
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        let broad = GOOD.replace(
+            "http_requests_total{namespace!=\"\",pod!=\"\"}",
+            "{namespace!=\"\",pod!=\"\"}",
+        );
+        let set = compile(&broad).expect("compiles");
+        assert_eq!(set.warnings.len(), 1, "{:?}", set.warnings);
+        let warning = set.warnings[0].to_string();
+        assert!(
+            warning.starts_with(
+                "rules[0].series_query: \"{namespace!=\\\"\\\",pod!=\\\"\\\"}\" names no metric"
+            ) && warning.contains("one per distinct name"),
+            "{warning}"
+        );
+        let named = broad.replace(
+            "{namespace!=\"\",pod!=",
+            "{__name__=~\"http_.*\",namespace!=\"\",pod!=",
+        );
+        assert!(compile(&named).expect("compiles").warnings.is_empty());
     }
 
     #[test]
