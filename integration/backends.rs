@@ -386,3 +386,60 @@ async fn discovered(bridge: &Bridge) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A metric that appears after discovery ran is served within seconds of the first request
+/// for it (that request gets its 404 at once and starts a rediscovery), not a
+/// `discovery_interval` (here ten minutes) later.
+#[tokio::test]
+async fn a_new_metric_is_discovered_on_the_first_miss() {
+    let exporter = Exporter::start_empty().await;
+    exporter
+        .set_gauge("pod_load", &[("namespace", "demo"), ("pod", "web-0")], 1.0)
+        .await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    prometheus
+        .wait_for_series("pod_load", Duration::from_secs(30))
+        .await;
+    let rules = format!(
+        r#"
+[prometheus]
+url = "{}"
+
+[cache]
+discovery_interval = "10m"
+rediscover_on_miss = "1s"
+
+[[rules]]
+series_query = '{{namespace!="",pod!=""}}'
+resources.overrides = {{ namespace = {{ resource = "namespace" }}, pod = {{ resource = "pod" }} }}
+metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
+"#,
+        prometheus.url()
+    );
+    let bridge = Bridge::start(&rules).await;
+    assert_eq!(value(&bridge, "pod_load").await, (200, "1".into()));
+    exporter
+        .set_gauge(
+            "new_metric",
+            &[("namespace", "demo"), ("pod", "web-0")],
+            3.0,
+        )
+        .await;
+    prometheus
+        .wait_for_series("new_metric", Duration::from_secs(30))
+        .await;
+    let first_miss = Instant::now();
+    assert_eq!(value(&bridge, "new_metric").await.0, 404);
+    common::wait_until("the new metric served", Duration::from_secs(15), || async {
+        (value(&bridge, "new_metric").await == (200, "3".into())).then_some(())
+    })
+    .await;
+    eprintln!("served {:?} after the first miss", first_miss.elapsed());
+    assert!(
+        bridge
+            .self_metric("kube_metrics_bridge_discovery_on_miss_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}

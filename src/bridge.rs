@@ -29,6 +29,8 @@ pub struct Bridge {
     pub mapper: Arc<dyn ResourceMapper>,
     pub objects: Arc<dyn ObjectResolver>,
     pub metrics: Arc<Metrics>,
+    /// Starts a discovery run when a request misses a metric (None: `explain`).
+    pub on_miss: Option<Arc<crate::discovery::RediscoverOnMiss>>,
 }
 
 /// A custom-metrics request worked out down to its query.
@@ -101,6 +103,13 @@ impl Bridge {
         }
     }
 
+    /// A request asked for a metric the registry lacks: maybe a new one (rate limited).
+    fn missed(&self, metric: &str) {
+        if let Some(on_miss) = &self.on_miss {
+            on_miss.missed(metric);
+        }
+    }
+
     /// Finds the rule, resolves the objects and renders the query.
     pub async fn plan_custom(
         &self,
@@ -131,7 +140,10 @@ impl Bridge {
         let metric = registry
             .custom_metric(&resource.group_resource, &req.metric)
             .cloned()
-            .ok_or_else(|| metric_not_found(&plural))?;
+            .ok_or_else(|| {
+                self.missed(&req.metric);
+                metric_not_found(&plural)
+            })?;
         let rule = rule_of(registry, metric.rule)?;
         let namespace = req.namespace.as_deref();
         let (scope, objects) = match &req.target {
@@ -237,9 +249,10 @@ impl Bridge {
     pub async fn external(&self, req: &ExternalRequest) -> Result<ExternalList, AnswerError> {
         let registry = self.registry.load_full();
         let promql = self.plan_external(&registry, req)?;
-        let metric = registry
-            .external_metric(&req.metric)
-            .ok_or_else(|| external_not_found(req))?;
+        let metric = registry.external_metric(&req.metric).ok_or_else(|| {
+            self.missed(&req.metric);
+            external_not_found(req)
+        })?;
         let rule = rule_of(&registry, metric.rule)?;
         let result = self
             .query(RuleQuery {
@@ -286,9 +299,10 @@ impl Bridge {
         registry: &Registry,
         req: &ExternalRequest,
     ) -> Result<String, AnswerError> {
-        let metric = registry
-            .external_metric(&req.metric)
-            .ok_or_else(|| external_not_found(req))?;
+        let metric = registry.external_metric(&req.metric).ok_or_else(|| {
+            self.missed(&req.metric);
+            external_not_found(req)
+        })?;
         let rule = rule_of(registry, metric.rule)?;
         Ok(query::external_query(
             rule,

@@ -212,6 +212,10 @@ pub struct CacheConfig {
     /// defaults to the discovery interval.
     #[serde(with = "humantime_serde")]
     pub series_max_age: Option<Duration>,
+    /// A request for a metric discovery has not seen starts a discovery run now, at most
+    /// this often (a new exporter's metric is served within seconds). Zero turns it off.
+    #[serde(with = "humantime_serde")]
+    pub rediscover_on_miss: Duration,
     /// Upper bound on cached query results, a memory guard.
     pub max_entries: u64,
     /// Upper bound on the estimated memory of cached query results (labels, values and keys).
@@ -224,6 +228,7 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(10),
             discovery_interval: Duration::from_secs(60),
             series_max_age: None,
+            rediscover_on_miss: Duration::from_secs(10),
             max_entries: 10_000,
             max_bytes: ByteSize::mib(64),
         }

@@ -305,6 +305,46 @@ pub fn build_registry(
     Registry::new(rules, custom, external, true)
 }
 
+/// Starts a discovery run when a request asks for a metric the registry does not have, at
+/// most once per `min_interval`: a new exporter's metric is then served within seconds of
+/// the first request for it instead of up to a `discovery_interval` later. The request
+/// itself gets its 404 at once; it does not wait for the run.
+pub struct RediscoverOnMiss {
+    wake: Arc<Notify>,
+    rules: Arc<ArcSwap<RuleSet>>,
+    last: std::sync::Mutex<Option<Instant>>,
+    metrics: Arc<Metrics>,
+}
+
+impl RediscoverOnMiss {
+    pub fn new(wake: Arc<Notify>, rules: Arc<ArcSwap<RuleSet>>, metrics: Arc<Metrics>) -> Self {
+        RediscoverOnMiss {
+            wake,
+            rules,
+            last: std::sync::Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// A request missed `metric`; returns whether a run was started.
+    pub fn missed(&self, metric: &str) -> bool {
+        let min_interval = self.rules.load().cache.rediscover_on_miss;
+        if min_interval.is_zero() {
+            return false;
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < min_interval) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        tracing::info!(%metric, "a request asked for a metric discovery has not seen; rediscovering now");
+        self.metrics.discovery_on_miss.inc();
+        self.wake.notify_one();
+        true
+    }
+}
+
 /// What the discovery loop needs.
 pub struct Discoverer {
     pub rules: Arc<ArcSwap<RuleSet>>,
@@ -480,6 +520,22 @@ metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn misses_wake_discovery_at_most_once_per_interval() {
+        let rules = Arc::new(ArcSwap::from_pointee(crate::rules::fixtures::example()));
+        let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(Metrics::new());
+        let miss = RediscoverOnMiss::new(wake.clone(), rules.clone(), metrics);
+        assert!(miss.missed("new_metric"));
+        assert!(!miss.missed("new_metric"), "rate limited");
+        assert!(!miss.missed("other"), "rate limited across metrics too");
+        let mut off = crate::rules::fixtures::example();
+        off.cache.rediscover_on_miss = std::time::Duration::ZERO;
+        rules.store(Arc::new(off));
+        *miss.last.lock().expect("lock") = None;
+        assert!(!miss.missed("new_metric"), "0s turns it off");
     }
 
     #[test]

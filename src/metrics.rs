@@ -117,6 +117,7 @@ pub struct Metrics {
     pub rules_loaded: Gauge,
     pub discovered_metrics: Family<ApiLabels, Gauge>,
     pub discovery_runs: Family<ResultLabels, Counter>,
+    pub discovery_on_miss: Counter,
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
     pub series_dropped: Family<ReasonLabels, Counter>,
@@ -168,6 +169,7 @@ impl Metrics {
             rules_loaded: Gauge::default(),
             discovered_metrics: Family::default(),
             discovery_runs: Family::default(),
+            discovery_on_miss: Counter::default(),
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
             series_dropped: Family::default(),
@@ -247,6 +249,11 @@ impl Metrics {
             "discovery_runs",
             "Series discovery runs by result",
             m.discovery_runs.clone(),
+        );
+        registry.register(
+            "discovery_on_miss",
+            "Discovery runs started early because a request asked for a metric discovery had not seen (at most one per cache.rediscover_on_miss)",
+            m.discovery_on_miss.clone(),
         );
         registry.register(
             "discovery_last_success_timestamp_seconds",

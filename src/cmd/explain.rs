@@ -73,6 +73,7 @@ pub async fn run(
         mapper,
         objects: Arc::new(ShowAll),
         metrics,
+        on_miss: None,
     };
 
     let (path, query) = path.split_once('?').unwrap_or((path, ""));

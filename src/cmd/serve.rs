@@ -145,6 +145,11 @@ impl Background {
             Some(c) => (c.mapper.clone(), c.objects.clone()),
         };
         let discover_now = Arc::new(Notify::new());
+        let on_miss = Arc::new(crate::discovery::RediscoverOnMiss::new(
+            discover_now.clone(),
+            rules.clone(),
+            metrics.clone(),
+        ));
         let discoverer = Discoverer {
             rules: rules.clone(),
             backend: backend.clone(),
@@ -172,6 +177,7 @@ impl Background {
                 mapper,
                 objects,
                 metrics: metrics.clone(),
+                on_miss: Some(on_miss),
             }),
         })
     }
