@@ -88,6 +88,29 @@ async fn register(cp: &ControlPlane, ca_pem: &[u8], port: u16) {
     }
 }
 
+/// Applies what deploy/ ships, starts the bridge on the host as its ServiceAccount (the shipped
+/// RBAC binds it; a certificate for the same user and groups lets the bridge act as it),
+/// registers it, creates the test namespace and waits for every APIService to be Available.
+async fn serve_through_aggregator(cp: &ControlPlane, rules: &str) -> Bridge {
+    cp.apply(&shipped_objects()).await;
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    let bridge = Bridge::start_for_cluster(rules, &bridge_kubeconfig, SERVICE_DNS, &[]).await;
+    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
+    register(cp, &ca, bridge.port).await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+    ))
+    .await;
+    cp.wait_apiservices_available().await;
+    bridge
+}
+
 fn deployment(name: &str) -> String {
     format!(
         r#"---
@@ -250,30 +273,10 @@ async fn aggregated_api_and_real_hpas() {
         .await;
     let prometheus = Prometheus::start(&[exporter.target()]).await;
     let cp = ControlPlane::start().await;
-    cp.apply(&shipped_objects()).await;
-    // The shipped RBAC binds the ServiceAccount; a certificate for the same user and groups
-    // lets the bridge on the host act as it.
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
     prometheus
         .wait_for_series("queue_depth", Duration::from_secs(30))
         .await;
-    let bridge =
-        Bridge::start_for_cluster(&rules(&prometheus), &bridge_kubeconfig, SERVICE_DNS, &[]).await;
-
-    // Register and wait for every APIService to become Available.
-    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
-    register(&cp, &ca, bridge.port).await;
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
-    ))
-    .await;
-    cp.wait_apiservices_available().await;
+    let bridge = serve_through_aggregator(&cp, &rules(&prometheus)).await;
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
@@ -871,14 +874,6 @@ async fn stale_policy_keeps_hpas_active_through_a_prometheus_outage() {
         .await;
     let mut prometheus = Prometheus::start(&[exporter.target()]).await;
     let cp = ControlPlane::start().await;
-    cp.apply(&shipped_objects()).await;
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
     prometheus
         .wait_for_series("queue_depth", Duration::from_secs(30))
         .await;
@@ -910,14 +905,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
         prometheus.url(),
         MAX_STALE.as_secs()
     );
-    let bridge = Bridge::start_for_cluster(&rules, &bridge_kubeconfig, SERVICE_DNS, &[]).await;
-    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
-    register(&cp, &ca, bridge.port).await;
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
-    ))
-    .await;
-    cp.wait_apiservices_available().await;
+    let bridge = serve_through_aggregator(&cp, &rules).await;
 
     let external = |metric: &str| {
         format!(
