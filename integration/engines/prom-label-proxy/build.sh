@@ -40,7 +40,7 @@ cache_begin engines "prom-label-proxy-$key"
 mod=github.com/prometheus-community/prom-label-proxy
 version=$("$go" list -m -f '{{.Version}}' "$mod")
 log "building prom-label-proxy $version with $go_version into $bin"
-log "(cold: ~30 MB of modules to download and ~COLD on 2 cores)"
+log "(cold: ~35 MB of modules to download and ~1 minute on 2 cores)"
 start=$(date +%s)
 CGO_ENABLED=0 "$go" build -trimpath -buildvcs=false -o "$tmp/prom-label-proxy" "$mod" >&2
 elapsed=$(($(date +%s) - start))

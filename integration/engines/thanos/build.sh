@@ -47,7 +47,7 @@ ldflags+=" -X github.com/prometheus/common/version.BuildUser=kube-metrics-bridge
 ldflags+=" -X github.com/prometheus/common/version.BuildDate=$released"
 
 log "building thanos $version with $go_version into $bin"
-log "(cold: ~COLDMB of modules to download and ~COLD on 2 cores)"
+log "(cold: ~240 MB of modules to download and ~4 minutes on 2 cores)"
 start=$(date +%s)
 # slicelabels: Prometheus' slice-backed labels.Labels, not the default stringlabels, as their
 # releases and CI are built (their protobuf decoding reuses label strings with it).
