@@ -101,6 +101,14 @@ ensure_adapter() {
   export KMB_BENCH_ADAPTER_BIN
 }
 
+# Builds (once, cached) prom-label-proxy for integration/tenants.rs and exports its path.
+ensure_prom_label_proxy() {
+  ensure_go
+  echo "== prom-label-proxy (integration/engines/prom-label-proxy; cached after the first build)"
+  KMB_PROM_LABEL_PROXY_BIN=${KMB_PROM_LABEL_PROXY_BIN:-$(bash integration/engines/prom-label-proxy/build.sh)}
+  export KMB_PROM_LABEL_PROXY_BIN
+}
+
 # Builds (once, cached) the PromQL engines of the backend tests (integration/engines/):
 # prom-label-proxy, single-node VictoriaMetrics and Thanos; exports their paths (each kept
 # when already set).
