@@ -101,22 +101,14 @@ ensure_adapter() {
   export KMB_BENCH_ADAPTER_BIN
 }
 
-# Builds (once, cached) prom-label-proxy for integration/tenants.rs and exports its path.
-ensure_prom_label_proxy() {
-  ensure_go
-  echo "== prom-label-proxy (integration/engines/prom-label-proxy; cached after the first build)"
-  KMB_PROM_LABEL_PROXY_BIN=${KMB_PROM_LABEL_PROXY_BIN:-$(bash integration/engines/prom-label-proxy/build.sh)}
-  export KMB_PROM_LABEL_PROXY_BIN
-}
-
-# Builds (once, cached) the PromQL engines of the backend tests (integration/engines/):
-# prom-label-proxy, single-node VictoriaMetrics and Thanos; exports their paths (each kept
-# when already set).
+# Builds (once, cached) the Go programs of the backend tests (integration/engines/) and exports
+# their paths (each kept when already set): prom-label-proxy (integration/tenants.rs) and
+# single-node VictoriaMetrics (integration/engines.rs). Thanos (integration/engines/thanos)
+# joins when its test does: it adds ~4 minutes and ~240 MB of modules to a cold run.
 ensure_engines() {
   ensure_go
-  echo "== PromQL engines for the backend tests (prom-label-proxy, VictoriaMetrics, Thanos; cached after the first build)"
+  echo "== backend engines: prom-label-proxy, VictoriaMetrics (integration/engines; cached after the first build)"
   KMB_PROM_LABEL_PROXY_BIN=${KMB_PROM_LABEL_PROXY_BIN:-$(bash integration/engines/prom-label-proxy/build.sh)}
   KMB_VICTORIAMETRICS_BIN=${KMB_VICTORIAMETRICS_BIN:-$(bash integration/engines/victoriametrics/build.sh)}
-  KMB_THANOS_BIN=${KMB_THANOS_BIN:-$(bash integration/engines/thanos/build.sh)}
-  export KMB_PROM_LABEL_PROXY_BIN KMB_VICTORIAMETRICS_BIN KMB_THANOS_BIN
+  export KMB_PROM_LABEL_PROXY_BIN KMB_VICTORIAMETRICS_BIN
 }
