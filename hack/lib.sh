@@ -102,13 +102,14 @@ ensure_adapter() {
 }
 
 # Builds (once, cached) the Go programs of the backend tests (integration/engines/) and exports
-# their paths (each kept when already set): prom-label-proxy (integration/tenants.rs) and
-# single-node VictoriaMetrics (integration/engines.rs). Thanos (integration/engines/thanos)
-# joins when its test does: it adds ~4 minutes and ~240 MB of modules to a cold run.
+# their paths (each kept when already set): prom-label-proxy (integration/tenants.rs),
+# single-node VictoriaMetrics and Thanos (integration/engines.rs). Cold: ~365 MB of modules and
+# ~6 minutes on 2 cores, Thanos most of it.
 ensure_engines() {
   ensure_go
-  echo "== backend engines: prom-label-proxy, VictoriaMetrics (integration/engines; cached after the first build)"
+  echo "== backend engines: prom-label-proxy, VictoriaMetrics, Thanos (integration/engines; cached after the first build)"
   KMB_PROM_LABEL_PROXY_BIN=${KMB_PROM_LABEL_PROXY_BIN:-$(bash integration/engines/prom-label-proxy/build.sh)}
   KMB_VICTORIAMETRICS_BIN=${KMB_VICTORIAMETRICS_BIN:-$(bash integration/engines/victoriametrics/build.sh)}
-  export KMB_PROM_LABEL_PROXY_BIN KMB_VICTORIAMETRICS_BIN
+  KMB_THANOS_BIN=${KMB_THANOS_BIN:-$(bash integration/engines/thanos/build.sh)}
+  export KMB_PROM_LABEL_PROXY_BIN KMB_VICTORIAMETRICS_BIN KMB_THANOS_BIN
 }

@@ -3,8 +3,8 @@
 # Prometheus (installed here if missing) and a real Kubernetes control plane (built from
 # source into a cache on first use, ~6-8 minutes cold), plus the container image built from
 # the Dockerfile (hack/image.sh, ~5 minutes cold), prometheus-adapter v0.12.0 for the
-# side-by-side test (~1.5 minutes cold), prom-label-proxy and VictoriaMetrics for the backend tests
-# (~2 minutes cold), and a short run of every fuzz target
+# side-by-side test (~1.5 minutes cold), prom-label-proxy, VictoriaMetrics and Thanos for the backend
+# tests (~6 minutes cold), and a short run of every fuzz target
 # (hack/fuzz.sh, its instrumented build cached). `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."

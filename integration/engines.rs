@@ -2,7 +2,8 @@
 //! discovery (label API and series API), `pods/*`, an external metric and failover, with
 //! single-node VictoriaMetrics v1.151.0 built from the Go module proxy
 //! (`integration/engines/victoriametrics/build.sh`) scraping the same exporter a Prometheus
-//! scrapes. Thanos Query over two Prometheus replicas comes next (its build is there too).
+//! scrapes, and Thanos Query v0.42.4 (`integration/engines/thanos/build.sh`) over two
+//! Prometheus replicas with a sidecar each, deduplicating on the `replica` label.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use common::adapter::{log_tail, spawn_logged};
 use common::bridge::Bridge;
-use common::{cached_build, free_port, Exporter};
+use common::{cached_build, free_port, Exporter, Prometheus};
 
 async fn victoriametrics_bin() -> PathBuf {
     cached_build(
@@ -83,29 +84,94 @@ impl VictoriaMetrics {
         vm
     }
 
-    /// Waits until a query for `selector` returns a sample.
     async fn wait_for(&self, selector: &str) {
-        let http = common::http_client();
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/api/v1/query", self.url),
-            &[("query", selector)],
-        )
-        .expect("url");
-        let found = common::poll(Duration::from_secs(60), || async {
-            let body: serde_json::Value =
-                http.get(url.clone()).send().await.ok()?.json().await.ok()?;
-            body["data"]["result"]
-                .as_array()
-                .is_some_and(|r| !r.is_empty())
-                .then_some(())
-        })
-        .await;
-        assert!(
-            found.is_some(),
-            "VictoriaMetrics never had {selector}\n{}",
-            log_tail(&self.log, 30)
-        );
+        wait_for_sample(&self.url, selector, &self.log).await;
     }
+}
+
+async fn thanos_bin() -> PathBuf {
+    cached_build(
+        "KMB_THANOS_BIN",
+        "integration/engines/thanos/build.sh",
+        "Thanos",
+    )
+    .await
+}
+
+/// Two Prometheus replicas of the same scrape, a Thanos sidecar beside each and a Thanos
+/// Query over both that deduplicates on `replica`.
+struct ThanosQuery {
+    _replicas: Vec<Prometheus>,
+    _children: Vec<tokio::process::Child>,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+    url: String,
+}
+
+impl ThanosQuery {
+    async fn start(targets: &[String]) -> ThanosQuery {
+        let bin = thanos_bin().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut replicas = Vec::new();
+        let mut children = Vec::new();
+        let mut endpoints = Vec::new();
+        for replica in ["a", "b"] {
+            let prometheus = Prometheus::start_replica(targets, replica).await;
+            let grpc = free_port();
+            children.push(spawn_logged(
+                &bin,
+                &[
+                    "sidecar".into(),
+                    format!("--prometheus.url={}", prometheus.url()),
+                    format!("--tsdb.path={}", prometheus.data_dir().display()),
+                    format!("--grpc-address=127.0.0.1:{grpc}"),
+                    format!("--http-address=127.0.0.1:{}", free_port()),
+                ],
+                &[],
+                &dir.path().join(format!("sidecar-{replica}.log")),
+            ));
+            endpoints.push(format!("--endpoint=127.0.0.1:{grpc}"));
+            replicas.push(prometheus);
+        }
+        let http_port = free_port();
+        let mut args = vec![
+            "query".to_string(),
+            "--query.replica-label=replica".into(),
+            format!("--grpc-address=127.0.0.1:{}", free_port()),
+            format!("--http-address=127.0.0.1:{http_port}"),
+        ];
+        args.extend(endpoints);
+        let log = dir.path().join("query.log");
+        children.push(spawn_logged(&bin, &args, &[], &log));
+        ThanosQuery {
+            _replicas: replicas,
+            _children: children,
+            _dir: dir,
+            log,
+            url: format!("http://127.0.0.1:{http_port}"),
+        }
+    }
+}
+
+/// Waits until an instant query for `selector` on the engine at `url` returns a sample.
+async fn wait_for_sample(url: &str, selector: &str, log: &std::path::Path) {
+    let http = common::http_client();
+    let url =
+        reqwest::Url::parse_with_params(&format!("{url}/api/v1/query"), &[("query", selector)])
+            .expect("url");
+    let found = common::poll(Duration::from_secs(90), || async {
+        let body: serde_json::Value = http.get(url.clone()).send().await.ok()?.json().await.ok()?;
+        body["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+            .then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "{url} never had {selector}\n{}",
+        log_tail(log, 30)
+    );
 }
 
 fn rules(url: &str, discovery_api: &str, dead: &str) -> String {
@@ -146,8 +212,8 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
     )
 }
 
-#[tokio::test]
-async fn victoriametrics_serves_the_core_cases() {
+/// The exporter both engines scrape: two pods' load and a queue.
+async fn exporter() -> Exporter {
     let exporter = Exporter::start_empty().await;
     for pod in ["web-0", "web-1"] {
         exporter
@@ -161,13 +227,16 @@ async fn victoriametrics_serves_the_core_cases() {
             4.0,
         )
         .await;
-    let vm = VictoriaMetrics::start(&[exporter.target()]).await;
-    vm.wait_for("queue_depth").await;
-    vm.wait_for("pod_load").await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    exporter
+}
 
+/// Discovery, `pods/*`, an external metric and failover from a dead backend, on the engine at
+/// `url`, with each discovery API. `pods/*` sums by pod: a pod's value is 7 only if every
+/// sample is counted once (Thanos' deduplication of the two replicas).
+async fn core_cases(engine: &str, url: &str, label_api: bool) {
+    let dead = format!("http://127.0.0.1:{}", free_port());
     for api in ["labels", "series", "auto"] {
-        let bridge = Bridge::start(&rules(&vm.url, api, &dead)).await;
+        let bridge = Bridge::start(&rules(url, api, &dead)).await;
         let (code, list) = bridge.get("/apis/custom.metrics.k8s.io/v1beta2").await;
         assert_eq!(code, 200);
         let names: Vec<&str> = list["resources"]
@@ -179,12 +248,15 @@ async fn victoriametrics_serves_the_core_cases() {
             "namespaces/pod_load",
             "pods/pod_load_failover",
         ] {
-            assert!(names.contains(&want), "{api}: {want} not in {names:?}");
+            assert!(
+                names.contains(&want),
+                "{engine} {api}: {want} not in {names:?}"
+            );
         }
         let (code, body) = bridge
             .get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/*/pod_load")
             .await;
-        assert_eq!(code, 200, "{api}: {body}");
+        assert_eq!(code, 200, "{engine} {api}: {body}");
         let values: Vec<(&str, &str)> = body["items"]
             .as_array()
             .map(|items| {
@@ -199,14 +271,14 @@ async fn victoriametrics_serves_the_core_cases() {
                     .collect()
             })
             .unwrap_or_default();
-        assert_eq!(values, [("web-0", "7"), ("web-1", "7")], "{api}");
+        assert_eq!(values, [("web-0", "7"), ("web-1", "7")], "{engine} {api}");
         let (code, body) = bridge
             .get("/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/queue_depth")
             .await;
         assert_eq!(
             (code, body["items"][0]["value"].as_str()),
             (200, Some("4")),
-            "{api}: {body}"
+            "{engine} {api}: {body}"
         );
         let (code, body) = bridge
             .get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/demo/pods/web-1/pod_load_failover")
@@ -214,12 +286,32 @@ async fn victoriametrics_serves_the_core_cases() {
         assert_eq!(
             (code, body["items"][0]["value"].as_str()),
             (200, Some("7")),
-            "{api}: {body}"
+            "{engine} {api}: {body}"
         );
-        assert!(
-            !bridge.log().contains("the label API did not answer"),
-            "{api}: VictoriaMetrics has the label API\n{}",
+        assert_eq!(
+            bridge.log().contains("the label API did not answer"),
+            api == "auto" && !label_api,
+            "{engine} {api}\n{}",
             bridge.log()
         );
     }
+}
+
+#[tokio::test]
+async fn victoriametrics_serves_the_core_cases() {
+    let exporter = exporter().await;
+    let vm = VictoriaMetrics::start(&[exporter.target()]).await;
+    vm.wait_for("queue_depth").await;
+    vm.wait_for("pod_load").await;
+    core_cases("VictoriaMetrics", &vm.url, true).await;
+}
+
+#[tokio::test]
+async fn thanos_query_over_two_replicas_serves_the_core_cases() {
+    let exporter = exporter().await;
+    let thanos = ThanosQuery::start(&[exporter.target()]).await;
+    wait_for_sample(&thanos.url, "queue_depth", &thanos.log).await;
+    // Both replicas' samples, deduplicated into one series per pod.
+    wait_for_sample(&thanos.url, "count(pod_load) == 2", &thanos.log).await;
+    core_cases("Thanos Query", &thanos.url, true).await;
 }

@@ -436,6 +436,14 @@ impl Prometheus {
         Prometheus::start_guarded(targets, flags, None, "http", http_client()).await
     }
 
+    /// One of a pair of replicas scraping the same targets, told apart by
+    /// `global.external_labels` `{cluster: test, replica: <replica>}` (as Thanos sidecars
+    /// need them).
+    pub async fn start_replica(targets: &[String], replica: &str) -> Prometheus {
+        let labels = format!("  external_labels:\n    cluster: test\n    replica: {replica}\n");
+        Prometheus::start_guarded(targets, &[], Some(("", &labels)), "http", http_client()).await
+    }
+
     /// Starts Prometheus behind `--web.config.file` (written into its directory): basic auth
     /// or TLS with client certificates. `client` must pass that config (the harness uses it
     /// for readiness and its own queries); `scheme` is `https` when the config serves TLS.
@@ -445,7 +453,7 @@ impl Prometheus {
         scheme: &'static str,
         client: reqwest::Client,
     ) -> Prometheus {
-        Prometheus::start_guarded(targets, &[], Some(web_config_yaml), scheme, client).await
+        Prometheus::start_guarded(targets, &[], Some((web_config_yaml, "")), scheme, client).await
     }
 
     /// Where its web config lives, for tests that rotate it (only with a web config).
@@ -459,7 +467,8 @@ impl Prometheus {
     async fn start_guarded(
         targets: &[String],
         flags: &[&str],
-        web_config: Option<&str>,
+        // The web config (empty: none) and lines for the config's `global` section.
+        extra: Option<(&str, &str)>,
         scheme: &'static str,
         client: reqwest::Client,
     ) -> Prometheus {
@@ -468,10 +477,15 @@ impl Prometheus {
             .prefix("kmb-prometheus-")
             .tempdir()
             .expect("creating a tempdir for Prometheus");
-        std::fs::write(dir.path().join("prometheus.yml"), config_yaml(targets))
-            .expect("writing prometheus.yml");
+        let (web_config, global) = extra.unwrap_or_default();
+        let config = config_yaml(targets).replacen(
+            "scrape_configs:\n",
+            &format!("{global}scrape_configs:\n"),
+            1,
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("writing prometheus.yml");
         let mut flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-        if let Some(yaml) = web_config {
+        if let Some(yaml) = Some(web_config).filter(|y| !y.is_empty()) {
             let path = dir.path().join("web.yml");
             std::fs::write(&path, yaml).expect("writing web.yml");
             flags.push(format!("--web.config.file={}", path.display()));
@@ -515,6 +529,11 @@ impl Prometheus {
     /// The running process' id; `None` while stopped.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Its TSDB directory (what a Thanos sidecar reads).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn log_path(&self) -> PathBuf {
