@@ -509,7 +509,12 @@ async fn calls_go_through_proxy_url() {
     let seen = seen.lock().expect("lock").clone();
     let target = prometheus.url().trim_start_matches("http://").to_string();
     let expected_credentials = basic("kmb", "proxy-pw");
-    for call in ["/api/v1/series", "/api/v1/query"] {
+    // Discovery (by the label API) and the query.
+    for call in [
+        "/api/v1/label/__name__/values",
+        "/api/v1/labels",
+        "/api/v1/query",
+    ] {
         assert!(
             seen.contains(&format!("{target}{call} {expected_credentials}")),
             "{call} did not go through the proxy with its credentials: {seen:?}"
