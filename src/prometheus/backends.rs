@@ -51,6 +51,9 @@ impl PrometheusError {
 
 const CIRCUIT_OPEN: &str = "circuit open";
 
+/// An unavailable answer faster than this does not count toward opening the circuit.
+const SLOW_FAILURE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Label-API calls in flight at once for one listing.
 const LABEL_CALLS: usize = 8;
 
@@ -153,8 +156,13 @@ where
         permit,
         finished: false,
     };
+    let started = Instant::now();
     let result = call().await;
     let outcome = match &result {
+        // A refused connection fails in milliseconds: it costs a request nothing, and
+        // counting it would keep a restarted backend unused for a backoff. Only failures
+        // that made the caller wait count.
+        Err(e) if e.is_unavailable() && started.elapsed() < SLOW_FAILURE => Outcome::Abandoned,
         Err(e) if e.is_unavailable() => Outcome::Unavailable,
         _ => Outcome::Up,
     };

@@ -1,7 +1,9 @@
 //! A circuit breaker per backend, so that a dead backend does not cost every request its
 //! full deadline.
 //!
-//! After [`FAILURES_TO_OPEN`] calls in a row found the backend unavailable, the circuit opens:
+//! After [`FAILURES_TO_OPEN`] calls in a row found the backend unavailable *and made their
+//! caller wait* (a stall, a deadline; a refused connection fails at once and does not count,
+//! see `backends::guarded`), the circuit opens:
 //! calls fail at once (and go on to the failover backends, or to a stale answer) for a
 //! backoff that starts at one second and doubles up to ten seconds. When it has passed,
 //! one call is let through as a trial; its success closes the circuit, its failure opens it
@@ -49,7 +51,8 @@ pub enum Outcome {
     Up,
     /// Unreachable, past its deadline, 5xx, refused credentials...
     Unavailable,
-    /// The call was abandoned before it ended (the request went away): nothing learned.
+    /// The call was abandoned before it ended (the request went away), or failed too fast to
+    /// matter: nothing learned.
     Abandoned,
 }
 
