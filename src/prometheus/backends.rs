@@ -21,6 +21,8 @@ use crate::rules::backends::{name_of, BackendSet};
 #[derive(Debug)]
 pub struct Backends {
     clients: BTreeMap<String, Arc<PrometheusClient>>,
+    /// Backends whose chain holds a per-namespace (tenant) backend.
+    per_namespace: std::collections::BTreeSet<String>,
     breakers: BTreeMap<String, Breaker>,
     /// Each backend's name with its clients in the order a call tries them.
     chains: BTreeMap<String, Vec<Arc<PrometheusClient>>>,
@@ -199,7 +201,7 @@ impl Backends {
                 Arc::new(PrometheusClient::new(backend)?),
             );
         }
-        let chains = set
+        let chains: BTreeMap<String, Vec<Arc<PrometheusClient>>> = set
             .iter()
             .map(|backend| {
                 let name = name_of(backend);
@@ -211,7 +213,13 @@ impl Backends {
                 (name.to_string(), chain)
             })
             .collect();
+        let per_namespace = chains
+            .iter()
+            .filter(|(_, chain)| chain.iter().any(|c| c.is_per_namespace()))
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(Backends {
+            per_namespace,
             breakers: clients
                 .keys()
                 .map(|name| (name.clone(), Breaker::default()))
@@ -251,11 +259,10 @@ impl Backends {
         .await
     }
 
-    /// Whether any backend of `backend`'s chain needs the request's namespace.
+    /// Whether any backend of `backend`'s chain needs the request's namespace (asked per
+    /// request; decided when the backends are built).
     pub fn is_per_namespace(&self, backend: &str) -> bool {
-        self.chains
-            .get(backend)
-            .is_some_and(|chain| chain.iter().any(|c| c.is_per_namespace()))
+        self.per_namespace.contains(backend)
     }
 
     /// Discovery's listing of `selector` on `backend` (names and label names), failing over

@@ -270,6 +270,8 @@ pub struct PrometheusClient {
     /// Set when `discovery_api = "auto"` found the label API unusable: later listings go to
     /// the series API at once (until the next reload builds a new client).
     label_api_failed: std::sync::atomic::AtomicBool,
+    /// Whether calls need the request's namespace (decided once: it is asked per request).
+    per_namespace: bool,
     /// Headers and query parameters that hold `<<.Namespace>>`, rendered per call.
     tenant_headers: Vec<(HeaderName, String)>,
     query_params: Vec<(String, String)>,
@@ -402,6 +404,7 @@ impl PrometheusClient {
             auth: Auth::new(cfg),
             discovery_api: cfg.discovery_api,
             label_api_failed: std::sync::atomic::AtomicBool::new(false),
+            per_namespace: crate::rules::backends::is_per_namespace(cfg),
             tenant_headers,
             query_params: cfg
                 .query_params
@@ -470,11 +473,7 @@ impl PrometheusClient {
 
     /// Whether calls need the request's namespace (`<<.Namespace>>` in headers or params).
     pub fn is_per_namespace(&self) -> bool {
-        !self.tenant_headers.is_empty()
-            || self
-                .query_params
-                .iter()
-                .any(|(_, v)| v.contains(crate::rules::backends::NAMESPACE_VARIABLE))
+        self.per_namespace
     }
 
     /// An instant query at the current time; `tenant` is the request's namespace, for a
