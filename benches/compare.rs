@@ -31,6 +31,8 @@
 
 #[path = "../integration/common/mod.rs"]
 mod common;
+#[path = "shared/report.rs"]
+mod report;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -45,6 +47,7 @@ use common::adapter::{
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
 use common::{free_port, Exporter, Prometheus};
+use report::{fmt_num, fmt_ratio, machine, proc_sample, ProcSample};
 use serde_json::{json, Value};
 use tokio::process::Child;
 
@@ -324,54 +327,6 @@ impl Server {
     }
 }
 
-/// CPU time (user + system) and memory of one process, from `/proc`.
-#[derive(Debug, Clone, Copy, Default)]
-struct ProcSample {
-    cpu: Duration,
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn clock_ticks() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100)
-    })
-}
-
-fn proc_sample(pid: u32) -> ProcSample {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = tick(11) + tick(12);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    ProcSample {
-        cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64),
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-    }
-}
-
 /// Counts kube-apiserver audit events per user from where the last call stopped.
 struct AuditLog {
     path: PathBuf,
@@ -431,13 +386,11 @@ async fn prometheus_queries(prometheus: &Prometheus) -> f64 {
         .text()
         .await
         .expect("Prometheus /metrics body");
-    text.lines()
-        .filter(|l| {
-            l.starts_with("prometheus_http_requests_total{")
-                && l.contains("handler=\"/api/v1/query\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    report::prometheus_sum(
+        &text,
+        "prometheus_http_requests_total",
+        "handler=\"/api/v1/query\"",
+    )
 }
 
 /// What a timed phase produced on the client side.
@@ -1059,39 +1012,6 @@ async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) ->
     failures
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.is_nan() {
-        "-".into()
-    } else if v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 100.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-fn fmt_ratio(ours: f64, theirs: f64) -> String {
-    if ours.is_nan() || theirs.is_nan() || theirs == 0.0 {
-        if ours == 0.0 && theirs == 0.0 {
-            "=".into()
-        } else {
-            "-".into()
-        }
-    } else {
-        let r = ours / theirs;
-        if r >= 10.0 {
-            format!("{r:.0}x")
-        } else if r >= 0.1 {
-            format!("{r:.2}x")
-        } else {
-            format!("{r:.3}x")
-        }
-    }
-}
-
 /// The header of a table: the first column `width` wide, then the servers in pairs, each
 /// pair followed by a ratio column.
 fn header_line(width: usize, first: &str, headers: &[&str]) -> String {
@@ -1168,21 +1088,6 @@ fn phase_rows(phases: &[Phase]) -> Vec<(&'static str, Vec<f64>)> {
         ("VmRSS after MiB", col(&|p| p.rss_mib)),
         ("VmHWM (peak RSS so far) MiB", col(&|p| p.hwm_mib)),
     ]
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_default();
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "cpu_model": cpu,
-        "loadavg_at_start": load.trim(),
-    })
 }
 
 /// One server to measure: which program, as which Kubernetes user, with what changed.

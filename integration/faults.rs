@@ -105,14 +105,31 @@ fn endless(prefix: &'static str) -> impl warp::Reply {
     warp::reply::stream(futures::StreamExt::chain(start, rest))
 }
 
+/// A series answer without end in which every series has a new name: what discovery keeps
+/// of it grows until `max_response_bytes`.
+fn endless_names() -> impl warp::Reply {
+    let start = futures::stream::iter([Ok::<Vec<u8>, std::io::Error>(
+        br#"{"status":"success","data":[{"__name__":"pod_load","namespace":"demo","pod":"web-0"}"#
+            .to_vec(),
+    )]);
+    let mut n = 0u64;
+    let rest = futures::stream::repeat_with(move || {
+        let mut chunk = String::new();
+        for _ in 0..512 {
+            n += 1;
+            chunk.push_str(&format!(r#",{{"__name__":"endless_{n}","pod":"x"}}"#));
+        }
+        Ok(chunk.into_bytes())
+    });
+    warp::reply::stream(futures::StreamExt::chain(start, rest))
+}
+
 /// A stand-in whose series answer carries hostile names and whose query answers are
 /// out of range or too large, as `series_mode` and `query_mode` say.
 async fn hostile_prometheus(series_mode: Arc<AtomicU8>, query_mode: Arc<AtomicU8>) -> String {
     let series = warp::path!("api" / "v1" / "series").map(move || -> Box<dyn warp::Reply> {
         if series_mode.load(Ordering::SeqCst) == SERIES_ENDLESS {
-            return Box::new(endless(
-                r#"{"status":"success","data":[{"__name__":"pod_load","namespace":"demo","pod":"web-0"}"#,
-            ));
+            return Box::new(endless_names());
         }
         Box::new(warp::reply::json(&serde_json::json!({"status": "success", "data": [
             {"__name__": "pod_load", "namespace": "demo", "pod": "web-0"},
@@ -262,8 +279,8 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(bridge.get(PATH).await.0, 200);
 
-    // 4. An endless series answer fails that discovery run (counted) and keeps what the
-    //    last good run found.
+    // 4. A series answer naming endless distinct series fails that discovery run when what it
+    //    keeps passes max_response_bytes (counted) and keeps what the last good run found.
     series_mode.store(SERIES_ENDLESS, Ordering::SeqCst);
     let series_too_large = "kube_metrics_bridge_prometheus_request_duration_seconds_count{backend=\"default\",call=\"series\",outcome=\"too_large\"}";
     common::wait_until(

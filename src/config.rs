@@ -87,8 +87,9 @@ pub struct BackendConfig {
     pub client_key_file: Option<PathBuf>,
     pub insecure_skip_verify: bool,
     pub method: HttpMethod,
-    /// Largest answer body read from Prometheus (`/api/v1/query` and `/api/v1/series`);
-    /// a larger one is refused, not read on. `64MiB`, or a number of bytes.
+    /// Largest answer body read from Prometheus (queries and the label API); a larger one is
+    /// refused, not read on. For `/api/v1/series`, which is streamed and never held, the most
+    /// distinct names and label names its answer may keep. `64MiB`, or a number of bytes.
     pub max_response_bytes: ByteSize,
 }
 

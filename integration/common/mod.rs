@@ -601,7 +601,23 @@ impl Prometheus {
     /// `--web.enable-remote-write-receiver`). Remote write is how a series name that no
     /// scrape would accept gets into Prometheus 2.x: its receiver stores names as they come.
     pub async fn remote_write(&self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let body = snappy_literal(&remote_write_request(name, labels, value));
+        let mut all = vec![("__name__", name)];
+        all.extend_from_slice(labels);
+        self.remote_write_many(&[all], value).await;
+    }
+
+    /// Pushes one sample (`value` now) for each of `series` (label pairs, `__name__`
+    /// included) in one remote-write request.
+    pub async fn remote_write_many<K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        series: &[Vec<(K, V)>],
+        value: f64,
+    ) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let body = snappy_literal(&remote_write_request(series, value, now_ms));
         let url = format!("{}/api/v1/write", self.url());
         let resp = self
             .client
@@ -616,7 +632,10 @@ impl Prometheus {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            self.fail(&format!("remote write of {name:?} -> {status}: {text}"));
+            self.fail(&format!(
+                "remote write of {} series -> {status}: {text}",
+                series.len()
+            ));
         }
     }
 
@@ -772,30 +791,37 @@ fn pb_bytes(field: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// `prometheus.WriteRequest{timeseries: [{labels, samples: [{value, timestamp: now}]}]}`,
-/// encoded by hand (three messages; not worth a protobuf dependency).
-fn remote_write_request(name: &str, labels: &[(&str, &str)], value: f64) -> Vec<u8> {
-    let mut series = Vec::new();
-    let mut all = vec![("__name__", name)];
-    all.extend_from_slice(labels);
-    all.sort();
-    for (k, v) in all {
-        let mut label = Vec::new();
-        pb_bytes(1, k.as_bytes(), &mut label);
-        pb_bytes(2, v.as_bytes(), &mut label);
-        pb_bytes(1, &label, &mut series);
-    }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+/// `prometheus.WriteRequest{timeseries: [{labels, samples: [{value, timestamp}]}, ...]}`,
+/// encoded by hand (three messages; not worth a protobuf dependency). Labels are sent sorted
+/// by name, as the receiver expects.
+fn remote_write_request<K: AsRef<str>, V: AsRef<str>>(
+    series: &[Vec<(K, V)>],
+    value: f64,
+    timestamp_ms: u64,
+) -> Vec<u8> {
     let mut sample = vec![1 << 3 | 1];
     sample.extend_from_slice(&value.to_le_bytes());
     varint(2 << 3, &mut sample);
-    varint(now_ms, &mut sample);
-    pb_bytes(2, &sample, &mut series);
+    varint(timestamp_ms, &mut sample);
     let mut request = Vec::new();
-    pb_bytes(1, &series, &mut request);
+    let mut one = Vec::new();
+    let mut label = Vec::new();
+    for labels in series {
+        let mut sorted: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        sorted.sort();
+        one.clear();
+        for (k, v) in sorted {
+            label.clear();
+            pb_bytes(1, k.as_bytes(), &mut label);
+            pb_bytes(2, v.as_bytes(), &mut label);
+            pb_bytes(1, &label, &mut one);
+        }
+        pb_bytes(2, &sample, &mut one);
+        pb_bytes(1, &one, &mut request);
+    }
     request
 }
 

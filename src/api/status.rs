@@ -182,7 +182,9 @@ impl From<AnswerError> for ApiError {
             ) => ApiError::internal("unable to fetch metrics"),
             // 500, not 503: asking again gets the same answer; the rule's query is too broad
             // or the limit too low, which the operator fixes, not time.
-            AnswerError::Prometheus(PrometheusError::TooLarge { limit, .. }) => {
+            AnswerError::Prometheus(
+                PrometheusError::TooLarge { limit, .. } | PrometheusError::TooManyNames { limit },
+            ) => {
                 ApiError::internal(format!(
                     "unable to fetch metrics: the answer from the metrics backend is larger than prometheus.max_response_bytes ({limit})"
                 ))

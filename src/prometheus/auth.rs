@@ -357,6 +357,8 @@ mod tests {
 
     #[tokio::test]
     async fn basic_auth_header_from_the_file() {
+        // reqwest is built without a default provider; the binary installs ring's.
+        crate::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("password");
         std::fs::write(&path, "s3cret\n").expect("write");
@@ -380,6 +382,8 @@ mod tests {
 
     #[tokio::test]
     async fn sigv4_signs_the_final_request() {
+        // reqwest is built without a default provider; the binary installs ring's.
+        crate::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         for (file, text) in [
             ("id", "AKIDEXAMPLE\n"),

@@ -14,7 +14,8 @@ use std::time::{Instant, SystemTime};
 use crate::config::DiscoveryApi;
 
 use super::breaker::{Breaker, Change, Outcome, Permit, FAILURES_TO_OPEN};
-use super::client::{PrometheusClient, PrometheusError, QueryAnswer, SeriesSet};
+use super::client::{PrometheusClient, PrometheusError, QueryAnswer};
+use super::series::SeriesSet;
 use crate::metrics::{BackendLabels, FailoverLabels, Metrics};
 use crate::rules::backends::{name_of, BackendSet};
 

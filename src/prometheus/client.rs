@@ -6,9 +6,10 @@
 //! `prometheus.max_response_bytes` (checked against `Content-Length` first, then counted while
 //! reading), sample times are clamped to what RFC 3339 can write, and the series answer is
 //! decoded as a stream into a [`SeriesSet`] that keeps only valid names and label names, so
-//! discovery's memory follows the distinct names, not the number of series.
+//! discovery's memory follows the distinct names, not the number of series (there the limit
+//! bounds what is kept, not the body; see [`super::series`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,10 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::auth::{Auth, FileStamp};
+use super::series::{decode_series, Decoded, SeriesSet};
 use crate::config::{BackendConfig, ByteSize, DiscoveryApi, HttpMethod};
 use crate::response::MAX_TIMESTAMP;
 
@@ -68,161 +69,6 @@ pub struct QueryAnswer {
     pub timestamps_clamped: usize,
 }
 
-/// What discovery keeps of a `/api/v1/series` answer: each distinct series name with the
-/// union of its series' label names. Label values are never kept: the registry needs only
-/// which labels a name carries (to tie it to resources), and keeping every series' full label
-/// set between runs made discovery's memory grow with the series count.
-///
-/// Only names that can stand unquoted in PromQL are kept ([`crate::promql::is_metric_name`]
-/// and [`crate::promql::is_label_name`]): `<<.Series>>` and `<<.GroupBy>>` are rendered as
-/// bare text, so a series named `x{a="1"} or vector(1)` (which Prometheus stores when it
-/// arrives by remote write, and Prometheus 3 from any UTF-8 scrape) would otherwise inject
-/// PromQL into every query of its rule. The dropped ones are counted for the log and metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SeriesSet {
-    names: BTreeMap<String, BTreeSet<String>>,
-    /// Series in the answer, kept or not.
-    pub series: u64,
-    /// Series dropped because their name is not a classic metric name.
-    pub invalid_names: u64,
-    /// Label names left out (once per series) because they are not classic label names.
-    pub invalid_label_names: u64,
-    /// The first few distinct names dropped (each cut to 120 characters), for the log.
-    pub invalid_examples: Vec<String>,
-    /// The same for label names.
-    pub invalid_label_examples: Vec<String>,
-}
-
-/// Adds `name`, cut to 120 characters, to `examples` unless it is there or the list is full.
-fn remember(examples: &mut Vec<String>, name: &str) {
-    let shown: String = name.chars().take(120).collect();
-    if examples.len() < INVALID_EXAMPLES && !examples.contains(&shown) {
-        examples.push(shown);
-    }
-}
-
-const INVALID_EXAMPLES: usize = 8;
-
-impl SeriesSet {
-    /// Adds one series, keeping only what is valid.
-    pub fn add<L: Into<String> + AsRef<str>>(
-        &mut self,
-        name: &str,
-        label_names: impl IntoIterator<Item = L>,
-    ) {
-        self.series += 1;
-        if !crate::promql::is_metric_name(name) {
-            self.invalid_names += 1;
-            remember(&mut self.invalid_examples, name);
-            return;
-        }
-        let labels = match self.names.get_mut(name) {
-            Some(labels) => labels,
-            None => self.names.entry(name.to_string()).or_default(),
-        };
-        for label in label_names {
-            if !crate::promql::is_label_name(label.as_ref()) {
-                self.invalid_label_names += 1;
-                remember(&mut self.invalid_label_examples, label.as_ref());
-            } else if !labels.contains(label.as_ref()) {
-                labels.insert(label.into());
-            }
-        }
-    }
-
-    /// Each kept name with its label names, sorted by name.
-    pub fn names(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
-        self.names.iter().map(|(n, l)| (n.as_str(), l))
-    }
-
-    pub fn name_count(&self) -> usize {
-        self.names.len()
-    }
-
-    /// Roughly the bytes this set keeps between discovery runs.
-    pub fn kept_bytes(&self) -> usize {
-        const NODE: usize = 16;
-        let string = std::mem::size_of::<String>();
-        std::mem::size_of::<Self>()
-            + self
-                .names
-                .iter()
-                .map(|(n, labels)| {
-                    string
-                        + n.capacity()
-                        + std::mem::size_of::<BTreeSet<String>>()
-                        + NODE
-                        + labels
-                            .iter()
-                            .map(|l| string + l.capacity() + NODE)
-                            .sum::<usize>()
-                })
-                .sum::<usize>()
-            + self
-                .invalid_examples
-                .iter()
-                .chain(&self.invalid_label_examples)
-                .map(|e| string + e.capacity())
-                .sum::<usize>()
-    }
-}
-
-impl<'de> Deserialize<'de> for SeriesSet {
-    /// Folds `[{"__name__": "x", "pod": "a", ...}, ...]` into the set one series at a time:
-    /// only the series being read is held in full.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fold;
-        impl<'de> Visitor<'de> for Fold {
-            type Value = SeriesSet;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of series label sets")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SeriesSet, A::Error> {
-                let mut set = SeriesSet::default();
-                while let Some(one) = seq.next_element::<OneSeries>()? {
-                    set.add(&one.name, one.label_names);
-                }
-                Ok(set)
-            }
-        }
-        d.deserialize_seq(Fold)
-    }
-}
-
-/// One element of the series answer: its name and label names; values are skipped unread.
-struct OneSeries {
-    name: String,
-    label_names: Vec<String>,
-}
-
-impl<'de> Deserialize<'de> for OneSeries {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Labels;
-        impl<'de> Visitor<'de> for Labels {
-            type Value = OneSeries;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a series label set")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OneSeries, A::Error> {
-                let mut one = OneSeries {
-                    name: String::new(),
-                    label_names: Vec::new(),
-                };
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == "__name__" {
-                        one.name = map.next_value()?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                        one.label_names.push(key);
-                    }
-                }
-                Ok(one)
-            }
-        }
-        d.deserialize_map(Labels)
-    }
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PrometheusError {
     /// Could not get an answer: connection refused, deadline passed, 5xx, 429.
@@ -242,6 +88,11 @@ pub enum PrometheusError {
         /// The size the answer announced, when it did.
         declared: Option<u64>,
     },
+    /// A series answer named more distinct series names and label names than
+    /// `prometheus.max_response_bytes` holds (the answer itself is streamed, never held).
+    /// Not transient either: the query is broader than meant, or the backend sends garbage.
+    #[error("series answer from prometheus names more distinct series names and label names than prometheus.max_response_bytes ({limit}) holds")]
+    TooManyNames { limit: ByteSize },
 }
 
 impl PrometheusError {
@@ -251,7 +102,7 @@ impl PrometheusError {
             PrometheusError::Unavailable(_) => "unavailable",
             PrometheusError::Query { .. } => "query",
             PrometheusError::Malformed(_) => "malformed",
-            PrometheusError::TooLarge { .. } => "too_large",
+            PrometheusError::TooLarge { .. } | PrometheusError::TooManyNames { .. } => "too_large",
         }
     }
 }
@@ -535,7 +386,8 @@ impl PrometheusClient {
     }
 
     /// Series matching `selector` seen since `start`, decoded as the body arrives (see
-    /// [`SeriesSet`]): the body is never held whole.
+    /// [`SeriesSet`]): the body is never held whole, so its size is not capped; what is kept
+    /// of it is, at `max_response_bytes`.
     pub async fn series(
         &self,
         selector: &str,
@@ -550,30 +402,24 @@ impl PrometheusClient {
             )
             .await?;
         let status = response.status();
-        self.check_declared_length(&response)?;
+        let limit = self.max_response_bytes;
         // serde_json reads from a blocking `Read`; feed it chunks through a small channel so
         // at most a few chunks are in memory besides the set being built.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let decoder = tokio::task::spawn_blocking(move || {
             let mut reader = ChunkReader::new(rx);
             // serde_json reads byte by byte; BufReader serves those from its buffer.
-            let parsed = decode_series(std::io::BufReader::with_capacity(64 * 1024, &mut reader));
-            (parsed, reader.head)
+            let decoded = decode_series(
+                std::io::BufReader::with_capacity(64 * 1024, &mut reader),
+                usize::try_from(limit.bytes()).unwrap_or(usize::MAX),
+            );
+            (decoded, reader.head)
         });
-        let limit = self.max_response_bytes;
-        let mut read: u64 = 0;
         let fed = loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    read += chunk.len() as u64;
-                    if read > limit.bytes() {
-                        break Err(PrometheusError::TooLarge {
-                            limit,
-                            declared: None,
-                        });
-                    }
                     if tx.send(chunk).await.is_err() {
-                        // The decoder stopped early (bad JSON): its result says why.
+                        // The decoder stopped early (bad JSON, or the limit): its result says why.
                         break Ok(());
                     }
                 }
@@ -584,11 +430,16 @@ impl PrometheusClient {
         // Closing the channel ends the decoder's input; on an error above, its result is moot.
         drop(tx);
         drop(response);
-        let (parsed, head) = decoder
+        let (decoded, head) = decoder
             .await
             .map_err(|e| PrometheusError::Malformed(format!("series decoder failed: {e}")))?;
-        fed?;
-        settle(status, parsed, &head)
+        match decoded {
+            Decoded::KeptTooMuch => Err(PrometheusError::TooManyNames { limit }),
+            Decoded::Answer(parsed) => {
+                fed?;
+                settle(status, parsed, &head)
+            }
+        }
     }
 
     async fn send(
@@ -694,14 +545,6 @@ fn unix_seconds(at: SystemTime) -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0)
         .to_string()
-}
-
-/// Decodes a series answer from any reader (the body's chunks, or a test's bytes).
-fn decode_series<R: Read>(reader: R) -> Result<Envelope<SeriesSet>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    let envelope = Envelope::<SeriesSet>::deserialize(&mut de)?;
-    de.end()?;
-    Ok(envelope)
 }
 
 /// Turns a decoded (or undecodable) answer into data or an error: unreadable 5xx/429 answers
@@ -828,13 +671,14 @@ fn snippet(body: &[u8], e: serde_json::Error) -> String {
     format!("{e} (body starts {text:?})")
 }
 
+/// The envelope of every Prometheus API answer.
 #[derive(Debug, Deserialize)]
-struct Envelope<T> {
-    status: String,
-    data: Option<T>,
+pub(super) struct Envelope<T> {
+    pub(super) status: String,
+    pub(super) data: Option<T>,
     #[serde(rename = "errorType")]
-    error_type: Option<String>,
-    error: Option<String>,
+    pub(super) error_type: Option<String>,
+    pub(super) error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1046,48 +890,17 @@ mod tests {
         format!(r#"{{"status":"success","data":[{}]}}"#, series.join(","))
     }
 
-    #[test]
-    fn series_answer_keeps_only_valid_names_and_label_names() {
-        let body = series_body(&[
-            r#"{"__name__":"http_requests_total","namespace":"a","pod":"web-0"}"#,
-            r#"{"pod":"web-1","__name__":"http_requests_total","namespace":"b","container":"c"}"#,
-            r#"{"__name__":"x{a=\"1\"} or vector(1)","namespace":"a","pod":"evil"}"#,
-            r#"{"__name__":"sum(up) by (pod)","namespace":"a","pod":"evil"}"#,
-            r#"{"__name__":"caf\u00e9","namespace":"a"}"#,
-            r#"{"__name__":"queue_ready","queue":"q","bad label":"v","pod) or vector(1":"v"}"#,
-            r#"{"namespace":"no-name"}"#,
-        ]);
-        let set = decode_series(body.as_bytes())
-            .map(|env| settle(StatusCode::OK, Ok(env), b""))
-            .expect("json")
-            .expect("success");
-        let names: Vec<(&str, Vec<&str>)> = set
-            .names()
-            .map(|(n, l)| (n, l.iter().map(String::as_str).collect()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("http_requests_total", vec!["container", "namespace", "pod"]),
-                ("queue_ready", vec!["queue"]),
-            ]
-        );
-        assert_eq!(set.series, 7);
-        assert_eq!(set.invalid_names, 4);
-        assert_eq!(set.invalid_label_names, 2);
-        assert_eq!(
-            set.invalid_label_examples,
-            ["bad label", "pod) or vector(1"]
-        );
-        assert_eq!(
-            set.invalid_examples,
-            [r#"x{a="1"} or vector(1)"#, "sum(up) by (pod)", "café", ""]
-        );
+    /// A series answer read without a limit, as `settle` takes it.
+    fn parse_series(reader: impl Read) -> Result<Envelope<SeriesSet>, serde_json::Error> {
+        match decode_series(reader, usize::MAX) {
+            Decoded::Answer(parsed) => parsed,
+            Decoded::KeptTooMuch => unreachable!("no limit"),
+        }
     }
 
     #[test]
     fn series_answer_errors_and_garbage() {
-        let env = decode_series(
+        let env = parse_series(
             br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#.as_slice(),
         )
         .expect("json");
@@ -1101,7 +914,7 @@ mod tests {
             r#"{"status":"success","data":{"not":"a list"}}"#,
             r#"{"status":"success","data":[{"__name__":"a","pod":"#,
         ] {
-            let parsed = decode_series(garbage.as_bytes());
+            let parsed = parse_series(garbage.as_bytes());
             assert!(
                 matches!(
                     settle(StatusCode::OK, parsed, garbage.as_bytes()),
@@ -1110,49 +923,6 @@ mod tests {
                 "{garbage}"
             );
         }
-    }
-
-    /// What discovery keeps between runs depends on the distinct names and label names, not
-    /// on the number of series: 200,000 series of two names keep what 2 series keep.
-    #[test]
-    fn series_memory_follows_distinct_names_not_series() {
-        let body = |pods: usize| {
-            let mut b = String::from(r#"{"status":"success","data":["#);
-            for i in 0..pods {
-                for name in ["http_requests_total", "http_request_duration_seconds_count"] {
-                    if b.ends_with('}') {
-                        b.push(',');
-                    }
-                    b.push_str(&format!(
-                        r#"{{"__name__":"{name}","namespace":"ns-{}","pod":"web-{i}","instance":"10.0.{}.{}:8080","job":"web"}}"#,
-                        i % 50,
-                        i / 256 % 256,
-                        i % 256
-                    ));
-                }
-            }
-            b.push_str("]}");
-            b
-        };
-        let decode = |text: &str| {
-            settle(StatusCode::OK, decode_series(text.as_bytes()), b"").expect("decodes")
-        };
-        let small_body = body(1);
-        let big_body = body(100_000);
-        let (small, big) = (decode(&small_body), decode(&big_body));
-        assert_eq!(big.series, 200_000);
-        assert_eq!(big.name_count(), 2);
-        assert_eq!(small.kept_bytes(), big.kept_bytes());
-        // The full label sets, as kept before (a BTreeMap of strings per series), would be of
-        // the order of the body; what is kept now is a few hundred bytes.
-        assert!(big_body.len() > 20_000_000, "{}", big_body.len());
-        assert!(big.kept_bytes() < 2048, "{}", big.kept_bytes());
-        eprintln!(
-            "series answer of {} bytes ({} series) keeps {} bytes",
-            big_body.len(),
-            big.series,
-            big.kept_bytes()
-        );
     }
 
     #[test]
@@ -1164,7 +934,7 @@ mod tests {
         }
         drop(tx);
         let mut reader = ChunkReader::new(rx);
-        let set = settle(StatusCode::OK, decode_series(&mut reader), b"").expect("decodes");
+        let set = settle(StatusCode::OK, parse_series(&mut reader), b"").expect("decodes");
         assert_eq!(set.name_count(), 2);
         assert_eq!(reader.head, body.as_bytes()[..body.len().min(HEAD)]);
     }

@@ -6,8 +6,10 @@ pub mod backends;
 pub mod breaker;
 pub mod cache;
 pub mod client;
+pub mod series;
 pub mod sigv4;
 
 pub use backends::Backends;
 pub use cache::{QueryCache, RuleQuery};
-pub use client::{PrometheusClient, PrometheusError, QueryAnswer, QueryResult, Sample, SeriesSet};
+pub use client::{PrometheusClient, PrometheusError, QueryAnswer, QueryResult, Sample};
+pub use series::SeriesSet;
