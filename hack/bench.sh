@@ -20,7 +20,7 @@
 #
 # discovery: series discovery of both servers at 100,000 and 1,000,000 matching series, same
 # Prometheus (benches/discovery.rs): time to list every metric, CPU, peak RSS, what Prometheus
-# sent. Writes $CARGO_TARGET_DIR/bench/discovery-<time>.json. About 10 minutes warm; Prometheus
+# sent. Writes $CARGO_TARGET_DIR/bench/discovery-<time>.json. About 2 minutes warm; Prometheus
 # holds the million series in about 2 GiB.
 #   KMB_BENCH_SERIES=100000,1000000  matching series at each step
 #   KMB_BENCH_METRICS=50             distinct metric names among them

@@ -116,6 +116,7 @@ pub struct PrometheusClient {
     base: reqwest::Url,
     method: HttpMethod,
     timeout: Duration,
+    discovery_timeout: Duration,
     auth: Auth,
     discovery_api: DiscoveryApi,
     /// Set when `discovery_api = "auto"` found the label API unusable: later listings go to
@@ -252,6 +253,7 @@ impl PrometheusClient {
             base,
             method: cfg.method,
             timeout: cfg.timeout,
+            discovery_timeout: cfg.discovery_timeout,
             auth: Auth::new(cfg),
             discovery_api: cfg.discovery_api,
             label_api_failed: std::sync::atomic::AtomicBool::new(false),
@@ -340,6 +342,7 @@ impl PrometheusClient {
                 "api/v1/query",
                 &[("query", promql), ("timeout", &timeout)],
                 tenant,
+                self.timeout,
             )
             .await?;
         let status = response.status();
@@ -377,7 +380,12 @@ impl PrometheusClient {
     ) -> Result<Vec<String>, PrometheusError> {
         let start = unix_seconds(start);
         let response = self
-            .send(path, &[("match[]", selector), ("start", &start)], None)
+            .send(
+                path,
+                &[("match[]", selector), ("start", &start)],
+                None,
+                self.discovery_timeout,
+            )
             .await?;
         let status = response.status();
         let body = self.read_capped(response).await?;
@@ -399,6 +407,7 @@ impl PrometheusClient {
                 "api/v1/series",
                 &[("match[]", selector), ("start", &start)],
                 None,
+                self.discovery_timeout,
             )
             .await?;
         let status = response.status();
@@ -442,11 +451,13 @@ impl PrometheusClient {
         }
     }
 
+    /// One call under `deadline` (connecting, the answer and its whole body).
     async fn send(
         &self,
         path: &str,
         params: &[(&str, &str)],
         tenant: Option<&str>,
+        deadline: Duration,
     ) -> Result<reqwest::Response, PrometheusError> {
         use crate::rules::backends::{render_tenant, NAMESPACE_VARIABLE};
         let url = self
@@ -478,7 +489,7 @@ impl PrometheusClient {
             HttpMethod::Get => http.http.get(url).query(&extra).query(params),
             HttpMethod::Post => http.http.post(url).query(&extra).form(params),
         };
-        let mut builder = builder;
+        let mut builder = builder.timeout(deadline);
         for (name, value) in &self.tenant_headers {
             let value = HeaderValue::from_str(&render(value)?).map_err(|_| {
                 PrometheusError::Malformed(format!("header {name}: not a valid value"))

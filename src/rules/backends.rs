@@ -293,6 +293,12 @@ fn check_connection(place: &str, p: &BackendConfig, problems: &mut Vec<Problem>)
             "must be more than 0; every call to Prometheus needs a deadline".into(),
         );
     }
+    if p.discovery_timeout.is_zero() {
+        push(
+            "discovery_timeout",
+            "must be more than 0; every call to Prometheus needs a deadline".into(),
+        );
+    }
     if p.client_cert_file.is_some() != p.client_key_file.is_some() {
         push(
             "client_cert_file",
@@ -484,7 +490,7 @@ mod tests {
              [[backends]]\nurl = \"http://a\"\n\
              [[backends]]\nname = \"Bad_Name\"\nurl = \"ftp://b\"\ndefault = true\n\
              [[backends]]\nname = \"c\"\nurl = \"http://c\"\nfailover = [\"c\", \"zz\"]\ndefault = true\n\
-             [[backends]]\nname = \"c\"\nurl = \"http://c2\"\ntimeout = \"0s\"\n",
+             [[backends]]\nname = \"c\"\nurl = \"http://c2\"\ntimeout = \"0s\"\ndiscovery_timeout = \"0s\"\n",
         );
         let all = problems.join("\n");
         for expected in [
@@ -496,6 +502,7 @@ mod tests {
             "backends[2].failover[1]: \"zz\" is not a backend",
             "backends[3].name: \"c\" is used twice",
             "backends[3].timeout: must be more than 0",
+            "backends[3].discovery_timeout: must be more than 0",
             "backends.default: only one backend can be the default",
         ] {
             assert!(all.contains(expected), "missing {expected:?} in\n{all}");
