@@ -42,7 +42,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::adapter::{
-    adapter_args, adapter_bin, log_tail, serving_args, serving_pair, spawn_logged,
+    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair,
+    spawn_logged,
 };
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
@@ -101,27 +102,11 @@ resourceRules:
 const WINDOW_SECS: u64 = 15;
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs benches without it.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "compare: a benchmark; run it with `cargo bench --bench compare` or hack/bench.sh"
-        );
-        return;
-    }
-    let settings = Settings::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let failures = runtime.block_on(run(settings));
-    drop(runtime);
-    if !failures.is_empty() {
-        eprintln!("\nBENCHMARK FAILED: a server errored or answered wrong:");
-        for f in &failures {
-            eprintln!("  - {f}");
-        }
-        std::process::exit(1);
-    }
+    report::bench_main(
+        "compare: a benchmark; run it with `cargo bench --bench compare` or hack/bench.sh",
+        "a server errored or answered wrong",
+        || run(Settings::from_env()),
+    );
 }
 
 /// Knobs, from the environment (see `hack/bench/README.md`).
@@ -1220,18 +1205,11 @@ async fn run(settings: Settings) -> Vec<String> {
     let adapter_config = root.join("adapter.yaml");
     std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
     let rules = root.join("rules.toml");
-    let out = std::process::Command::new(&bridge_bin)
-        .arg("convert")
-        .arg(&adapter_config)
-        .args(["--prometheus-url", &prometheus.url(), "-o"])
-        .arg(&rules)
-        .output()
-        .expect("kube-metrics-bridge convert");
-    assert!(
-        out.status.success(),
-        "convert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    std::fs::write(
+        &rules,
+        convert_adapter_config(&bridge_bin, &adapter_config, &prometheus.url()),
+    )
+    .expect("rules.toml");
     let tls = serving_pair(root);
     let pki = cp.dir().join("pki");
     let client = tls_client_with(

@@ -477,18 +477,11 @@ async fn resource_metrics_agree_with_prometheus_adapter() {
         .expect("tempdir");
     let root = dir.path();
     let adapter_config = write_file(root, "adapter.yaml", ADAPTER_CONFIG);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
-        .arg("convert")
-        .arg(&adapter_config)
-        .args(["--prometheus-url", &prometheus.url()])
-        .output()
-        .expect("kube-metrics-bridge convert");
-    assert!(
-        out.status.success(),
-        "convert: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let rules = common::adapter::convert_adapter_config(
+        Path::new(env!("CARGO_BIN_EXE_kube-metrics-bridge")),
+        &adapter_config,
+        &prometheus.url(),
     );
-    let rules = String::from_utf8(out.stdout).expect("convert writes UTF-8");
     assert!(
         rules.contains("missing_containers = \"zero\""),
         "convert keeps prometheus-adapter's zero for a missing resource:\n{rules}"

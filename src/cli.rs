@@ -92,7 +92,8 @@ pub struct ServeArgs {
     /// Extra names for the self-signed certificate (e.g. the Service's DNS name).
     #[arg(long, env = "KMB_TLS_SANS", value_delimiter = ',')]
     pub tls_sans: Vec<String>,
-    /// kubeconfig for the cluster (else in-cluster config).
+    /// kubeconfig for the cluster (else `KUBECONFIG` or `~/.kube/config` when present, then
+    /// in-cluster config).
     #[arg(long, env = "KMB_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Run without Kubernetes: no authentication, loopback only, no label selectors.

@@ -1,9 +1,37 @@
 //! What the benchmarks share: process figures from `/proc`, the machine they ran on, and how
 //! numbers and ratios are printed.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+/// A benchmark binary's `main`: without `--bench` (as under `cargo test --all-targets`) it
+/// says how to run it and returns; else it runs `bench` and exits 1 listing what it returned
+/// (each a server that errored or answered wrong) under `failed`.
+pub fn bench_main<F: Future<Output = Vec<String>>>(
+    usage: &str,
+    failed: &str,
+    bench: impl FnOnce() -> F,
+) {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("{usage}");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let failures = runtime.block_on(bench());
+    drop(runtime);
+    if !failures.is_empty() {
+        eprintln!("\nBENCHMARK FAILED: {failed}:");
+        for f in &failures {
+            eprintln!("  - {f}");
+        }
+        std::process::exit(1);
+    }
+}
 
 /// CPU time (user + system) and memory of one process, from `/proc`.
 #[derive(Debug, Clone, Copy, Default)]

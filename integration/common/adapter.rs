@@ -20,6 +20,27 @@ pub async fn adapter_bin() -> PathBuf {
     .await
 }
 
+/// The TOML `kube-metrics-bridge convert` makes of prometheus-adapter's config file
+/// `adapter_config`, querying `prometheus_url`: how both servers get the same rules.
+pub fn convert_adapter_config(
+    bridge_bin: &Path,
+    adapter_config: &Path,
+    prometheus_url: &str,
+) -> String {
+    let out = std::process::Command::new(bridge_bin)
+        .arg("convert")
+        .arg(adapter_config)
+        .args(["--prometheus-url", prometheus_url])
+        .output()
+        .expect("kube-metrics-bridge convert");
+    assert!(
+        out.status.success(),
+        "convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("convert writes UTF-8")
+}
+
 /// A CA and a serving certificate for 127.0.0.1 signed by it, written to `dir`:
 /// `(ca.crt, tls.crt, tls.key)`. Both servers serve it, so one client trusts both.
 pub fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

@@ -22,7 +22,8 @@ use crate::rules::{load_file, LoadError, Overrides, RuleSet};
 /// What to check.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DoctorArgs {
-    /// kubeconfig of the cluster (else in-cluster config, then the default kubeconfig).
+    /// kubeconfig of the cluster (else `KUBECONFIG` or `~/.kube/config` when present, then
+    /// in-cluster config).
     #[arg(long, env = "KMB_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Namespace the bridge is installed in.

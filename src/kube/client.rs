@@ -1,5 +1,5 @@
-//! The Kubernetes client: a kubeconfig file when given, else in-cluster config (and, outside
-//! a cluster, the usual `KUBECONFIG`/`~/.kube/config`).
+//! The Kubernetes client: a kubeconfig file when given, else what kube-rs infers: `KUBECONFIG`
+//! or `~/.kube/config` when present, then in-cluster config (the pod's ServiceAccount).
 
 use std::path::Path;
 
