@@ -12,11 +12,17 @@ use common::controlplane::{ControlPlane, Options};
 use common::{Exporter, Prometheus};
 
 fn render(flavour: &str) -> String {
-    let out = Command::new("bash")
-        .arg("deploy/render.sh")
-        .arg(flavour)
-        .output()
-        .expect("running deploy/render.sh");
+    render_with(flavour, &[])
+}
+
+/// `deploy/render.sh flavour -- helm_args...`.
+fn render_with(flavour: &str, helm_args: &[&str]) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.arg("deploy/render.sh").arg(flavour);
+    if !helm_args.is_empty() {
+        cmd.arg("--").args(helm_args);
+    }
+    let out = cmd.output().expect("running deploy/render.sh");
     assert!(
         out.status.success(),
         "deploy/render.sh {flavour}: {}",
@@ -74,6 +80,89 @@ async fn shipped_manifests_pass_server_side_dry_run() {
                 "{flavour}: {resource}\n{stdout}"
             );
         }
+    }
+}
+
+/// The chart's pod settings a platform team overrides (issue 11 §4): the PDB only with two
+/// replicas or more and with `maxUnavailable` when set; the priority class; the pod's
+/// securityContext without fixed ids (OpenShift's restricted SCC); probes replaced or turned
+/// off. Each variant must also pass kube-apiserver's server-side dry-run.
+#[tokio::test]
+async fn chart_pod_settings_render_and_apply() {
+    let cp = control_plane().await;
+    let variants: [(&[&str], &[&str], &[&str]); 4] = [
+        (
+            &[],
+            &[
+                "kind: PodDisruptionBudget",
+                "minAvailable: 1",
+                "priorityClassName: system-cluster-critical",
+                "runAsUser: 65532",
+                "startupProbe:",
+                "path: /readyz",
+            ],
+            &["maxUnavailable: 1\n  selector"],
+        ),
+        (
+            &["--set", "replicaCount=1"],
+            &["replicas: 1"],
+            &["kind: PodDisruptionBudget"],
+        ),
+        (
+            &[
+                "--set",
+                "podDisruptionBudget.maxUnavailable=1",
+                "--set",
+                "priorityClassName=",
+                "--set",
+                "startupProbe=null",
+            ],
+            &["kind: PodDisruptionBudget", "maxUnavailable: 1"],
+            &["minAvailable:", "priorityClassName:", "startupProbe:"],
+        ),
+        (
+            &[
+                "--set",
+                "podSecurityContext.runAsUser=null",
+                "--set",
+                "podSecurityContext.runAsGroup=null",
+                "--set",
+                "readinessProbe.periodSeconds=11",
+            ],
+            &[
+                "runAsNonRoot: true",
+                "periodSeconds: 11",
+                "readOnlyRootFilesystem: true",
+            ],
+            &["runAsUser:", "runAsGroup:"],
+        ),
+    ];
+    for (args, present, absent) in variants {
+        let yaml = render_with("helm", args);
+        for want in present {
+            assert!(
+                yaml.contains(want),
+                "{args:?}: {want:?} missing from\n{yaml}"
+            );
+        }
+        for unwanted in absent {
+            assert!(
+                !yaml.contains(unwanted),
+                "{args:?}: {unwanted:?} in\n{yaml}"
+            );
+        }
+        let out = cp
+            .kubectl_as(
+                cp.admin_kubeconfig(),
+                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+                Some(&yaml),
+            )
+            .await;
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
