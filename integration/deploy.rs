@@ -86,11 +86,13 @@ async fn shipped_manifests_pass_server_side_dry_run() {
 /// The chart's pod settings a platform team overrides (issue 11 §4): the PDB only with two
 /// replicas or more and with `maxUnavailable` when set; the priority class; the pod's
 /// securityContext without fixed ids (OpenShift's restricted SCC); probes replaced or turned
-/// off. Each variant must also pass kube-apiserver's server-side dry-run.
+/// off; host network and DNS; the Service's port (which the APIServices follow); extra
+/// volumes, mounts and containers. Each variant must also pass kube-apiserver's server-side
+/// dry-run.
 #[tokio::test]
 async fn chart_pod_settings_render_and_apply() {
     let cp = control_plane().await;
-    let variants: [(&[&str], &[&str], &[&str]); 4] = [
+    let variants: [(&[&str], &[&str], &[&str]); 5] = [
         (
             &[],
             &[
@@ -135,6 +137,37 @@ async fn chart_pod_settings_render_and_apply() {
                 "readOnlyRootFilesystem: true",
             ],
             &["runAsUser:", "runAsGroup:"],
+        ),
+        (
+            &[
+                "--set",
+                "hostNetwork=true",
+                "--set",
+                "dnsPolicy=ClusterFirstWithHostNet",
+                "--set",
+                "service.port=8443",
+                "--set",
+                "extraVolumes[0].name=prometheus-ca",
+                "--set",
+                "extraVolumes[0].configMap.name=prometheus-ca",
+                "--set",
+                "extraVolumeMounts[0].name=prometheus-ca",
+                "--set",
+                "extraVolumeMounts[0].mountPath=/etc/prometheus-ca",
+                "--set",
+                "extraContainers[0].name=sidecar",
+                "--set",
+                "extraContainers[0].image=registry.invalid/sidecar:1",
+            ],
+            &[
+                "hostNetwork: true",
+                "dnsPolicy: ClusterFirstWithHostNet",
+                "port: 8443",
+                "mountPath: /etc/prometheus-ca",
+                "name: prometheus-ca",
+                "name: sidecar",
+            ],
+            &["port: 443\n"],
         ),
     ];
     for (args, present, absent) in variants {
