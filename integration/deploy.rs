@@ -87,12 +87,13 @@ async fn shipped_manifests_pass_server_side_dry_run() {
 /// replicas or more and with `maxUnavailable` when set; the priority class; the pod's
 /// securityContext without fixed ids (OpenShift's restricted SCC); probes replaced or turned
 /// off; host network and DNS; the Service's port (which the APIServices follow); extra
-/// volumes, mounts and containers. Each variant must also pass kube-apiserver's server-side
-/// dry-run.
+/// volumes, mounts and containers; no RBAC objects with `rbac.create=false`; common labels;
+/// a parent chart's `global` accepted. Each variant must also pass kube-apiserver's
+/// server-side dry-run.
 #[tokio::test]
 async fn chart_pod_settings_render_and_apply() {
     let cp = control_plane().await;
-    let variants: [(&[&str], &[&str], &[&str]); 5] = [
+    let variants: [(&[&str], &[&str], &[&str]); 6] = [
         (
             &[],
             &[
@@ -168,6 +169,18 @@ async fn chart_pod_settings_render_and_apply() {
                 "name: sidecar",
             ],
             &["port: 443\n"],
+        ),
+        (
+            &[
+                "--set",
+                "rbac.create=false",
+                "--set",
+                "commonLabels.team=platform",
+                "--set",
+                "global.imageRegistry=registry.invalid",
+            ],
+            &["team: platform", "kind: ServiceAccount"],
+            &["kind: ClusterRole", "kind: RoleBinding"],
         ),
     ];
     for (args, present, absent) in variants {
