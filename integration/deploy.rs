@@ -88,12 +88,12 @@ async fn shipped_manifests_pass_server_side_dry_run() {
 /// securityContext without fixed ids (OpenShift's restricted SCC); probes replaced or turned
 /// off; host network and DNS; the Service's port (which the APIServices follow); extra
 /// volumes, mounts and containers; no RBAC objects with `rbac.create=false`; common labels;
-/// a parent chart's `global` accepted. Each variant must also pass kube-apiserver's
+/// a parent chart's `global` accepted; the NetworkPolicy. Each variant must also pass kube-apiserver's
 /// server-side dry-run.
 #[tokio::test]
 async fn chart_pod_settings_render_and_apply() {
     let cp = control_plane().await;
-    let variants: [(&[&str], &[&str], &[&str]); 6] = [
+    let variants: [(&[&str], &[&str], &[&str]); 7] = [
         (
             &[],
             &[
@@ -104,7 +104,7 @@ async fn chart_pod_settings_render_and_apply() {
                 "startupProbe:",
                 "path: /readyz",
             ],
-            &["maxUnavailable: 1\n  selector"],
+            &["maxUnavailable: 1\n  selector", "kind: NetworkPolicy"],
         ),
         (
             &["--set", "replicaCount=1"],
@@ -181,6 +181,22 @@ async fn chart_pod_settings_render_and_apply() {
             ],
             &["team: platform", "kind: ServiceAccount"],
             &["kind: ClusterRole", "kind: RoleBinding"],
+        ),
+        (
+            &[
+                "--set",
+                "networkPolicy.enabled=true",
+                "--set",
+                "networkPolicy.apiFrom[0].ipBlock.cidr=10.0.0.0/24",
+            ],
+            &[
+                "kind: NetworkPolicy",
+                "port: https",
+                "cidr: 10.0.0.0/24",
+                "port: metrics",
+                "kubernetes.io/metadata.name: monitoring",
+            ],
+            &[],
         ),
     ];
     for (args, present, absent) in variants {
