@@ -42,18 +42,22 @@ async fn control_plane() -> ControlPlane {
     cp
 }
 
+/// `kubectl apply --server-side --dry-run=server` of `yaml` as the cluster admin.
+async fn server_side_dry_run(cp: &ControlPlane, yaml: &str) -> std::process::Output {
+    cp.kubectl_as(
+        cp.admin_kubeconfig(),
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        Some(yaml),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn shipped_manifests_pass_server_side_dry_run() {
     let cp = control_plane().await;
     for flavour in ["kustomize", "helm", "helm-test"] {
         let yaml = render(flavour);
-        let out = cp
-            .kubectl_as(
-                cp.admin_kubeconfig(),
-                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
-                Some(&yaml),
-            )
-            .await;
+        let out = server_side_dry_run(&cp, &yaml).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -213,13 +217,7 @@ async fn chart_pod_settings_render_and_apply() {
                 "{args:?}: {unwanted:?} in\n{yaml}"
             );
         }
-        let out = cp
-            .kubectl_as(
-                cp.admin_kubeconfig(),
-                &["apply", "--server-side", "--dry-run=server", "-f", "-"],
-                Some(&yaml),
-            )
-            .await;
+        let out = server_side_dry_run(&cp, &yaml).await;
         assert!(
             out.status.success(),
             "{args:?}: {}",
