@@ -363,14 +363,7 @@ impl AuditLog {
 
 /// Prometheus' own count of instant queries it has answered.
 async fn prometheus_queries(prometheus: &Prometheus) -> f64 {
-    let text = common::http_client()
-        .get(format!("{}/metrics", prometheus.url()))
-        .send()
-        .await
-        .expect("Prometheus /metrics")
-        .text()
-        .await
-        .expect("Prometheus /metrics body");
+    let text = prometheus.own_metrics().await;
     report::prometheus_sum(
         &text,
         "prometheus_http_requests_total",

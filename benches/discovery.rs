@@ -200,7 +200,7 @@ struct HandlerTotals {
 }
 
 async fn handler_totals(prometheus: &Prometheus) -> HandlerTotals {
-    let text = metrics_text(prometheus).await;
+    let text = prometheus.own_metrics().await;
     let sum = |name: &str| {
         DISCOVERY_HANDLERS
             .iter()
@@ -214,21 +214,9 @@ async fn handler_totals(prometheus: &Prometheus) -> HandlerTotals {
     }
 }
 
-/// Prometheus' own `/metrics`.
-async fn metrics_text(prometheus: &Prometheus) -> String {
-    common::http_client()
-        .get(format!("{}/metrics", prometheus.url()))
-        .send()
-        .await
-        .expect("Prometheus /metrics")
-        .text()
-        .await
-        .expect("Prometheus /metrics body")
-}
-
 /// The series in Prometheus' head block, from its own `/metrics`.
 async fn head_series(prometheus: &Prometheus) -> f64 {
-    let text = metrics_text(prometheus).await;
+    let text = prometheus.own_metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("prometheus_tsdb_head_series "))
         .and_then(|v| v.trim().parse().ok())

@@ -639,6 +639,20 @@ impl Prometheus {
         }
     }
 
+    /// Prometheus' own `/metrics` text (its request counters, head series, ...).
+    pub async fn own_metrics(&self) -> String {
+        let url = format!("{}/metrics", self.url());
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("GET {url}: {e}")));
+        resp.text()
+            .await
+            .unwrap_or_else(|e| self.fail(&format!("GET {url} body: {e}")))
+    }
+
     /// Polls `f` like [`wait_until`], but a timeout panic also shows the log tail.
     pub async fn wait_or_fail<T, F, Fut>(&self, what: &str, timeout: Duration, f: F) -> T
     where
