@@ -33,6 +33,65 @@ pub struct ConfigFile {
     /// The resource metrics API (`metrics.k8s.io`): prometheus-adapter's `resourceRules`.
     /// Absent: that API is not served.
     pub resource_rules: Option<ResourceRulesConfig>,
+    /// Other metrics API servers (prometheus-adapter, a vendor adapter) that answer the
+    /// custom and external metrics these rules do not have: the bridge forwards to them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[[upstreams]]`: another metrics API server the bridge sits in front of.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// What logs and metrics call it.
+    pub name: String,
+    /// Its Service, `https://prometheus-adapter.monitoring.svc:443` (a path prefix is kept).
+    pub url: String,
+    /// The group versions it may answer, of `custom.metrics.k8s.io/v1beta1`,
+    /// `custom.metrics.k8s.io/v1beta2` and `external.metrics.k8s.io/v1beta1` (default: all).
+    pub apis: Vec<String>,
+    /// Deadline for each forwarded request and each discovery call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often its discovery documents are fetched again.
+    #[serde(with = "humantime_serde")]
+    pub discovery_interval: Duration,
+    /// The CA that signed its serving certificate.
+    pub ca_file: Option<PathBuf>,
+    /// A front-proxy client certificate the upstream trusts (signed by the CA of
+    /// `requestheader-client-ca-file`, with a name in `requestheader-allowed-names`): with it
+    /// the upstream believes the caller identity the bridge passes on.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Do not verify its serving certificate (what an APIService with
+    /// `insecureSkipTLSVerify: true` did). Logged as a warning.
+    pub insecure_skip_verify: bool,
+    /// Largest answer body read from it.
+    pub max_response_bytes: ByteSize,
+}
+
+/// The group versions an upstream may answer.
+pub const UPSTREAM_APIS: [&str; 3] = [
+    "custom.metrics.k8s.io/v1beta1",
+    "custom.metrics.k8s.io/v1beta2",
+    "external.metrics.k8s.io/v1beta1",
+];
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            url: String::new(),
+            apis: UPSTREAM_APIS.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(10),
+            discovery_interval: Duration::from_secs(30),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            insecure_skip_verify: false,
+            max_response_bytes: ByteSize::mib(64),
+        }
+    }
 }
 
 /// How to reach one engine with Prometheus' HTTP API: `[prometheus]` or one `[[backends]]`.

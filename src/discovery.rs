@@ -24,7 +24,9 @@ use crate::kube::objects::ObjectResolver;
 use crate::kube::resources::{GroupResource, ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, ApiLabels, Metrics, ReasonLabels};
 use crate::prometheus::{Backends, PrometheusError, QueryCache, SeriesSet};
+use crate::response::discovery::{Documents, Listing};
 use crate::rules::{RuleId, RuleSet};
+use crate::upstream::Upstreams;
 
 /// A custom metric for one resource.
 #[derive(Debug, Clone)]
@@ -49,10 +51,15 @@ pub struct Registry {
     pub rules: Arc<RuleSet>,
     custom: HashMap<(GroupResource, String), CustomMetric>,
     external: BTreeMap<String, ExternalMetric>,
+    /// What the discovery documents list, kept so upstreams' metrics can be merged in.
+    pub listing: Listing,
     /// Discovery documents rendered once per registry; discovery GETs only copy bytes.
-    pub documents: crate::response::discovery::Documents,
+    pub documents: Arc<Documents>,
     /// False until one discovery run has finished (successfully or not).
     pub discovered: bool,
+    /// The metrics servers that answer what this registry lacks (`[[upstreams]]` of
+    /// `rules`), swapped with it so a request sees one consistent pair.
+    pub upstreams: Arc<Upstreams>,
 }
 
 impl Registry {
@@ -62,7 +69,7 @@ impl Registry {
         external: BTreeMap<String, ExternalMetric>,
         discovered: bool,
     ) -> Self {
-        let documents = crate::response::discovery::Documents::render(
+        let listing = Listing::of(
             custom
                 .iter()
                 .map(|((_, metric), m)| (&m.resource, metric.as_str())),
@@ -73,9 +80,17 @@ impl Registry {
             rules,
             custom,
             external,
-            documents,
+            documents: Arc::new(Documents::render(&listing)),
+            listing,
             discovered,
+            upstreams: Arc::new(Upstreams::none()),
         }
+    }
+
+    /// This registry with `upstreams` (built from `rules.upstreams`).
+    pub fn with_upstreams(mut self, upstreams: Arc<Upstreams>) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// Before the first discovery: rules, no metrics.
@@ -382,7 +397,9 @@ impl Discoverer {
         for (source, error) in &errors {
             tracing::warn!(backend = %source.backend, series_query = %source.query, %error, "series discovery failed for this query; keeping its previous series");
         }
-        let registry = build_registry(rules, &series, self.mapper.as_ref());
+        let upstreams = self.upstreams_for(&rules);
+        let registry =
+            build_registry(rules, &series, self.mapper.as_ref()).with_upstreams(upstreams);
         self.metrics
             .discovered_metrics
             .get_or_create(&ApiLabels { api: "custom" })
@@ -411,6 +428,27 @@ impl Discoverer {
             .serve_resource_metrics(registry.rules.resource_rules.is_some());
         self.registry.store(Arc::new(registry));
         *previous = series;
+    }
+
+    /// The running upstreams when `rules` name the same ones, else new ones (whose discovery
+    /// starts now; the old ones' tasks end when the old registry is dropped).
+    fn upstreams_for(&self, rules: &RuleSet) -> Arc<Upstreams> {
+        let current = self.registry.load().upstreams.clone();
+        if current.configs() == rules.upstreams.as_slice() {
+            return current;
+        }
+        match Upstreams::new(&rules.upstreams, &self.metrics) {
+            Ok(upstreams) => {
+                upstreams.start();
+                Arc::new(upstreams)
+            }
+            Err(e) => {
+                // The reloader built them before accepting the file; a TLS file that
+                // vanished since keeps the running upstreams.
+                tracing::error!(error = %format!("{e:#}"), "cannot build the upstreams; keeping the running ones");
+                current
+            }
+        }
     }
 }
 

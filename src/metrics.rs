@@ -97,6 +97,21 @@ pub struct FailoverLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamRequestLabels {
+    /// The upstream's name in `[[upstreams]]`
+    pub upstream: String,
+    /// Its HTTP status, 0 when it could not be reached or did not answer in time
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamResultLabels {
+    pub upstream: String,
+    /// success, or failure when a discovery document could not be read
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// invalid_metric_name or invalid_label_name
     pub reason: &'static str,
@@ -118,6 +133,8 @@ pub struct Metrics {
     pub discovered_metrics: Family<ApiLabels, Gauge>,
     pub discovery_runs: Family<ResultLabels, Counter>,
     pub discovery_on_miss: Counter,
+    pub upstream_requests: Family<UpstreamRequestLabels, Histogram>,
+    pub upstream_discovery_runs: Family<UpstreamResultLabels, Counter>,
     pub discovery_last_success_timestamp: Gauge<f64, AtomicU64>,
     pub values: Family<ValueLabels, Counter>,
     pub series_dropped: Family<ReasonLabels, Counter>,
@@ -155,6 +172,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Histogram>::new_with_constructor(latency);
         let prometheus_calls =
             Family::<PrometheusCallLabels, Histogram>::new_with_constructor(latency);
+        let upstream_requests =
+            Family::<UpstreamRequestLabels, Histogram>::new_with_constructor(latency);
         let m = Metrics {
             requests,
             responses: Family::default(),
@@ -170,6 +189,8 @@ impl Metrics {
             discovered_metrics: Family::default(),
             discovery_runs: Family::default(),
             discovery_on_miss: Counter::default(),
+            upstream_requests,
+            upstream_discovery_runs: Family::default(),
             discovery_last_success_timestamp: Gauge::default(),
             values: Family::default(),
             series_dropped: Family::default(),
@@ -254,6 +275,16 @@ impl Metrics {
             "discovery_on_miss",
             "Discovery runs started early because a request asked for a metric discovery had not seen (at most one per cache.rediscover_on_miss)",
             m.discovery_on_miss.clone(),
+        );
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Requests forwarded to an upstream metrics server ([[upstreams]]), by its HTTP status (0: unreachable or past its timeout)",
+            m.upstream_requests.clone(),
+        );
+        registry.register(
+            "upstream_discovery_runs",
+            "Reads of an upstream's discovery documents, by result",
+            m.upstream_discovery_runs.clone(),
         );
         registry.register(
             "discovery_last_success_timestamp_seconds",
@@ -386,6 +417,24 @@ impl Metrics {
                 outcome,
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn observe_upstream_request(&self, upstream: &str, code: u16, elapsed: Duration) {
+        self.upstream_requests
+            .get_or_create(&UpstreamRequestLabels {
+                upstream: upstream.to_string(),
+                code,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_upstream_discovery(&self, upstream: &str, result: &'static str) {
+        self.upstream_discovery_runs
+            .get_or_create(&UpstreamResultLabels {
+                upstream: upstream.to_string(),
+                result,
+            })
+            .inc();
     }
 
     pub fn count(&self, family: &Family<ResultLabels, Counter>, result: &'static str) {

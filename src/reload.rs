@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::metrics::{unix_now, Metrics};
 use crate::prometheus::{Backends, QueryCache};
 use crate::rules::{load_file, LoadError, Overrides, RuleSet};
+use crate::upstream::Upstreams;
 
 pub struct RulesReloader {
     pub path: PathBuf,
@@ -93,6 +94,15 @@ impl RulesReloader {
                         }
                     }
                 }
+                if old.upstreams != new_rules.upstreams {
+                    // Built here only to refuse a file whose TLS files do not load; the
+                    // next registry starts them (so metrics move between an upstream and
+                    // the rules in one swap).
+                    if let Err(e) = Upstreams::new(&new_rules.upstreams, &self.metrics) {
+                        self.fail(&format!("{e:#}"));
+                        return;
+                    }
+                }
                 self.metrics
                     .rules_loaded
                     .set((new_rules.custom.len() + new_rules.external.len()) as i64);
@@ -100,6 +110,7 @@ impl RulesReloader {
                     path = %self.path.display(),
                     custom = new_rules.custom.len(),
                     external = new_rules.external.len(),
+                    upstreams = new_rules.upstreams.len(),
                     "rules reloaded"
                 );
                 for warning in &new_rules.warnings {

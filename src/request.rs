@@ -32,7 +32,7 @@ const NO_ROUTE: RequestError = RequestError::NotFound(NotFound::Path);
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
 pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CustomVersion {
     V1beta1,
     V1beta2,

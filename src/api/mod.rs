@@ -108,6 +108,17 @@ pub async fn handle(
         if method != Method::GET && method != Method::HEAD {
             return Err(ApiError::method_not_allowed(method.as_str()));
         }
+        if let Some(to) = forward_target(bridge, &route) {
+            // The upstream's authorization decides: it sees the caller as kube-apiserver
+            // would have shown it. Without authentication (--standalone) that is anonymous.
+            label = "forwarded";
+            let user = user.unwrap_or_else(crate::auth::user::User::anonymous);
+            let accept = headers.get(http::header::ACCEPT);
+            return to
+                .upstream
+                .forward(method, path, query, &user, accept)
+                .await;
+        }
         if let (Some(auth), Some(user)) = (auth, &user) {
             auth.authorize(peer, user, &attributes_for(&route, path))
                 .await?;
@@ -138,6 +149,32 @@ pub async fn handle(
     response
 }
 
+/// The upstream a custom or external metric request goes to, when the registry does not
+/// serve its metric and an upstream answers its group version ([`crate::upstream`]).
+fn forward_target(bridge: &Bridge, route: &Route) -> Option<crate::upstream::Forward> {
+    let registry = bridge.registry.load();
+    let upstreams = &registry.upstreams;
+    if upstreams.is_empty() {
+        return None;
+    }
+    let (to, metric) = match route {
+        Route::Custom(req) => (
+            upstreams.for_custom(&registry, bridge.mapper.as_ref(), req)?,
+            &req.metric,
+        ),
+        Route::External(req) => (upstreams.for_external(&registry, req)?, &req.metric),
+        _ => return None,
+    };
+    if !to.listed {
+        // No upstream lists it: maybe a metric of the bridge's own that discovery has not
+        // seen yet.
+        if let Some(on_miss) = &bridge.on_miss {
+            on_miss.missed(metric);
+        }
+    }
+    Some(to)
+}
+
 async fn answer(
     bridge: &Bridge,
     route: Route,
@@ -152,7 +189,9 @@ async fn answer(
             .map(|_| json_response(StatusCode::OK, body))
     };
     let registry = bridge.registry.load_full();
-    let resource_metrics = registry.documents.resource_v1beta1.is_some();
+    // The registry's own documents, or merged with the upstreams'.
+    let documents = registry.upstreams.documents(&registry);
+    let resource_metrics = documents.resource_v1beta1.is_some();
     let not_served = || Err(ApiError::not_found(&NotFound::Path));
     match route {
         // Metric lists: JSON or protobuf, negotiated before the query (a 406 costs nothing).
@@ -178,19 +217,19 @@ async fn answer(
         }
         Route::Health(which) => Ok(health_response(which, &bridge.readiness()).map(Bytes::from)),
         Route::RootDiscovery if accept.aggregated_discovery() => {
-            let mut r = document(registry.documents.aggregated.clone())?;
+            let mut r = document(documents.aggregated.clone())?;
             if let Ok(v) = http::HeaderValue::from_str(discovery::AGGREGATED_V2) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, v);
             }
             Ok(r)
         }
-        Route::RootDiscovery => document(registry.documents.group_list.clone()),
+        Route::RootDiscovery => document(documents.group_list.clone()),
         Route::GroupDiscovery(RESOURCE_GROUP) if !resource_metrics => not_served(),
         Route::GroupDiscovery(group) => document(discovery::api_group(group)),
         Route::ResourceMetricsResources(version) => {
             let list = match version {
-                ResourceVersion::V1 => &registry.documents.resource_v1,
-                ResourceVersion::V1beta1 => &registry.documents.resource_v1beta1,
+                ResourceVersion::V1 => &documents.resource_v1,
+                ResourceVersion::V1beta1 => &documents.resource_v1beta1,
             };
             match list {
                 Some(list) => document(list.clone()),
@@ -236,12 +275,12 @@ async fn answer(
             })
         }
         Route::CustomResources(request::CustomVersion::V1beta1) => {
-            document(registry.documents.custom_v1beta1.clone())
+            document(documents.custom_v1beta1.clone())
         }
         Route::CustomResources(request::CustomVersion::V1beta2) => {
-            document(registry.documents.custom_v1beta2.clone())
+            document(documents.custom_v1beta2.clone())
         }
-        Route::ExternalResources => document(registry.documents.external_v1beta1.clone()),
+        Route::ExternalResources => document(documents.external_v1beta1.clone()),
         Route::OpenApiV2 => document(openapi::v2(resource_metrics)),
         Route::OpenApiV3Index => document(openapi::v3_index(resource_metrics)),
         Route::OpenApiV3(RESOURCE_GROUP, _) if !resource_metrics => not_served(),

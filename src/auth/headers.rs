@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::config::RequestHeaderConfig;
 use super::user::User;
@@ -89,6 +89,50 @@ fn unescape_extra_key(key: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap_or_else(|_| key.to_string())
+}
+
+/// The headers kube-apiserver's aggregator sends to an aggregated server on behalf of `user`
+/// (client-go's `transport.SetAuthProxyHeaders`): `X-Remote-User`, `X-Remote-Uid` when
+/// known, one `X-Remote-Group` per group, and `X-Remote-Extra-<key>` per extra value, the
+/// key percent-encoded outside RFC 3986's unreserved characters. A value that cannot be a
+/// header (a control character) is left out rather than sent altered.
+pub fn front_proxy_headers(user: &User) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::new();
+    let mut push = |name: String, value: &str| {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            out.push((name, value));
+        }
+    };
+    push("X-Remote-User".into(), &user.name);
+    if !user.uid.is_empty() {
+        push("X-Remote-Uid".into(), &user.uid);
+    }
+    for group in &user.groups {
+        push("X-Remote-Group".into(), group);
+    }
+    for (key, values) in &user.extra {
+        for value in values {
+            push(format!("X-Remote-Extra-{}", escape_extra_key(key)), value);
+        }
+    }
+    out
+}
+
+/// client-go's `headerKeyEscape`: every byte but ALPHA / DIGIT / `-` / `.` / `_` / `~` as
+/// `%XX` (upper-case hex).
+fn escape_extra_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn hex_digit(b: Option<&u8>) -> Option<u8> {
@@ -209,6 +253,35 @@ mod tests {
         assert_eq!(unescape_extra_key("x%4"), "x%4");
         assert_eq!(unescape_extra_key("%ff"), "%ff", "not UTF-8: kept as sent");
         assert_eq!(unescape_extra_key("%+1"), "%+1");
+    }
+
+    #[test]
+    fn front_proxy_headers_round_trip_through_the_authenticator() {
+        let mut user = User::new(
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+            vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
+        );
+        user.uid = "1234".into();
+        user.extra.insert(
+            "authentication.kubernetes.io/credential-id".into(),
+            vec!["JTI=abc".into()],
+        );
+        user.extra
+            .insert("scopes".into(), vec!["a b".into(), "c".into()]);
+        let sent = front_proxy_headers(&user);
+        // Header names travel lower-cased (HTTP/2 requires it); %2f decodes as %2F does.
+        assert!(sent.iter().any(|(k, v)| k.as_str()
+            == "x-remote-extra-authentication.kubernetes.io%2fcredential-id"
+            && v == "JTI=abc"));
+        let mut map = HeaderMap::new();
+        for (k, v) in sent {
+            map.append(k, v);
+        }
+        assert_eq!(request_header_user(&map, &config()), Some(user));
+        assert_eq!(escape_extra_key("a/b c%"), "a%2Fb%20c%25");
     }
 
     #[test]

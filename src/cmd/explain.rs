@@ -66,7 +66,10 @@ pub async fn run(
         );
     }
     let mapper = Arc::new(StaticMapper::builtin());
-    let registry = Arc::new(build_registry(rules, &series, mapper.as_ref()));
+    // Upstreams are built, not started: explain reads no upstream's discovery.
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(&rules.upstreams, &metrics)?);
+    let registry =
+        Arc::new(build_registry(rules, &series, mapper.as_ref()).with_upstreams(upstreams));
     let bridge = Bridge {
         registry: Arc::new(ArcSwap::new(registry.clone())),
         backend: Arc::new(ArcSwap::from_pointee(backend)),
@@ -83,7 +86,25 @@ pub async fn run(
     } else {
         format!("/apis/{}/v1beta2/{path}", request::CUSTOM_GROUP)
     };
-    match request::parse(&full, query).map_err(|e| anyhow::anyhow!("{e}"))? {
+    let route = request::parse(&full, query).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let upstreams = &registry.upstreams;
+    let forwarded = match &route {
+        Route::Custom(req) => upstreams.for_custom(&registry, bridge.mapper.as_ref(), req),
+        Route::External(req) => upstreams.for_external(&registry, req),
+        _ => None,
+    };
+    if let Some(to) = forwarded {
+        // explain reads no upstream's discovery: this is where a request would go, and the
+        // upstream decides what it answers.
+        println!("request:  {full}");
+        println!(
+            "upstream: {} (these rules do not serve the metric; the request is forwarded \
+             with the caller's identity and the upstream's answer returned unchanged)",
+            to.upstream.name
+        );
+        return Ok(());
+    }
+    match route {
         Route::Custom(req) => {
             let plan = bridge
                 .plan_custom(&registry, &req)

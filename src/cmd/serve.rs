@@ -110,7 +110,7 @@ fn load_rules(
         .set((rules.custom.len() + rules.external.len()) as i64);
     metrics.rules_last_reload_success.set(1);
     metrics.rules_last_reload_timestamp.set(unix_now());
-    tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), backends = rules.backends.iter().count(), default_backend = %rules.backends.get(rules.backends.default_name()).map_or("", |b| b.url.as_str()), "rules loaded");
+    tracing::info!(path = %args.config.display(), custom = rules.custom.len(), external = rules.external.len(), upstreams = rules.upstreams.len(), backends = rules.backends.iter().count(), default_backend = %rules.backends.get(rules.backends.default_name()).map_or("", |b| b.url.as_str()), "rules loaded");
     for warning in &rules.warnings {
         tracing::warn!(path = %args.config.display(), %warning, "rules warning");
     }
@@ -135,6 +135,9 @@ impl Background {
         shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<Background> {
         let backend = Arc::new(ArcSwap::from_pointee(backend_for(&rules, metrics)?));
+        // Built once to fail start-up on a TLS file that does not load; discovery builds
+        // the running ones with its first registry.
+        crate::upstream::Upstreams::new(&rules.upstreams, metrics)?;
         let rules = Arc::new(ArcSwap::from_pointee(rules));
         let registry = Arc::new(ArcSwap::from_pointee(Registry::empty(rules.load_full())));
         let (mapper, objects): (Arc<dyn ResourceMapper>, Arc<dyn ObjectResolver>) = match cluster {

@@ -11,17 +11,16 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::auth::{Auth, FileStamp};
+use super::auth::Auth;
 use super::series::{decode_series, Decoded, SeriesSet};
 use crate::config::{BackendConfig, ByteSize, DiscoveryApi, HttpMethod};
+use crate::http_client::{ReloadingClient, TlsFiles};
 use crate::response::MAX_TIMESTAMP;
 
 /// One sample of an instant vector (or a scalar, with no labels).
@@ -111,8 +110,7 @@ pub struct PrometheusClient {
     /// The backend's name, for metrics and logs.
     name: String,
     /// The HTTP client, rebuilt when a TLS file (CA, client certificate or key) changes.
-    http: ArcSwap<TlsClient>,
-    config: BackendConfig,
+    http: ReloadingClient,
     base: reqwest::Url,
     method: HttpMethod,
     timeout: Duration,
@@ -140,26 +138,13 @@ impl std::fmt::Debug for PrometheusClient {
     }
 }
 
-/// An HTTP client and the TLS files it was built from, as they were then.
-#[derive(Debug)]
-struct TlsClient {
-    http: reqwest::Client,
-    files: Vec<Option<FileStamp>>,
-}
-
-/// The TLS files of a backend, in a fixed order.
-fn tls_files(cfg: &BackendConfig) -> Vec<&std::path::Path> {
-    [&cfg.ca_file, &cfg.client_cert_file, &cfg.client_key_file]
-        .into_iter()
-        .filter_map(|f| f.as_deref())
-        .collect()
-}
-
-fn tls_stamps(cfg: &BackendConfig) -> Vec<Option<FileStamp>> {
-    tls_files(cfg)
-        .into_iter()
-        .map(|f| FileStamp::of(f).ok())
-        .collect()
+/// The TLS files of a backend.
+fn tls_files(cfg: &BackendConfig) -> TlsFiles {
+    TlsFiles {
+        ca_file: cfg.ca_file.clone(),
+        client_cert_file: cfg.client_cert_file.clone(),
+        client_key_file: cfg.client_key_file.clone(),
+    }
 }
 
 /// The reqwest client for a backend: default headers, deadlines, TLS and proxy.
@@ -184,27 +169,7 @@ fn build_http(cfg: &BackendConfig, place: &str) -> anyhow::Result<reqwest::Clien
         .connect_timeout(cfg.timeout.min(Duration::from_secs(3)))
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("kube-metrics-bridge/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &cfg.ca_file {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("{place}: ca_file {}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{place}: ca_file {}", ca.display()))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    if let (Some(cert), Some(key)) = (&cfg.client_cert_file, &cfg.client_key_file) {
-        let mut pem = std::fs::read(cert)
-            .with_context(|| format!("{place}: client_cert_file {}", cert.display()))?;
-        pem.extend(
-            std::fs::read(key)
-                .with_context(|| format!("{place}: client_key_file {}", key.display()))?,
-        );
-        builder = builder.identity(
-            reqwest::Identity::from_pem(&pem)
-                .with_context(|| format!("{place}: client certificate"))?,
-        );
-    }
+    builder = tls_files(cfg).apply(builder, place)?;
     if cfg.insecure_skip_verify {
         builder = builder.danger_accept_invalid_certs(true);
     }
@@ -226,16 +191,19 @@ impl PrometheusClient {
         use anyhow::Context;
         let name = crate::rules::backends::name_of(cfg).to_string();
         let place = format!("backend {name:?}");
-        // reqwest is built without its own crypto provider; make sure ours is installed.
-        crate::tls::install_crypto_provider();
         let mut base =
             reqwest::Url::parse(&cfg.url).with_context(|| format!("{place}: url {:?}", cfg.url))?;
         // Keep a path prefix (Thanos/Mimir often live under one) and join API paths below it.
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let files = tls_stamps(cfg);
-        let http = build_http(cfg, &place)?;
+        let http = {
+            let cfg = cfg.clone();
+            let place = place.clone();
+            ReloadingClient::new(place.clone(), tls_files(&cfg), move || {
+                build_http(&cfg, &place)
+            })?
+        };
         let mut tenant_headers = Vec::new();
         for (header, value) in &cfg.headers {
             if value.contains(crate::rules::backends::NAMESPACE_VARIABLE) {
@@ -248,8 +216,7 @@ impl PrometheusClient {
         }
         Ok(PrometheusClient {
             name,
-            http: ArcSwap::from_pointee(TlsClient { http, files }),
-            config: cfg.clone(),
+            http,
             base,
             method: cfg.method,
             timeout: cfg.timeout,
@@ -266,37 +233,6 @@ impl PrometheusClient {
                 .collect(),
             max_response_bytes: cfg.max_response_bytes,
         })
-    }
-
-    /// The HTTP client, rebuilt first if a TLS file changed since it was built (a rotated
-    /// client certificate or CA). A file that does not load keeps the previous client.
-    fn http(&self) -> Arc<TlsClient> {
-        let current = self.http.load_full();
-        if current.files.is_empty() {
-            return current;
-        }
-        let now = tls_stamps(&self.config);
-        if now == current.files {
-            return current;
-        }
-        match build_http(&self.config, &format!("backend {:?}", self.name)) {
-            Ok(http) => {
-                tracing::info!(backend = %self.name, "TLS files changed; new client for the backend");
-                let next = Arc::new(TlsClient { http, files: now });
-                self.http.store(next.clone());
-                next
-            }
-            Err(e) => {
-                tracing::warn!(backend = %self.name, error = %format!("{e:#}"), "TLS files changed but do not load; keeping the previous ones");
-                // Do not retry on every call until the files change again.
-                let keep = Arc::new(TlsClient {
-                    http: current.http.clone(),
-                    files: now,
-                });
-                self.http.store(keep.clone());
-                keep
-            }
-        }
     }
 
     pub fn name(&self) -> &str {
@@ -482,12 +418,12 @@ impl PrometheusClient {
         for (name, value) in &self.query_params {
             extra.push((name.as_str(), render(value)?));
         }
-        let http = self.http();
+        let http = self.http.get();
         // The backend's own parameters go in the URL for POST too (prom-label-proxy reads them
         // from either).
         let builder = match self.method {
-            HttpMethod::Get => http.http.get(url).query(&extra).query(params),
-            HttpMethod::Post => http.http.post(url).query(&extra).form(params),
+            HttpMethod::Get => http.get(url).query(&extra).query(params),
+            HttpMethod::Post => http.post(url).query(&extra).form(params),
         };
         let mut builder = builder.timeout(deadline);
         for (name, value) in &self.tenant_headers {
@@ -499,9 +435,8 @@ impl PrometheusClient {
         let mut request = builder
             .build()
             .map_err(|e| PrometheusError::Malformed(format!("building the request: {e}")))?;
-        self.auth.authorize(&http.http, &mut request).await?;
+        self.auth.authorize(&http, &mut request).await?;
         let response = http
-            .http
             .execute(request)
             .await
             .map_err(|e| PrometheusError::Unavailable(describe_reqwest(&e)))?;

@@ -6,12 +6,12 @@
 //! five seconds. A list is never empty: client-go treats an empty resource list as an error,
 //! so before anything is discovered a placeholder entry stands in (see README).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
 use crate::kube::resources::ResourceInfo;
-use crate::request::{CUSTOM_GROUP, EXTERNAL_GROUP};
+use crate::request::{CustomVersion, CUSTOM_GROUP, EXTERNAL_GROUP};
 use crate::response::resource::{ResourceVersion, RESOURCE_GROUP};
 
 /// The resource name listed while no metric has been discovered yet.
@@ -20,6 +20,68 @@ pub const PLACEHOLDER_METRIC: &str = "none_discovered_yet";
 /// The media type parameters of aggregated discovery, v2.
 pub const AGGREGATED_V2: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// What the discovery documents list: the custom metrics of each version by resource, the
+/// external metrics, and whether `metrics.k8s.io` is served. The bridge's own come from its
+/// registry; an upstream's are merged in ([`crate::upstream`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listing {
+    pub custom_v1beta1: CustomListing,
+    pub custom_v1beta2: CustomListing,
+    pub external: BTreeSet<String>,
+    /// Whether `metrics.k8s.io` is served (the rules have `[resource_rules]`).
+    pub resource_metrics: bool,
+}
+
+/// Resource (`pods`, `deployments.apps`) -> its scope and metrics, sorted for stable output.
+pub type CustomListing = BTreeMap<String, CustomResource>;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomResource {
+    pub namespaced: bool,
+    pub metrics: BTreeSet<String>,
+}
+
+impl Listing {
+    /// The bridge's own metrics: the same custom metrics in both versions.
+    pub fn of<'a>(
+        custom: impl Iterator<Item = (&'a ResourceInfo, &'a str)>,
+        external: impl Iterator<Item = &'a str>,
+        resource_metrics: bool,
+    ) -> Self {
+        let mut by_resource = CustomListing::new();
+        for (info, metric) in custom {
+            by_resource
+                .entry(info.group_resource.to_string())
+                .or_insert_with(|| CustomResource {
+                    namespaced: info.namespaced,
+                    metrics: BTreeSet::new(),
+                })
+                .metrics
+                .insert(metric.to_string());
+        }
+        Listing {
+            custom_v1beta2: by_resource.clone(),
+            custom_v1beta1: by_resource,
+            external: external.map(str::to_string).collect(),
+            resource_metrics,
+        }
+    }
+
+    pub fn custom(&self, version: CustomVersion) -> &CustomListing {
+        match version {
+            CustomVersion::V1beta1 => &self.custom_v1beta1,
+            CustomVersion::V1beta2 => &self.custom_v1beta2,
+        }
+    }
+
+    pub fn custom_mut(&mut self, version: CustomVersion) -> &mut CustomListing {
+        match version {
+            CustomVersion::V1beta1 => &mut self.custom_v1beta1,
+            CustomVersion::V1beta2 => &mut self.custom_v1beta2,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Documents {
@@ -36,43 +98,46 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// `resource_metrics`: whether `metrics.k8s.io` is served (the rules have
-    /// `[resource_rules]`); without them the group is not listed at all, so kubectl and the
-    /// HPA never mistake the bridge for a resource metrics server.
-    pub fn render<'a>(
-        custom: impl Iterator<Item = (&'a ResourceInfo, &'a str)>,
-        external: impl Iterator<Item = &'a str>,
-        resource_metrics: bool,
-    ) -> Self {
-        // resource ("pods", "deployments.apps") -> (namespaced, metrics), sorted for stable output.
-        let mut by_resource: BTreeMap<String, (bool, Vec<String>)> = BTreeMap::new();
-        for (info, metric) in custom {
-            let entry = by_resource
-                .entry(info.group_resource.to_string())
-                .or_insert_with(|| (info.namespaced, Vec::new()));
-            entry.1.push(metric.to_string());
-        }
-        if by_resource.is_empty() {
-            by_resource.insert(
-                "namespaces".into(),
-                (false, vec![PLACEHOLDER_METRIC.into()]),
-            );
-        }
-        for (_, metrics) in by_resource.values_mut() {
-            metrics.sort();
-        }
-        let mut external: Vec<String> = external.map(str::to_string).collect();
-        external.sort();
+    /// Without `resource_metrics` the `metrics.k8s.io` group is not listed at all, so kubectl
+    /// and the HPA never mistake the bridge for a resource metrics server.
+    pub fn render(listing: &Listing) -> Self {
+        let resource_metrics = listing.resource_metrics;
+        let placeholder = || {
+            CustomListing::from([(
+                "namespaces".to_string(),
+                CustomResource {
+                    namespaced: false,
+                    metrics: BTreeSet::from([PLACEHOLDER_METRIC.to_string()]),
+                },
+            )])
+        };
+        let never_empty = |l: &CustomListing| {
+            if l.is_empty() {
+                placeholder()
+            } else {
+                l.clone()
+            }
+        };
+        let v1beta1 = never_empty(&listing.custom_v1beta1);
+        let v1beta2 = never_empty(&listing.custom_v1beta2);
+        let by_version = |version: &str| {
+            if version == "v1beta1" {
+                &v1beta1
+            } else {
+                &v1beta2
+            }
+        };
+        let mut external: Vec<&str> = listing.external.iter().map(String::as_str).collect();
         if external.is_empty() {
-            external.push(PLACEHOLDER_METRIC.into());
+            external.push(PLACEHOLDER_METRIC);
         }
 
         let custom_list = |version: &str| {
-            let resources: Vec<Value> = by_resource
+            let resources: Vec<Value> = by_version(version)
                 .iter()
-                .flat_map(|(resource, (namespaced, metrics))| {
-                    metrics.iter().map(move |m| {
-                        json!({"name": format!("{resource}/{m}"), "singularName": "", "namespaced": namespaced,
+                .flat_map(|(resource, r)| {
+                    r.metrics.iter().map(move |m| {
+                        json!({"name": format!("{resource}/{m}"), "singularName": "", "namespaced": r.namespaced,
                                "kind": "MetricValueList", "verbs": ["get"]})
                     })
                 })
@@ -89,16 +154,16 @@ impl Documents {
         .to_string();
 
         let custom_version = |version: &str| {
-            let resources: Vec<Value> = by_resource
+            let resources: Vec<Value> = by_version(version)
                 .iter()
-                .map(|(resource, (namespaced, metrics))| {
+                .map(|(resource, r)| {
                     json!({
                         "resource": resource,
                         "responseKind": {"group": "", "version": "", "kind": ""},
-                        "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                         "singularResource": "",
                         "verbs": [],
-                        "subresources": metrics.iter().map(|m| json!({
+                        "subresources": r.metrics.iter().map(|m| json!({
                             "subresource": m,
                             "responseKind": {"group": CUSTOM_GROUP, "version": version, "kind": "MetricValueList"},
                             "verbs": ["get"]
@@ -208,7 +273,7 @@ mod tests {
 
     #[test]
     fn never_empty() {
-        let docs = Documents::render(std::iter::empty(), std::iter::empty(), false);
+        let docs = Documents::render(&Listing::default());
         let v: Value = serde_json::from_str(&docs.custom_v1beta2).expect("json");
         assert_eq!(v["resources"].as_array().map(Vec::len), Some(1));
         let e: Value = serde_json::from_str(&docs.external_v1beta1).expect("json");
@@ -220,11 +285,11 @@ mod tests {
         let m = StaticMapper::builtin();
         let pods = m.lookup("pods").expect("pods");
         let ns = m.lookup("namespaces").expect("ns");
-        let docs = Documents::render(
+        let docs = Documents::render(&Listing::of(
             vec![(&pods, "b"), (&pods, "a"), (&ns, "a")].into_iter(),
             vec!["q"].into_iter(),
             false,
-        );
+        ));
         let v: Value = serde_json::from_str(&docs.custom_v1beta1).expect("json");
         assert_eq!(v["groupVersion"], "custom.metrics.k8s.io/v1beta1");
         let names: Vec<_> = v["resources"]
@@ -258,19 +323,25 @@ mod tests {
     }
 
     fn on_contains_group() -> bool {
-        let on = Documents::render(std::iter::empty(), std::iter::empty(), true);
+        let on = Documents::render(&Listing {
+            resource_metrics: true,
+            ..Listing::default()
+        });
         on.group_list.contains(r#""name":"metrics.k8s.io""#)
             && on.aggregated.contains(r#""name":"metrics.k8s.io""#)
     }
 
     #[test]
     fn resource_metrics_are_listed_only_when_served() {
-        let off = Documents::render(std::iter::empty(), std::iter::empty(), false);
+        let off = Documents::render(&Listing::default());
         assert!(off.resource_v1beta1.is_none() && off.resource_v1.is_none());
         assert!(!off.group_list.contains(r#""name":"metrics.k8s.io""#));
         assert!(!off.aggregated.contains(r#""name":"metrics.k8s.io""#));
         assert!(on_contains_group());
-        let on = Documents::render(std::iter::empty(), std::iter::empty(), true);
+        let on = Documents::render(&Listing {
+            resource_metrics: true,
+            ..Listing::default()
+        });
         let list: Value =
             serde_json::from_str(on.resource_v1beta1.as_deref().unwrap_or("")).expect("json");
         assert_eq!(
@@ -308,7 +379,7 @@ mod tests {
 
     #[test]
     fn group_documents() {
-        let docs = Documents::render(std::iter::empty(), std::iter::empty(), false);
+        let docs = Documents::render(&Listing::default());
         let v: Value = serde_json::from_str(&docs.group_list).expect("json");
         assert_eq!(v["groups"][0]["preferredVersion"]["version"], "v1beta2");
         let g: Value = serde_json::from_str(&api_group(EXTERNAL_GROUP)).expect("json");

@@ -249,7 +249,7 @@ fn check_discovery_backend(
 }
 
 /// A DNS label: safe as a metric label value and in logs, and what people name services.
-fn is_backend_name(name: &str) -> bool {
+pub(crate) fn is_backend_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -430,7 +430,7 @@ fn check_auth(p: &BackendConfig, push: &mut impl FnMut(&str, String)) {
     }
 }
 
-fn problem(place: &str, field: &str, message: &str) -> Problem {
+pub(crate) fn problem(place: &str, field: &str, message: &str) -> Problem {
     Problem {
         place: place.into(),
         field: field.into(),

@@ -9,11 +9,12 @@ pub mod naming;
 pub mod resource_metrics;
 pub mod resources;
 pub mod template;
+pub mod upstreams;
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CacheConfig, ConfigFile, OnError, OnMissing, RuleConfig};
+use crate::config::{CacheConfig, ConfigFile, OnError, OnMissing, RuleConfig, UpstreamConfig};
 use backends::BackendSet;
 use naming::{MetricNamer, SeriesFilter};
 use resource_metrics::ResourceRules;
@@ -140,6 +141,8 @@ pub struct RuleSet {
     pub external: Vec<Rule>,
     /// `[resource_rules]`: the resource metrics API is served only when this is set.
     pub resource_rules: Option<ResourceRules>,
+    /// Metrics servers that answer the custom and external metrics these rules lack.
+    pub upstreams: Vec<UpstreamConfig>,
     /// What loads but is probably wrong (e.g. a window that disagrees with a query's range).
     /// `check` prints these without failing; `serve` logs them.
     pub warnings: Vec<Problem>,
@@ -186,13 +189,17 @@ impl RuleSet {
             );
             ResourceRules::compile(cfg, backend, &mut problems, &mut warnings)
         });
-        if file.rules.is_empty() && file.external_rules.is_empty() && file.resource_rules.is_none()
+        let upstreams = upstreams::compile(&file.upstreams, &mut problems, &mut warnings);
+        if file.rules.is_empty()
+            && file.external_rules.is_empty()
+            && file.resource_rules.is_none()
+            && upstreams.is_empty()
         {
             problems.push(Problem {
                 place: "rules".into(),
                 field: "rules".into(),
-                message: "the file has no [[rules]], no [[external_rules]] and no \
-                          [resource_rules]; nothing would be served"
+                message: "the file has no [[rules]], no [[external_rules]], no \
+                          [resource_rules] and no [[upstreams]]; nothing would be served"
                     .into(),
             });
         }
@@ -205,6 +212,7 @@ impl RuleSet {
             custom,
             external,
             resource_rules,
+            upstreams,
             warnings,
         })
     }
