@@ -41,13 +41,35 @@ pub struct DoctorArgs {
     /// Overrides `[prometheus] url` (e.g. a port-forward to the in-cluster Prometheus).
     #[arg(long, env = "KMB_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
+    /// The custom and external APIServices the installation registers, comma-separated
+    /// (empty: none, e.g. while prometheus-adapter still owns them).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "v1beta1.custom.metrics.k8s.io,v1beta2.custom.metrics.k8s.io,v1beta1.external.metrics.k8s.io"
+    )]
+    pub api_services: Vec<String>,
+    /// The Secret holding the serving certificate, checked against the caBundles (default
+    /// `<service>-tls`); empty skips the check (e.g. for a caller that may not read Secrets).
+    #[arg(long)]
+    pub tls_secret: Option<String>,
 }
 
-const API_SERVICES: [&str; 3] = [
-    "v1beta1.custom.metrics.k8s.io",
-    "v1beta2.custom.metrics.k8s.io",
-    "v1beta1.external.metrics.k8s.io",
-];
+impl DoctorArgs {
+    /// `--api-services` without empty entries (`--api-services=` means none).
+    fn api_services(&self) -> impl Iterator<Item = &str> {
+        self.api_services
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Whether an APIService of `group` is among `--api-services`.
+    fn registers(&self, group: &str) -> bool {
+        self.api_services()
+            .any(|name| name.split_once('.').is_some_and(|(_, g)| g == group))
+    }
+}
 const HPA_CONTROLLER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 
 /// Collects results and prints them as they come.
@@ -76,7 +98,8 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<i32> {
     let mut report = Report::default();
     let client = match crate::kube::client::connect(args.kubeconfig.as_deref()).await {
         Ok(client) => {
-            check_api_services(&client, &args, &mut report).await;
+            let available = check_api_services(&client, &args, &mut report).await;
+            check_served(&client, &args, &available, &mut report).await;
             check_service(&client, &args, &mut report).await;
             check_certificate(&client, &args, &mut report).await;
             check_rbac(&client, &args, &mut report).await;
@@ -125,8 +148,14 @@ async fn get(client: &kube::Client, path: &str) -> Result<Option<Value>, String>
     }
 }
 
-async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
-    for name in API_SERVICES {
+/// Checks each of `--api-services`; returns the ones that are Available.
+async fn check_api_services(
+    client: &kube::Client,
+    args: &DoctorArgs,
+    report: &mut Report,
+) -> Vec<String> {
+    let mut available_names = Vec::new();
+    for name in args.api_services() {
         let what = format!("APIService {name}");
         let svc = match get(
             client,
@@ -176,6 +205,7 @@ async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &m
             .unwrap_or(Value::Null);
         if available["status"] == "True" {
             report.ok(&format!("{what} is Available"));
+            available_names.push(name.to_string());
         } else {
             let reason = available["reason"].as_str().unwrap_or("no condition yet");
             let message = available["message"].as_str().unwrap_or("");
@@ -187,6 +217,95 @@ async fn check_api_services(client: &kube::Client, args: &DoctorArgs, report: &m
                 ),
             );
         }
+    }
+    available_names
+}
+
+/// Calls each Available APIService's API through kube-apiserver as an HPA would: its
+/// discovery document, then the first metric listed there, in `--namespace`. An answer proves
+/// the whole path (aggregator, caBundle, front-proxy authentication, the bridge's
+/// authorization and its backend); a 404 is an answer too (no such object or no data there).
+async fn check_served(
+    client: &kube::Client,
+    args: &DoctorArgs,
+    available: &[String],
+    report: &mut Report,
+) {
+    for name in available {
+        let Some((version, group)) = name.split_once('.') else {
+            continue;
+        };
+        let base = format!("/apis/{group}/{version}");
+        let what = format!("GET {base} through kube-apiserver");
+        let discovery = match call(client, &base).await {
+            Ok(v) => v,
+            Err((code, why)) => {
+                report.fail(&what, &served_failure(code, &why));
+                continue;
+            }
+        };
+        let resources: Vec<&Value> = discovery["resources"]
+            .as_array()
+            .map(|r| r.iter().collect())
+            .unwrap_or_default();
+        report.ok(&format!("{what}: {} resource(s)", resources.len()));
+        let Some(first) = resources.first() else {
+            continue;
+        };
+        let resource = first["name"].as_str().unwrap_or("");
+        let namespaced = first["namespaced"] == true;
+        let Some(path) = metric_path(group, resource, namespaced, &args.namespace) else {
+            continue;
+        };
+        let path = format!("{base}/{path}");
+        let what = format!("GET {path} through kube-apiserver");
+        match call(client, &path).await {
+            Ok(list) => report.ok(&format!(
+                "{what}: {} item(s)",
+                list["items"].as_array().map_or(0, Vec::len)
+            )),
+            Err((404, why)) => report.ok(&format!("{what}: answered 404 ({why})")),
+            Err((code, why)) => report.fail(&what, &served_failure(code, &why)),
+        }
+    }
+}
+
+/// The path, below `/apis/<group>/<version>/`, that reads the discovery entry `resource`
+/// (`pods/<metric>`, `namespaces/<metric>`, `nodes/<metric>` or an external `<metric>`) for
+/// every object in `namespace`.
+fn metric_path(group: &str, resource: &str, namespaced: bool, namespace: &str) -> Option<String> {
+    if group == "external.metrics.k8s.io" {
+        return Some(format!("namespaces/{namespace}/{resource}"));
+    }
+    let (kind, metric) = resource.split_once('/')?;
+    Some(match (kind, namespaced) {
+        ("namespaces", false) => format!("namespaces/{namespace}/metrics/{metric}"),
+        (_, true) => format!("namespaces/{namespace}/{kind}/*/{metric}"),
+        (_, false) => format!("{kind}/*/{metric}"),
+    })
+}
+
+fn served_failure(code: u16, why: &str) -> String {
+    let hint = match code {
+        401 | 403 => " -- the caller lacks RBAC on the metrics group (get, list), or the bridge cannot review it (auth-delegator)",
+        503 if why.contains("unable to handle") => {
+            " -- kube-apiserver cannot reach the bridge (see the APIService's condition)"
+        }
+        500..=599 => " -- the bridge failed to answer: its log names the query and the backend's error",
+        _ => "",
+    };
+    format!("{code}: {why}{hint}")
+}
+
+/// GET `path` through kube-apiserver: the JSON answer, or the status code and message.
+async fn call(client: &kube::Client, path: &str) -> Result<Value, (u16, String)> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| (0, e.to_string()))?;
+    match client.request::<Value>(request).await {
+        Ok(v) => Ok(v),
+        Err(kube::Error::Api(s)) => Err((s.code, s.message.clone())),
+        Err(e) => Err((0, e.to_string())),
     }
 }
 
@@ -369,7 +488,11 @@ async fn check_service(client: &kube::Client, args: &DoctorArgs, report: &mut Re
 /// kube-aggregator checks it: against each APIService's caBundle, for `<svc>.<ns>.svc`.
 async fn check_certificate(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
     use base64::Engine as _;
-    let secret_name = format!("{}-tls", args.service);
+    let secret_name = match &args.tls_secret {
+        Some(name) if name.is_empty() => return,
+        Some(name) => name.clone(),
+        None => format!("{}-tls", args.service),
+    };
     let secret = match get(client, &format!("/api/v1/namespaces/{}/secrets/{secret_name}", args.namespace)).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -396,7 +519,7 @@ async fn check_certificate(client: &kube::Client, args: &DoctorArgs, report: &mu
         );
     };
     let dns = format!("{}.{}.svc", args.service, args.namespace);
-    for name in API_SERVICES {
+    for name in args.api_services() {
         let what = format!("serving certificate for APIService {name}");
         let bundle = match get(
             client,
@@ -476,21 +599,40 @@ async fn access(
 async fn check_rbac(client: &kube::Client, args: &DoctorArgs, report: &mut Report) {
     let bridge = bridge_user(args);
     let bridge_groups = ["system:serviceaccounts", "system:authenticated"];
-    let checks: Vec<(String, &str, &[&str], Value, &str)> = vec![
-        (format!("{bridge} may create TokenReviews"), &bridge, &bridge_groups,
-         json!({"verb": "create", "group": "authentication.k8s.io", "resource": "tokenreviews"}), "bind ClusterRole system:auth-delegator"),
-        (format!("{bridge} may create SubjectAccessReviews"), &bridge, &bridge_groups,
-         json!({"verb": "create", "group": "authorization.k8s.io", "resource": "subjectaccessreviews"}), "bind ClusterRole system:auth-delegator"),
-        (format!("{bridge} may read the authentication ConfigMap"), &bridge, &bridge_groups,
-         json!({"verb": "watch", "resource": "configmaps", "namespace": "kube-system", "name": "extension-apiserver-authentication"}),
-         "bind Role extension-apiserver-authentication-reader in kube-system"),
-        ("the HPA controller may read custom metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
-         json!({"verb": "get", "group": "custom.metrics.k8s.io", "resource": "pods", "subresource": "any", "name": "*", "namespace": "default"}),
-         "bind a ClusterRole with get/list on custom.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
-        ("the HPA controller may read external metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
-         json!({"verb": "list", "group": "external.metrics.k8s.io", "resource": "any", "namespace": "default"}),
-         "bind a ClusterRole with get/list on external.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"),
+    let mut checks: Vec<(String, &str, &[&str], Value, &str)> = vec![
+        (
+            format!("{bridge} may create TokenReviews"),
+            &bridge,
+            &bridge_groups,
+            json!({"verb": "create", "group": "authentication.k8s.io", "resource": "tokenreviews"}),
+            "bind ClusterRole system:auth-delegator",
+        ),
+        (
+            format!("{bridge} may create SubjectAccessReviews"),
+            &bridge,
+            &bridge_groups,
+            json!({"verb": "create", "group": "authorization.k8s.io", "resource": "subjectaccessreviews"}),
+            "bind ClusterRole system:auth-delegator",
+        ),
+        (
+            format!("{bridge} may read the authentication ConfigMap"),
+            &bridge,
+            &bridge_groups,
+            json!({"verb": "watch", "resource": "configmaps", "namespace": "kube-system", "name": "extension-apiserver-authentication"}),
+            "bind Role extension-apiserver-authentication-reader in kube-system",
+        ),
     ];
+    // The HPA's access matters only for the groups this installation serves.
+    if args.registers("custom.metrics.k8s.io") {
+        checks.push(("the HPA controller may read custom metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
+         json!({"verb": "get", "group": "custom.metrics.k8s.io", "resource": "pods", "subresource": "any", "name": "*", "namespace": "default"}),
+         "bind a ClusterRole with get/list on custom.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"));
+    }
+    if args.registers("external.metrics.k8s.io") {
+        checks.push(("the HPA controller may read external metrics".into(), HPA_CONTROLLER, &["system:serviceaccounts", "system:authenticated"],
+         json!({"verb": "list", "group": "external.metrics.k8s.io", "resource": "any", "namespace": "default"}),
+         "bind a ClusterRole with get/list on external.metrics.k8s.io to kube-system/horizontal-pod-autoscaler"));
+    }
     for (what, user, groups, attrs, fix) in checks {
         report_access(client, report, &what, user, groups, attrs, fix).await;
     }
@@ -786,5 +928,52 @@ mod tests {
         assert_eq!(explain_unavailable("Passed", ""), "");
         assert_eq!(preview(&["a", "b"]), "(a, b)");
         assert!(preview(&(0..10).map(|i| i.to_string()).collect::<Vec<_>>()).contains("2 more"));
+    }
+
+    #[test]
+    fn metric_paths_read_every_object_of_the_namespace() {
+        let custom = "custom.metrics.k8s.io";
+        assert_eq!(
+            metric_path(custom, "pods/rps", true, "shop").as_deref(),
+            Some("namespaces/shop/pods/*/rps")
+        );
+        assert_eq!(
+            metric_path(custom, "namespaces/rps", false, "shop").as_deref(),
+            Some("namespaces/shop/metrics/rps")
+        );
+        assert_eq!(
+            metric_path(custom, "nodes/load", false, "shop").as_deref(),
+            Some("nodes/*/load")
+        );
+        assert_eq!(
+            metric_path("external.metrics.k8s.io", "queue_depth", true, "shop").as_deref(),
+            Some("namespaces/shop/queue_depth")
+        );
+        assert_eq!(metric_path(custom, "rps", true, "shop"), None);
+    }
+
+    #[test]
+    fn api_services_flag_names_what_is_checked() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            doctor: DoctorArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("doctor").chain(args.iter().copied()))
+                .expect("flags parse")
+                .doctor
+        };
+        let default = parse(&[]);
+        assert_eq!(default.api_services().count(), 3);
+        assert!(default.registers("external.metrics.k8s.io"));
+        let none = parse(&["--api-services="]);
+        assert_eq!(none.api_services().count(), 0);
+        assert!(!none.registers("custom.metrics.k8s.io"));
+        let external = parse(&["--api-services=v1beta1.external.metrics.k8s.io"]);
+        assert!(external.registers("external.metrics.k8s.io"));
+        assert!(!external.registers("custom.metrics.k8s.io"));
+        assert_eq!(parse(&["--tls-secret="]).tls_secret.as_deref(), Some(""));
     }
 }
