@@ -4,7 +4,7 @@
 #   deploy/render.sh kustomize   the kustomize base through deploy/install.sh --print
 #                                (a generated certificate Secret and the real caBundle)
 #   deploy/render.sh base        the bare kustomize base (placeholder caBundle, no Secret)
-#   deploy/render.sh helm        the Helm chart with its default values
+#   deploy/render.sh helm        the Helm chart with its default values (and an image.repository)
 #   deploy/render.sh helm-test   the Helm chart with ci/test-values.yaml
 #   deploy/render.sh helm -- --set certificates.mode=certManager   extra args go to helm
 #   deploy/render.sh all         kustomize, helm and helm-test, one after another (default)
@@ -15,6 +15,10 @@
 # ${XDG_CACHE_HOME:-$HOME/.cache}/kube-metrics-bridge/tools/helm-<version>/helm.
 # HELM overrides the helm binary. The release is named kube-metrics-bridge in namespace
 # custom-metrics, as the kustomize base is.
+# The chart has no default image.repository (no image is published): the helm flavours set
+# it to KMB_IMAGE_REPOSITORY, default localhost/kube-metrics-bridge, the name hack/image.sh
+# gives the image it builds (helm-test takes ci/test-values.yaml's); a
+# --set image.repository=... after -- wins.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,6 +52,7 @@ helm_bin() {
 helm_template() {
   "$(helm_bin)" template kube-metrics-bridge "$chart" --namespace custom-metrics "$@"
 }
+default_image=(--set "image.repository=${KMB_IMAGE_REPOSITORY:-localhost/kube-metrics-bridge}")
 
 what="${1:-all}"
 [ $# -eq 0 ] || shift
@@ -55,13 +60,13 @@ what="${1:-all}"
 case "$what" in
   kustomize) "$here/install.sh" --print ;;
   base) "$kubectl" kustomize "$here/kustomize/base" ;;
-  helm) helm_template "$@" ;;
+  helm) helm_template "${default_image[@]}" "$@" ;;
   helm-test) helm_template --values "$chart/ci/test-values.yaml" "$@" ;;
   helm-path) helm_bin ;;
   all)
     "$here/install.sh" --print
     echo "---"
-    helm_template
+    helm_template "${default_image[@]}"
     echo "---"
     helm_template --values "$chart/ci/test-values.yaml"
     ;;
