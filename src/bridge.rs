@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::OnMissing;
-use crate::discovery::{CustomMetric, Registry};
+use crate::discovery::{CustomMetric, ExternalMetric, Registry};
 use crate::kube::objects::{ObjectResolver, ObjectSet, ResolveError};
 use crate::kube::resources::{ResourceInfo, ResourceMapper};
 use crate::metrics::{unix_now, Metrics, ValueLabels};
@@ -248,12 +248,7 @@ impl Bridge {
 
     pub async fn external(&self, req: &ExternalRequest) -> Result<ExternalList, AnswerError> {
         let registry = self.registry.load_full();
-        let promql = self.plan_external(&registry, req)?;
-        let metric = registry.external_metric(&req.metric).ok_or_else(|| {
-            self.missed(&req.metric);
-            external_not_found(req)
-        })?;
-        let rule = rule_of(&registry, metric.rule)?;
+        let (rule, promql) = self.external_plan(&registry, req)?;
         let result = self
             .query(RuleQuery {
                 backend: &rule.backend,
@@ -299,17 +294,27 @@ impl Bridge {
         registry: &Registry,
         req: &ExternalRequest,
     ) -> Result<String, AnswerError> {
-        let metric = registry.external_metric(&req.metric).ok_or_else(|| {
-            self.missed(&req.metric);
-            external_not_found(req)
-        })?;
+        Ok(self.external_plan(registry, req)?.1)
+    }
+
+    /// The rule that answers an external request, and the query it runs.
+    fn external_plan<'r>(
+        &self,
+        registry: &'r Registry,
+        req: &ExternalRequest,
+    ) -> Result<(&'r Rule, String), AnswerError> {
+        let metric = match registry.external_metric(&req.metric) {
+            Some(metric) => metric.clone(),
+            // Not a miss worth a discovery run: the query below finds the series if it is
+            // there now, which is all a later discovery would add.
+            None => undiscovered_external(registry, &req.metric).ok_or_else(|| {
+                self.missed(&req.metric);
+                external_not_found(req)
+            })?,
+        };
         let rule = rule_of(registry, metric.rule)?;
-        Ok(query::external_query(
-            rule,
-            metric,
-            &req.namespace,
-            &req.selector,
-        )?)
+        let promql = query::external_query(rule, &metric, &req.namespace, &req.selector)?;
+        Ok((rule, promql))
     }
 
     /// A rule's query through the value cache. A per-namespace backend (tenant headers or
@@ -402,9 +407,210 @@ fn external_not_found(req: &ExternalRequest) -> AnswerError {
     })
 }
 
+/// An external metric discovery has not listed (its series never existed, or none has had a
+/// sample within `series_max_age`), answered anyway by a rule with `on_missing = "zero"` whose
+/// `series_query` names its series: an exporter that drops an empty queue's series must read
+/// as 0, not as an unknown metric that stops the HPA. Later rules win, as in discovery.
+fn undiscovered_external(registry: &Registry, metric: &str) -> Option<ExternalMetric> {
+    registry.rules.external.iter().rev().find_map(|rule| {
+        if rule.on_missing != OnMissing::Zero {
+            return None;
+        }
+        let series = literal_series_name(&rule.series_query)?;
+        (rule.keeps_series(&series) && rule.metric_name(&series).as_deref() == Some(metric)).then(
+            || ExternalMetric {
+                rule: rule.id,
+                series,
+            },
+        )
+    })
+}
+
+/// The one series name a series selector names (`queue_depth{...}` or
+/// `{__name__="queue_depth"}`); None for regexes and alternatives.
+fn literal_series_name(series_query: &str) -> Option<String> {
+    use promql_parser::label::{MatchOp, METRIC_NAME};
+    let promql_parser::parser::Expr::VectorSelector(selector) =
+        crate::promql::parse(series_query).ok()?
+    else {
+        return None;
+    };
+    if !selector.matchers.or_matchers.is_empty() {
+        return None;
+    }
+    let name = selector.name.clone().or_else(|| {
+        selector
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.clone())
+    })?;
+    crate::promql::is_metric_name(&name).then_some(name)
+}
+
 fn rule_of(registry: &Registry, id: crate::rules::RuleId) -> Result<&Rule, AnswerError> {
     registry
         .rules
         .rule(id)
         .ok_or_else(|| AnswerError::Internal(format!("{id} vanished")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Route;
+    use crate::rules::RuleSet;
+
+    /// What discovery holds when it has seen no series at all (every queue gone).
+    fn registry(rules: &str) -> Registry {
+        let text = format!("[prometheus]\nurl = \"http://127.0.0.1:9\"\n{rules}");
+        let file = crate::config::parse(&text, std::path::Path::new("t.toml")).expect("parses");
+        Registry::empty(Arc::new(RuleSet::compile(&file).expect("compiles")))
+    }
+
+    fn external(metric: &str, query: &str) -> ExternalRequest {
+        let path = format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/{metric}");
+        match crate::request::parse(&path, query) {
+            Ok(Route::External(req)) => req,
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+
+    /// The query an undiscovered metric would run, or None when it stays unknown.
+    fn undiscovered_query(registry: &Registry, req: &ExternalRequest) -> Option<String> {
+        let metric = undiscovered_external(registry, &req.metric)?;
+        let rule = registry.rules.rule(metric.rule).expect("its rule");
+        Some(query::external_query(rule, &metric, &req.namespace, &req.selector).expect("renders"))
+    }
+
+    const QUEUES: &str = r#"
+[[external_rules]]
+series_query = 'queue_messages_ready{namespace!="",queue!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
+on_missing = "zero"
+
+[[external_rules]]
+series_query = 'queue_messages_ready{namespace!="",queue!=""}'
+name = { matches = "^queue_(.*)$", as = "strict_${1}" }
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
+"#;
+
+    #[test]
+    fn a_zero_rule_answers_its_series_without_discovery() {
+        let registry = registry(QUEUES);
+        let req = external("queue_messages_ready", "labelSelector=queue%3Dorders");
+        assert!(registry.external_metric(&req.metric).is_none());
+        // The query runs on the series the selector names: 0 items become one item of 0
+        // (on_missing), a series that has just appeared is read before discovery lists it.
+        assert_eq!(
+            undiscovered_query(&registry, &req).as_deref(),
+            Some(r#"sum(queue_messages_ready{queue="orders",namespace="shop"}) by (queue)"#)
+        );
+        let metric = undiscovered_external(&registry, &req.metric).expect("resolved");
+        assert_eq!(metric.rule.to_string(), "external_rules[0]");
+    }
+
+    #[test]
+    fn an_error_rule_or_a_name_no_rule_gives_stays_unknown() {
+        let registry = registry(QUEUES);
+        // `strict_messages_ready` is what the second rule calls the series: on_missing = error.
+        for name in [
+            "strict_messages_ready",
+            "messages_ready",
+            "queue_messages_ready_total",
+            "other",
+        ] {
+            assert_eq!(
+                undiscovered_query(&registry, &external(name, "")),
+                None,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_series_named_literally_and_kept_by_the_rule_is_assumed() {
+        let registry = registry(
+            r#"
+[[external_rules]]
+series_query = '{__name__=~"jobs_.*",namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+
+[[external_rules]]
+series_query = '{__name__="tasks_waiting",namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+name = { matches = "^(.*)_waiting$", as = "${1}_backlog" }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+
+[[external_rules]]
+series_query = 'tasks_waiting_bucket{namespace!=""}'
+series_filters = [{ is_not = "_bucket$" }]
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+"#,
+        );
+        for name in ["jobs_pending", "tasks_waiting", "tasks_waiting_bucket"] {
+            assert_eq!(
+                undiscovered_query(&registry, &external(name, "")),
+                None,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            undiscovered_query(&registry, &external("tasks_backlog", "")).as_deref(),
+            Some(r#"sum(tasks_waiting{namespace="shop"})"#),
+            "named through `as`"
+        );
+    }
+
+    #[test]
+    fn later_rules_win_as_in_discovery() {
+        let registry = registry(
+            r#"
+[[external_rules]]
+series_query = 'queue_depth{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+
+[[external_rules]]
+series_query = 'queue_depth{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'max(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+"#,
+        );
+        assert_eq!(
+            undiscovered_query(&registry, &external("queue_depth", "")).as_deref(),
+            Some(r#"max(queue_depth{namespace="shop"})"#)
+        );
+    }
+
+    #[test]
+    fn literal_series_names() {
+        for (query, want) in [
+            (r#"queue_depth{namespace!=""}"#, Some("queue_depth")),
+            ("queue_depth", Some("queue_depth")),
+            (
+                r#"{__name__="queue_depth",namespace!=""}"#,
+                Some("queue_depth"),
+            ),
+            ("ns:queue_depth:sum{}", Some("ns:queue_depth:sum")),
+            (r#"{__name__=~"queue_depth"}"#, None),
+            (r#"{__name__=~"a|b",namespace!=""}"#, None),
+            (r#"{namespace!=""}"#, None),
+            (r#"{__name__!="a",namespace!=""}"#, None),
+            (r#"{"queue.depth",namespace!=""}"#, None),
+            ("sum(queue_depth)", None),
+        ] {
+            assert_eq!(literal_series_name(query).as_deref(), want, "{query}");
+        }
+    }
 }
