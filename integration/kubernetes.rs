@@ -9,14 +9,13 @@ mod common;
 use std::cell::RefCell;
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::bridge::{tls_client_with, Bridge};
 use common::controlplane::ControlPlane;
-use common::{poll, shipped_documents, wait_until, Exporter, Prometheus};
+use common::hpa::{self, register, serve_through_aggregator, shipped_objects, SERVICE_DNS};
+use common::{poll, wait_until, Exporter, Prometheus};
 use serde_json::Value;
 
 const NS: &str = "hpa-demo";
-const SERVICE_DNS: &str = "kube-metrics-bridge.custom-metrics.svc";
 
 fn rules(prometheus: &Prometheus) -> String {
     format!(
@@ -47,68 +46,6 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
 "#,
         prometheus.url()
     )
-}
-
-/// What deploy/ ships, minus what runs the bridge in a pod (here it runs on the host): the
-/// Namespace, ServiceAccount, RBAC and APIServices, exactly as users apply them.
-fn shipped_objects() -> String {
-    let docs = shipped_documents(&[
-        "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "APIService",
-    ]);
-    assert!(
-        docs.len() >= 10,
-        "the shipped RBAC and APIServices: {docs:#?}"
-    );
-    docs.join("\n---\n")
-}
-
-/// The test-only parts: a Service kube-apiserver can route to the host with, the caBundle of
-/// the bridge's generated CA and its loopback port in the shipped APIServices, and a user
-/// `reader` bound to the shipped metrics-reader role.
-async fn register(cp: &ControlPlane, ca_pem: &[u8], port: u16) {
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
-         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {port}}}]}}\n---\n\
-         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: test-reader}}\n\
-         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \"kube-metrics-bridge:metrics-reader\"}}\n\
-         subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: reader}}]\n"
-    ))
-    .await;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let patch = format!(r#"{{"spec":{{"caBundle":"{ca}","service":{{"port":{port}}}}}}}"#);
-    for name in ControlPlane::BRIDGE_APISERVICES {
-        cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])
-            .await;
-    }
-}
-
-/// Applies what deploy/ ships, starts the bridge on the host as its ServiceAccount (the shipped
-/// RBAC binds it; a certificate for the same user and groups lets the bridge act as it),
-/// registers it, creates the test namespace and waits for every APIService to be Available.
-async fn serve_through_aggregator(cp: &ControlPlane, rules: &str) -> Bridge {
-    cp.apply(&shipped_objects()).await;
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
-    let bridge = Bridge::start_for_cluster(rules, &bridge_kubeconfig, SERVICE_DNS, &[]).await;
-    let ca = std::fs::read(bridge.ca_path()).expect("generated CA");
-    register(cp, &ca, bridge.port).await;
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
-    ))
-    .await;
-    cp.wait_apiservices_available().await;
-    bridge
 }
 
 fn deployment(name: &str) -> String {
@@ -211,13 +148,6 @@ async fn tend_pods(
     names
 }
 
-async fn replicas(cp: &ControlPlane, name: &str) -> u64 {
-    cp.get_json(&format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"))
-        .await["spec"]["replicas"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
 /// Waits until the Deployment wants `want` replicas and stays there for three HPA sync
 /// periods, tending its pods meanwhile.
 async fn scaled_to(
@@ -227,32 +157,18 @@ async fn scaled_to(
     want: u64,
     total_load: Option<f64>,
 ) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut steady_since: Option<tokio::time::Instant> = None;
-    loop {
-        tend_pods(cp, exporter, name, total_load).await;
-        let got = replicas(cp, name).await;
-        if got == want {
-            let since = *steady_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() > Duration::from_secs(7) {
-                return;
-            }
-        } else {
-            steady_since = None;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let hpa = cp
-                .get_json(&format!(
-                    "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
-                ))
-                .await;
-            panic!(
-                "{name}: {got} replicas, wanted {want}; HPA status: {}",
-                hpa["status"]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    hpa::wait_replicas(
+        cp,
+        NS,
+        name,
+        want,
+        Duration::from_secs(7),
+        Duration::from_secs(120),
+        || async {
+            tend_pods(cp, exporter, name, total_load).await;
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -276,7 +192,7 @@ async fn aggregated_api_and_real_hpas() {
     prometheus
         .wait_for_series("queue_depth", Duration::from_secs(30))
         .await;
-    let bridge = serve_through_aggregator(&cp, &rules(&prometheus)).await;
+    let bridge = serve_through_aggregator(&cp, &rules(&prometheus), NS).await;
 
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
@@ -668,13 +584,7 @@ async fn readiness_survives_forbidden_and_vanished_resources() {
         "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w1, namespace: {RNS}}}\n"
     ))
     .await;
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
+    let bridge_kubeconfig = hpa::bridge_kubeconfig(&cp);
     for metric in ["pod_work", "secret_bytes", "widget_depth"] {
         prometheus
             .wait_for_series(metric, Duration::from_secs(30))
@@ -842,25 +752,6 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
     cache_state(&bridge, "secrets", "synced").await;
 }
 
-/// The HPA's `ScalingActive` condition status ("True"/"False") and reason.
-async fn scaling_active(cp: &ControlPlane, name: &str) -> (String, String) {
-    let hpa = cp
-        .get_json(&format!(
-            "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
-        ))
-        .await;
-    hpa["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "ScalingActive"))
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .unwrap_or_default()
-}
-
 /// Issue 10 §4 with real HPAs: Prometheus is killed. The HPA on a rule with
 /// `on_error = "stale"` keeps `ScalingActive=True` (and its replicas) until `max_stale` runs
 /// out, then goes inactive; the HPA on a rule without the policy goes inactive at once, as
@@ -905,7 +796,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
         prometheus.url(),
         MAX_STALE.as_secs()
     );
-    let bridge = serve_through_aggregator(&cp, &rules).await;
+    let bridge = serve_through_aggregator(&cp, &rules, NS).await;
 
     let external = |metric: &str| {
         format!(
@@ -926,21 +817,21 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
     scaled_to(&cp, &exporter, "stale-web", 2, None).await;
     scaled_to(&cp, &exporter, "strict-web", 2, None).await;
     for name in ["stale-web", "strict-web"] {
-        assert_eq!(scaling_active(&cp, name).await.0, "True", "{name}");
+        assert_eq!(hpa::scaling_active(&cp, NS, name).await.0, "True", "{name}");
     }
 
     prometheus.stop().await;
     let stopped = tokio::time::Instant::now();
     // Without the policy: inactive at the next syncs (2 s period), as before.
     let strict = wait_until("strict-web inactive", Duration::from_secs(30), || async {
-        let (status, reason) = scaling_active(&cp, "strict-web").await;
+        let (status, reason) = hpa::scaling_active(&cp, NS, "strict-web").await;
         (status == "False").then_some(reason)
     })
     .await;
     assert_eq!(strict, "FailedGetExternalMetric");
     // With it: active, on the last good value, until max_stale has passed since that value.
     while stopped.elapsed() < MAX_STALE - Duration::from_secs(8) {
-        let (status, reason) = scaling_active(&cp, "stale-web").await;
+        let (status, reason) = hpa::scaling_active(&cp, NS, "stale-web").await;
         assert_eq!(
             status,
             "True",
@@ -948,14 +839,14 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
             stopped.elapsed(),
             bridge.log()
         );
-        assert_eq!(replicas(&cp, "stale-web").await, 2);
+        assert_eq!(hpa::replicas(&cp, NS, "stale-web").await, 2);
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let reason = wait_until(
         "stale-web inactive past max_stale",
         Duration::from_secs(40),
         || async {
-            let (status, reason) = scaling_active(&cp, "stale-web").await;
+            let (status, reason) = hpa::scaling_active(&cp, NS, "stale-web").await;
             (status == "False").then_some(reason)
         },
     )
@@ -974,7 +865,11 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
             >= 5.0
     );
     for name in ["stale-web", "strict-web"] {
-        assert_eq!(replicas(&cp, name).await, 2, "{name} kept its replicas");
+        assert_eq!(
+            hpa::replicas(&cp, NS, name).await,
+            2,
+            "{name} kept its replicas"
+        );
     }
 
     // Back: both active again (after the breaker's next trial, at most 10 s).
@@ -983,7 +878,7 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
         wait_until(
             &format!("{name} active again"),
             Duration::from_secs(60),
-            || async { (scaling_active(&cp, name).await.0 == "True").then_some(()) },
+            || async { (hpa::scaling_active(&cp, NS, name).await.0 == "True").then_some(()) },
         )
         .await;
     }

@@ -896,4 +896,5 @@ pub mod adapter;
 pub mod bridge;
 pub mod controlplane;
 pub mod fake_prometheus;
+pub mod hpa;
 pub mod load;
