@@ -411,18 +411,18 @@ fn external_not_found(req: &ExternalRequest) -> AnswerError {
 /// sample within `series_max_age`), answered anyway by a rule with `on_missing = "zero"` whose
 /// `series_query` names its series: an exporter that drops an empty queue's series must read
 /// as 0, not as an unknown metric that stops the HPA. Later rules win, as in discovery.
-fn undiscovered_external(registry: &Registry, metric: &str) -> Option<ExternalMetric> {
+pub(crate) fn undiscovered_external(registry: &Registry, metric: &str) -> Option<ExternalMetric> {
     registry.rules.external.iter().rev().find_map(|rule| {
         if rule.on_missing != OnMissing::Zero {
             return None;
         }
         let series = literal_series_name(&rule.series_query)?;
-        (rule.keeps_series(&series) && rule.metric_name(&series).as_deref() == Some(metric)).then(
-            || ExternalMetric {
-                rule: rule.id,
-                series,
-            },
-        )
+        let answers =
+            rule.keeps_series(&series) && rule.metric_name(&series).as_deref() == Some(metric);
+        answers.then_some(ExternalMetric {
+            rule: rule.id,
+            series,
+        })
     })
 }
 

@@ -135,9 +135,14 @@ impl Upstreams {
         self.pick(UpstreamApi::Custom(req.version), &resource, &req.metric)
     }
 
-    /// As [`Upstreams::for_custom`], for an external metric.
+    /// As [`Upstreams::for_custom`], for an external metric. A rule with `on_missing =
+    /// "zero"` that names the metric's series claims it even while discovery does not list
+    /// it (it answers 0), so such a metric is not forwarded either.
     pub fn for_external(&self, registry: &Registry, req: &ExternalRequest) -> Option<Forward> {
-        if self.list.is_empty() || registry.external_metric(&req.metric).is_some() {
+        if self.list.is_empty()
+            || registry.external_metric(&req.metric).is_some()
+            || crate::bridge::undiscovered_external(registry, &req.metric).is_some()
+        {
             return None;
         }
         self.pick(UpstreamApi::External, "", &req.metric)
@@ -318,6 +323,13 @@ mod tests {
                 .map(|f| f.upstream.name.clone()),
             Some("u0".into())
         );
+        // A zero rule naming the series answers it (0 while absent): not forwarded.
+        let zero = registry(
+            "[[external_rules]]\nseries_query = 'queue{namespace!=\"\"}'\n\
+             resources.overrides = { namespace = { resource = \"namespace\" } }\n\
+             metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'\non_missing = \"zero\"\n",
+        );
+        assert!(ups.for_external(&zero, &external).is_none());
     }
 
     #[test]
