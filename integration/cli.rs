@@ -197,6 +197,66 @@ async fn explain_prints_the_query() {
     );
 }
 
+/// With `[[upstreams]]`, explain names where a metric the rules lack would go; a zero rule
+/// claims its metric even before discovery lists it (so it is not forwarded).
+#[tokio::test]
+async fn explain_names_the_upstream_and_zero_rules() {
+    let exporter = Exporter::start_empty().await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        r#"
+[[external_rules]]
+series_query = 'jobs_waiting{namespace!=""}'
+resources.overrides = { namespace = { resource = "namespace" } }
+metrics_query = 'sum(<<.Series>>{<<.LabelMatchers>>})'
+on_missing = "zero"
+
+[[upstreams]]
+name = "old-adapter"
+url = "https://prometheus-adapter.monitoring.svc"
+client_cert_file = "/front-proxy/tls.crt"
+client_key_file = "/front-proxy/tls.key"
+apis = ["custom.metrics.k8s.io/v1beta2"]
+"#,
+    )
+    .expect("rules");
+    let rules = rules.display().to_string();
+    let out = explain_with(&rules, &prometheus, "namespaces/shop/pods/*/http_requests");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("upstream: old-adapter"), "{stdout}");
+    // Not a version the upstream answers: the bridge's own 404.
+    let out = explain_with(
+        &rules,
+        &prometheus,
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/shop/pods/*/http_requests",
+    );
+    assert!(!out.status.success());
+    let out = explain_with(
+        &rules,
+        &prometheus,
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/jobs_waiting",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("rule:     external_rules[0]"), "{stdout}");
+    assert!(
+        stdout.contains(r#"sum(jobs_waiting{namespace="shop"})"#),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn convert_writes_a_file_check_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -66,8 +66,8 @@ pub async fn run(
         );
     }
     let mapper = Arc::new(StaticMapper::builtin());
-    // Upstreams are built, not started: explain reads no upstream's discovery.
-    let upstreams = Arc::new(crate::upstream::Upstreams::new(&rules.upstreams, &metrics)?);
+    // Upstreams only route here: explain sends nothing to them.
+    let upstreams = Arc::new(crate::upstream::Upstreams::unconnected(&rules.upstreams)?);
     let registry =
         Arc::new(build_registry(rules, &series, mapper.as_ref()).with_upstreams(upstreams));
     let bridge = Bridge {
@@ -141,13 +141,18 @@ pub async fn run(
             let promql = bridge
                 .plan_external(&registry, &req)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let rule = registry
+            // A zero rule answers a metric discovery does not list (yet) as well.
+            let metric = registry
                 .external_metric(&req.metric)
+                .cloned()
+                .or_else(|| crate::bridge::undiscovered_external(&registry, &req.metric));
+            let rule = metric
+                .as_ref()
                 .map(|m| m.rule.to_string())
                 .unwrap_or_default();
             println!("request:  {full}");
             println!("rule:     {rule}");
-            if let Some(m) = registry.external_metric(&req.metric) {
+            if let Some(m) = &metric {
                 if let Some(rule) = registry.rules.rule(m.rule) {
                     println!("backend:  {}", backend_line(&registry.rules, &rule.backend));
                 }

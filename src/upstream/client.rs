@@ -125,7 +125,8 @@ pub struct Upstream {
     /// The URL with a trailing `/`, so API paths join below a prefix.
     base: reqwest::Url,
     pub apis: Vec<UpstreamApi>,
-    http: ReloadingClient,
+    /// None for `explain`, which only routes (its TLS files may not exist where it runs).
+    http: Option<ReloadingClient>,
     timeout: Duration,
     pub discovery_interval: Duration,
     max_response_bytes: usize,
@@ -149,11 +150,6 @@ impl Upstream {
     pub fn new(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> anyhow::Result<Upstream> {
         use anyhow::Context;
         let place = format!("upstream {:?}", cfg.name);
-        let mut base =
-            reqwest::Url::parse(&cfg.url).with_context(|| format!("{place}: url {:?}", cfg.url))?;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
         let files = TlsFiles {
             ca_file: cfg.ca_file.clone(),
             client_cert_file: cfg.client_cert_file.clone(),
@@ -173,6 +169,20 @@ impl Upstream {
                 .with_context(|| format!("{place}: building the HTTP client"))
         })?;
         Ok(Upstream {
+            http: Some(http),
+            ..Upstream::unconnected(cfg, metrics)?
+        })
+    }
+
+    /// Where requests would go, without a client: nothing can be sent.
+    pub fn unconnected(cfg: &UpstreamConfig, metrics: Arc<Metrics>) -> anyhow::Result<Upstream> {
+        use anyhow::Context;
+        let mut base = reqwest::Url::parse(&cfg.url)
+            .with_context(|| format!("upstream {:?}: url {:?}", cfg.name, cfg.url))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Upstream {
             name: cfg.name.clone(),
             base,
             apis: cfg
@@ -180,7 +190,7 @@ impl Upstream {
                 .iter()
                 .filter_map(|a| UpstreamApi::parse(a))
                 .collect(),
-            http,
+            http: None,
             timeout: cfg.timeout,
             discovery_interval: cfg.discovery_interval,
             max_response_bytes: usize::try_from(cfg.max_response_bytes.bytes())
@@ -295,8 +305,8 @@ impl Upstream {
         if let Some(accept) = accept {
             headers.insert(http::header::ACCEPT, accept.clone());
         }
-        let mut response = self
-            .http
+        let http = self.http.as_ref().ok_or("no client (explain)")?;
+        let mut response = http
             .get()
             .request(method.clone(), url)
             .headers(headers)

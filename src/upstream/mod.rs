@@ -65,9 +65,22 @@ impl Upstreams {
 
     /// Clients for `configs`; nothing is fetched until [`Upstreams::start`].
     pub fn new(configs: &[UpstreamConfig], metrics: &Arc<Metrics>) -> anyhow::Result<Upstreams> {
+        Upstreams::build(configs, |cfg| Upstream::new(cfg, metrics.clone()))
+    }
+
+    /// For routing only (`explain`): no clients, so TLS files need not exist.
+    pub fn unconnected(configs: &[UpstreamConfig]) -> anyhow::Result<Upstreams> {
+        let metrics = Arc::new(Metrics::new());
+        Upstreams::build(configs, |cfg| Upstream::unconnected(cfg, metrics.clone()))
+    }
+
+    fn build(
+        configs: &[UpstreamConfig],
+        one: impl Fn(&UpstreamConfig) -> anyhow::Result<Upstream>,
+    ) -> anyhow::Result<Upstreams> {
         let mut list = Vec::with_capacity(configs.len());
         for cfg in configs {
-            list.push(Arc::new(Upstream::new(cfg, metrics.clone())?));
+            list.push(Arc::new(one(cfg)?));
         }
         Ok(Upstreams {
             configs: configs.to_vec(),
