@@ -36,10 +36,18 @@ pub enum Command {
         file: PathBuf,
     },
     /// Convert a prometheus-adapter config (its config.yaml, a ConfigMap holding one, or the Helm
-    /// chart's values) into a rules file, resourceRules included.
+    /// chart's values) into a rules file, resourceRules included; with --helm-values, the
+    /// prometheus-adapter chart's values into this project's chart values.
     Convert {
-        /// The prometheus-adapter YAML (`-` for stdin).
-        file: PathBuf,
+        /// The prometheus-adapter YAML (`-` for stdin). With --helm-values: where the rules
+        /// are when not in the values (the ConfigMap `rules.existing` names, or the file
+        /// `--config` in `extraArguments` names).
+        #[arg(required_unless_present = "helm_values")]
+        file: Option<PathBuf>,
+        /// The prometheus-community prometheus-adapter chart's values file (`-` for stdin):
+        /// write values for deploy/chart/kube-metrics-bridge (YAML) instead of a rules file.
+        #[arg(long, value_name = "FILE")]
+        helm_values: Option<PathBuf>,
         /// Write the rules file here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,

@@ -33,12 +33,29 @@ pub const PLACEHOLDER_URL: &str = "http://prometheus.invalid:9090";
 pub struct Conversion {
     /// The rules file text, header and per-rule comments included.
     pub toml: String,
+    /// Only the rules tables of `toml` (`[[rules]]`, `[[external_rules]]`,
+    /// `[resource_rules]`, with their comments): what a Helm chart's `rules` value holds,
+    /// the chart writing `[prometheus]` and `[cache]` itself.
+    pub rules_toml: String,
     /// The same content as a config value (what `toml` parses back to).
     pub config: ConfigFile,
     /// Things the user must know (also written as comments in `toml` where they concern a rule).
     pub notes: Vec<String>,
     /// Whether the URL is [`PLACEHOLDER_URL`].
     pub url_is_placeholder: bool,
+    /// Custom rules that can tie metrics to resources the chart's default RBAC
+    /// (`rbac.resourceRules`) does not grant; each one's note is also in `notes`.
+    pub rbac_gaps: Vec<RbacGap>,
+}
+
+/// A rule whose resources the chart's default RBAC may not cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbacGap {
+    /// The note, as in [`Conversion::notes`] (names the rule).
+    pub note: String,
+    /// The resources its `resources.overrides` name that are not granted; empty for a
+    /// `resources.template`, which can name any resource.
+    pub missing: Vec<GroupResource>,
 }
 
 /// Why an input could not be converted at all.
@@ -57,7 +74,28 @@ pub fn convert(
     source: &str,
     prometheus_url: Option<&str>,
 ) -> Result<Conversion, ConvertError> {
-    let input = read_input(yaml)?;
+    convert_input(read_input(yaml)?, source, prometheus_url)
+}
+
+/// The rules of a prometheus-adapter Helm chart's values (already parsed; `rules` must be a
+/// mapping), as [`convert`] converts them: what `convert --helm-values` puts into this
+/// chart's `rules` value ([`Conversion::rules_toml`]).
+pub fn convert_helm_rules(
+    values: &Mapping,
+    source: &str,
+    prometheus_url: Option<&str>,
+) -> Result<Conversion, ConvertError> {
+    if !matches!(values.get("rules"), Some(Value::Mapping(_))) {
+        return err("rules: expected a mapping (default, custom, external, resource, existing)");
+    }
+    convert_input(helm_values(values)?, source, prometheus_url)
+}
+
+fn convert_input(
+    input: Input,
+    source: &str,
+    prometheus_url: Option<&str>,
+) -> Result<Conversion, ConvertError> {
     let mut notes = input.notes;
     let mut custom = Vec::new();
     let mut external = Vec::new();
@@ -93,9 +131,12 @@ pub fn convert(
             notes.push(format!("{place}: {n}"));
         }
     }
+    let mut rbac_gaps = Vec::new();
     for (i, rule) in custom.iter().enumerate() {
-        if let Some(note) = rbac_note(&rule.rule) {
-            notes.push(format!("{}[{i}]: {note}", input.rules_place));
+        if let Some((note, missing)) = rbac_note(&rule.rule) {
+            let note = format!("{}[{i}]: {note}", input.rules_place);
+            notes.push(note.clone());
+            rbac_gaps.push(RbacGap { note, missing });
         }
     }
     let (url, url_is_placeholder) = match prometheus_url.map(str::to_string).or(input.url) {
@@ -126,18 +167,19 @@ pub fn convert(
             )),
         }
     }
+    let rules_toml = render_rules(&custom, &external, resources.as_ref());
     let toml = render(
         source,
         &input.kind,
         &url,
         url_is_placeholder,
         relist,
-        &custom,
-        &external,
-        resources.as_ref(),
+        &rules_toml,
     );
     Ok(Conversion {
         toml,
+        rules_toml,
+        rbac_gaps,
         config,
         notes,
         url_is_placeholder,
@@ -679,21 +721,22 @@ fn chart_grants(group: &str, resource: &str) -> bool {
 
 /// A warning when the rule can tie metrics to resources the chart's RBAC does not let the
 /// bridge list and watch: their metrics would be answered with a 503 until it is granted.
-fn rbac_note(rule: &RuleConfig) -> Option<String> {
+fn rbac_note(rule: &RuleConfig) -> Option<(String, Vec<GroupResource>)> {
     const HOW: &str = "grant list and watch on them with the chart's rbac.resourceRules (or the \
                        bridge's ClusterRole); `kube-metrics-bridge doctor --config` lists the \
                        resources discovery ties metrics to and checks each";
     if let Some(template) = &rule.resources.template {
-        return Some(format!(
+        let note = format!(
             "resources.template {template:?} turns every label of the matching series that names \
              a resource into one (kubelet and kube-state-metrics series carry labels such as \
              persistentvolumeclaim, secret, configmap, cronjob); the chart's RBAC grants only {}; \
              metrics of other resources are answered with a 503 until you {HOW}",
             chart_rbac_list()
-        ));
+        );
+        return Some((note, Vec::new()));
     }
     let builtin = StaticMapper::builtin();
-    let mut missing: Vec<String> = rule
+    let mut missing: Vec<GroupResource> = rule
         .resources
         .overrides
         .values()
@@ -708,17 +751,19 @@ fn rbac_note(rule: &RuleConfig) -> Option<String> {
                 .map(|info| info.group_resource)
                 .unwrap_or_else(|| GroupResource::new(&o.group, &o.resource));
             (gr != GroupResource::namespaces() && !chart_grants(&gr.group, &gr.resource))
-                .then(|| gr.to_string())
+                .then_some(gr)
         })
         .collect();
-    missing.sort();
+    missing.sort_by_key(|gr| gr.to_string());
     missing.dedup();
     (!missing.is_empty()).then(|| {
-        format!(
+        let names: Vec<String> = missing.iter().map(GroupResource::to_string).collect();
+        let note = format!(
             "resources.overrides name {} that the chart's RBAC does not cover; their metrics are \
              answered with a 503 until you {HOW}",
-            missing.join(", ")
-        )
+            names.join(", ")
+        );
+        (note, missing)
     })
 }
 
@@ -834,16 +879,13 @@ fn kind(v: &Value) -> &'static str {
 
 // ---- TOML output -----------------------------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
 fn render(
     source: &str,
     kind: &str,
     url: &str,
     url_is_placeholder: bool,
     relist: Option<&str>,
-    custom: &[Converted],
-    external: &[Converted],
-    resources: Option<&ConvertedResources>,
+    rules_toml: &str,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -885,6 +927,17 @@ fn render(
              # series_max_age = \"10m\"\n",
         ),
     }
+    out.push_str(rules_toml);
+    out
+}
+
+/// The rules tables, each after a blank line, with their notes as comments.
+fn render_rules(
+    custom: &[Converted],
+    external: &[Converted],
+    resources: Option<&ConvertedResources>,
+) -> String {
+    let mut out = String::new();
     for (table, rules) in [("rules", custom), ("external_rules", external)] {
         for (i, c) in rules.iter().enumerate() {
             out.push('\n');
@@ -1067,6 +1120,8 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
     }
     lines
 }
+
+pub mod helm;
 
 #[cfg(test)]
 mod equivalence_tests;

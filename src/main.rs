@@ -18,9 +18,23 @@ fn main() {
         } => block_on(cmd::explain::run(&config, prometheus_url, &path)),
         Command::Convert {
             file,
+            helm_values: Some(values),
+            output,
+            prometheus_url,
+        } => cmd::convert::run_helm_values(
+            &values,
+            file.as_deref(),
+            output.as_deref(),
+            prometheus_url.as_deref(),
+        ),
+        Command::Convert {
+            file: Some(file),
+            helm_values: None,
             output,
             prometheus_url,
         } => cmd::convert::run(&file, output.as_deref(), prometheus_url.as_deref()),
+        // clap requires FILE without --helm-values.
+        Command::Convert { .. } => 2,
         Command::Serve(args) => block_on(cmd::serve::run(*args)),
         Command::Doctor(args) => block_on_code(cmd::doctor::run(args)),
     };
