@@ -149,3 +149,9 @@ Returns a dict with base64 values caCrt, tlsCrt, tlsKey, as YAML.
 {{- end -}}
 
 {{- define "kmb.promAuthDir" -}}/var/run/secrets/kube-metrics-bridge/prometheus{{- end -}}
+
+{{/* Where each upstream's CA Secret is mounted (one directory per upstream name). */}}
+{{- define "kmb.upstreamsDir" -}}/var/run/secrets/kube-metrics-bridge/upstreams{{- end -}}
+
+{{/* Where the front-proxy client certificate for upstreams is mounted. */}}
+{{- define "kmb.upstreamClientDir" -}}/var/run/secrets/kube-metrics-bridge/upstream-client{{- end -}}
