@@ -57,6 +57,10 @@ pub enum Command {
     },
     /// Check an installation in a cluster and explain what is wrong, one line a check.
     Doctor(crate::cmd::doctor::DoctorArgs),
+    /// Ask two metrics API servers (e.g. prometheus-adapter and the bridge) the same discovery
+    /// and value requests and print what differs. Exits 1 when something does, 2 when the
+    /// comparison could not be made.
+    Compare(Box<crate::cmd::compare::CompareArgs>),
     /// Print the PromQL that a request path would run (asks Prometheus which series exist).
     Explain {
         #[arg(long, env = "KMB_CONFIG")]

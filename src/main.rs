@@ -37,6 +37,7 @@ fn main() {
         Command::Convert { .. } => 2,
         Command::Serve(args) => block_on(cmd::serve::run(*args)),
         Command::Doctor(args) => block_on_code(cmd::doctor::run(args)),
+        Command::Compare(args) => block_on_code(cmd::compare::run(*args)),
     };
     std::process::exit(code);
 }
