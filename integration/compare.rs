@@ -236,7 +236,8 @@ async fn compare_finds_no_difference_then_each_kind_of_difference() {
         .unwrap_or_else(|| panic!("no summary line:\n{out}"));
     assert!(namespaces >= 6, "every namespace of the cluster: {out}");
     // The values were really compared: a strict tolerance still agrees on the gauges' exact
-    // values, one namespace at a time.
+    // values, one namespace at a time. And the bridge is reached through a name its
+    // certificate has and the URL does not (a port-forward's case: --tls-server-name).
     let (code, out) = compare(
         &old,
         &new,
@@ -251,10 +252,13 @@ async fn compare_finds_no_difference_then_each_kind_of_difference() {
             "0",
             "--absolute-tolerance",
             "0",
+            "--new-tls-server-name",
+            "localhost",
         ],
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("across 1 value request(s)"), "{out}");
+    assert!(out.contains("(certificate name localhost)"), "{out}");
 
     // 2. The bridge's rules change: pod web-1 left out of the request rates, the external
     //    values doubled, and a metric only the bridge serves.
@@ -342,6 +346,24 @@ async fn compare_finds_no_difference_then_each_kind_of_difference() {
         .expect("compare without credentials");
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    // A name the certificate does not have: refused, not compared.
+    let (code, out) = compare(
+        &old,
+        &new,
+        &tls.0,
+        &pki,
+        &[
+            "-n",
+            "shop",
+            "--tls-server-name",
+            "kube-metrics-bridge.custom-metrics.svc",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("not compared") && out.contains("certificate"),
+        "{out}"
+    );
     // prometheus-adapter lets anonymous requests through to a 403; the bridge says 401.
     assert!(
         stderr.contains("old server: /apis/custom.metrics.k8s.io/v1beta1: 403")

@@ -54,6 +54,11 @@ pub struct CompareArgs {
     /// Do not verify the servers' certificates.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+    /// The name to verify the servers' certificates for (and send as SNI and Host), when the
+    /// URL's host is not in them: a port-forward to `https://127.0.0.1:8443` with
+    /// `kube-metrics-bridge.custom-metrics.svc` (kubectl's --tls-server-name).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// --ca-file for the old server only.
     #[arg(long, value_name = "FILE")]
     pub old_ca_file: Option<PathBuf>,
@@ -69,6 +74,9 @@ pub struct CompareArgs {
     /// --insecure-skip-tls-verify for the old server only.
     #[arg(long)]
     pub old_insecure_skip_tls_verify: bool,
+    /// --tls-server-name for the old server only.
+    #[arg(long, value_name = "NAME")]
+    pub old_tls_server_name: Option<String>,
     /// --ca-file for the new server only.
     #[arg(long, value_name = "FILE")]
     pub new_ca_file: Option<PathBuf>,
@@ -84,6 +92,9 @@ pub struct CompareArgs {
     /// --insecure-skip-tls-verify for the new server only.
     #[arg(long)]
     pub new_insecure_skip_tls_verify: bool,
+    /// --tls-server-name for the new server only.
+    #[arg(long, value_name = "NAME")]
+    pub new_tls_server_name: Option<String>,
     /// Namespaces to ask for values (repeatable, or comma-separated); default: every
     /// namespace of the cluster.
     #[arg(long, short = 'n', value_delimiter = ',', value_name = "NAMESPACE")]
@@ -136,12 +147,13 @@ struct Connection {
     client_key_file: Option<PathBuf>,
     token_file: Option<PathBuf>,
     insecure: bool,
+    tls_server_name: Option<String>,
 }
 
 impl CompareArgs {
     /// The connection of one side: its own flags over the shared ones.
     fn connection(&self, side: Side) -> Connection {
-        let (url, ca, cert, key, token, insecure) = match side {
+        let (url, ca, cert, key, token, insecure, name) = match side {
             Side::Old => (
                 &self.old_url,
                 &self.old_ca_file,
@@ -149,6 +161,7 @@ impl CompareArgs {
                 &self.old_client_key_file,
                 &self.old_token_file,
                 self.old_insecure_skip_tls_verify,
+                &self.old_tls_server_name,
             ),
             Side::New => (
                 &self.new_url,
@@ -157,6 +170,7 @@ impl CompareArgs {
                 &self.new_client_key_file,
                 &self.new_token_file,
                 self.new_insecure_skip_tls_verify,
+                &self.new_tls_server_name,
             ),
         };
         Connection {
@@ -166,6 +180,7 @@ impl CompareArgs {
             client_key_file: key.clone().or_else(|| self.client_key_file.clone()),
             token_file: token.clone().or_else(|| self.token_file.clone()),
             insecure: insecure || self.insecure_skip_tls_verify,
+            tls_server_name: name.clone().or_else(|| self.tls_server_name.clone()),
         }
     }
 }
@@ -173,7 +188,10 @@ impl CompareArgs {
 /// One server: its HTTP client (TLS and credentials built in) and base URL.
 struct Server {
     side: Side,
+    /// The base URL requests go to (with --tls-server-name, that name as its host).
     url: String,
+    /// How to name it in the output: the URL given, and the name verified.
+    shown: String,
     http: reqwest::Client,
 }
 
@@ -186,10 +204,21 @@ impl Server {
         tokens: &mut HashMap<PathBuf, String>,
     ) -> anyhow::Result<Server> {
         let place = format!("{side} server");
-        let parsed = reqwest::Url::parse(&c.url)
+        let mut parsed = reqwest::Url::parse(&c.url)
             .with_context(|| format!("{place}: --{side}-url {:?}", c.url))?;
         if !matches!(parsed.scheme(), "https" | "http") {
             anyhow::bail!("{place}: --{side}-url {:?} is not an https:// URL", c.url);
+        }
+        // --tls-server-name: connect to the URL's address, but ask for (and verify) the name.
+        let mut resolve = None;
+        if let Some(name) = &c.tls_server_name {
+            let addrs = parsed
+                .socket_addrs(|| None)
+                .with_context(|| format!("{place}: resolving {:?}", c.url))?;
+            parsed
+                .set_host(Some(name))
+                .with_context(|| format!("{place}: --tls-server-name {name:?}"))?;
+            resolve = Some((name.clone(), addrs));
         }
         crate::tls::install_crypto_provider();
         let mut headers = reqwest::header::HeaderMap::new();
@@ -259,9 +288,17 @@ impl Server {
         if c.insecure {
             builder = builder.danger_accept_invalid_certs(true);
         }
+        if let Some((name, addrs)) = &resolve {
+            builder = builder.resolve_to_addrs(name, addrs);
+        }
+        let shown = match &c.tls_server_name {
+            Some(name) => format!("{} (certificate name {name})", c.url),
+            None => c.url.clone(),
+        };
         Ok(Server {
             side,
-            url: c.url.clone(),
+            shown,
+            url: parsed.as_str().trim_end_matches('/').to_string(),
             http: builder
                 .build()
                 .with_context(|| format!("{place}: building the HTTP client"))?,
@@ -466,8 +503,8 @@ async fn compare(args: &CompareArgs) -> anyhow::Result<usize> {
         args.timeout,
         &mut tokens,
     )?;
-    println!("old: {}", old.url);
-    println!("new: {}", new.url);
+    println!("old: {}", old.shown);
+    println!("new: {}", new.shown);
 
     let mut differences: Vec<Difference> = Vec::new();
     let mut listings: BTreeMap<&str, (Option<Listing>, Option<Listing>)> = BTreeMap::new();
@@ -580,6 +617,8 @@ mod tests {
             "--client-cert-file=/c",
             "--client-key-file=/k",
             "--new-ca-file=/ca2",
+            "--tls-server-name=kube-metrics-bridge.custom-metrics.svc",
+            "--old-tls-server-name=prometheus-adapter.monitoring.svc",
             "-n",
             "a,b",
             "--namespace=c",
@@ -594,6 +633,31 @@ mod tests {
         assert_eq!(new.token_file.as_deref(), Some(Path::new("/t2")));
         assert!(old.insecure && !new.insecure);
         assert_eq!(new.client_cert_file.as_deref(), Some(Path::new("/c")));
+        assert_eq!(
+            old.tls_server_name.as_deref(),
+            Some("prometheus-adapter.monitoring.svc")
+        );
+        assert_eq!(
+            new.tls_server_name.as_deref(),
+            Some("kube-metrics-bridge.custom-metrics.svc")
+        );
+        let mut tokens = HashMap::new();
+        let server = Server::new(Side::New, &new, Duration::from_secs(1), &mut tokens);
+        assert!(server.is_err(), "its token and CA files do not exist");
+        let mut plain = new.clone();
+        plain.ca_file = None;
+        plain.token_file = None;
+        plain.client_cert_file = None;
+        plain.client_key_file = None;
+        let server =
+            Server::new(Side::New, &plain, Duration::from_secs(1), &mut tokens).expect("server");
+        assert_eq!(
+            server.url, "https://kube-metrics-bridge.custom-metrics.svc:8443",
+            "requests name the server, connections go to 127.0.0.1"
+        );
+        assert!(server
+            .shown
+            .starts_with("https://127.0.0.1:8443 (certificate name"));
         assert_eq!(a.namespace, ["a", "b", "c"]);
         assert_eq!((a.relative_tolerance, a.absolute_tolerance), (0.01, 0.001));
         for bad in [
