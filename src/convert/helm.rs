@@ -828,9 +828,10 @@ impl Converter<'_> {
         get(self.eff, path)
     }
 
-    /// The value at `path` when it differs from the adapter chart's default.
+    /// The value at `path` when it differs from the adapter chart's default (and is not
+    /// removed: a value set to null takes this chart's default, as an unchanged one does).
     fn changed(&self, path: &[&str]) -> Option<Value> {
-        diff(get(self.eff, path), get(self.def, path))
+        diff(get(self.eff, path), get(self.def, path)).filter(|v| !v.is_null())
     }
 
     fn text(&self, path: &[&str]) -> Option<String> {
@@ -1244,8 +1245,13 @@ impl Converter<'_> {
             }
         }
         if let Some(Value::Sequence(items)) = self.changed(&["env"]) {
-            if !items.is_empty() {
-                self.out.set(&["extraEnv"], Value::Sequence(items));
+            if items.iter().all(|i| matches!(i, Value::Mapping(_))) {
+                if !items.is_empty() {
+                    self.out.set(&["extraEnv"], Value::Sequence(items));
+                }
+            } else {
+                self.out
+                    .drop("env: not a list of variables (name, value); not carried over");
             }
         }
     }
@@ -1280,24 +1286,39 @@ impl Converter<'_> {
                 self.out.set(&["priorityClassName"], Value::String(p));
             }
         }
-        if let Some(v) = self.changed(&["resources"]).filter(|v| !is_empty(v)) {
-            // Exactly prometheus-adapter's: this chart's defaults it does not set are cleared.
-            let ours: Value = yaml_serde::from_str(OUR_DEFAULTS).unwrap_or(Value::Null);
-            let theirs = self.at(&["resources"]).cloned().unwrap_or(v);
-            self.out.set(
-                &["resources"],
-                replace_exactly(ours.get("resources"), &theirs),
-            );
-            self.out.note(
-                "resources",
-                "prometheus-adapter's, exactly (this chart's defaults it does not set are \
-                 cleared with null). The bridge's default limits (connections, the 64MiB value \
-                 cache) are sized for a 256Mi memory limit (README, \"Limits\"); with less, \
-                 lower cache.maxBytes and --max-connections in extraArgs",
-            );
+        match self.changed(&["resources"]).filter(|v| !is_empty(v)) {
+            None => {}
+            Some(Value::Mapping(_)) => {
+                // Exactly prometheus-adapter's: this chart's defaults it does not set are
+                // cleared.
+                let ours: Value = yaml_serde::from_str(OUR_DEFAULTS).unwrap_or(Value::Null);
+                let theirs = self.at(&["resources"]).cloned().unwrap_or(Value::Null);
+                self.out.set(
+                    &["resources"],
+                    replace_exactly(ours.get("resources"), &theirs),
+                );
+                self.out.note(
+                    "resources",
+                    "prometheus-adapter's, exactly (this chart's defaults it does not set are \
+                     cleared with null). The bridge's default limits (connections, the 64MiB \
+                     value cache) are sized for a 256Mi memory limit (README, \"Limits\"); with \
+                     less, lower cache.maxBytes and --max-connections in extraArgs",
+                );
+            }
+            Some(other) => self.out.drop(format!(
+                "resources {other:?}: not a mapping; not carried over"
+            )),
         }
         for key in ["podSecurityContext", "securityContext"] {
-            if let Some(v) = self.changed(&[key]) {
+            let Some(v) = self.changed(&[key]) else {
+                continue;
+            };
+            if !matches!(v, Value::Mapping(_)) {
+                self.out
+                    .drop(format!("{key} {v:?}: not a mapping; not carried over"));
+                continue;
+            }
+            {
                 self.out.set(&[key], v);
                 self.out.note(
                     key,
@@ -1731,13 +1752,16 @@ impl Converter<'_> {
             if enabled {
                 self.out
                     .set(&["podDisruptionBudget", "enabled"], Value::Bool(true));
+                // A number or a percentage, as Kubernetes takes them.
+                let count =
+                    |v: &&Value| v.as_u64().is_some() || v.as_str().is_some_and(|s| !s.is_empty());
                 let max = self
                     .at(&["podDisruptionBudget", "maxUnavailable"])
-                    .filter(|v| !is_empty(v))
+                    .filter(count)
                     .cloned();
                 let min = self
                     .at(&["podDisruptionBudget", "minAvailable"])
-                    .filter(|v| !is_empty(v))
+                    .filter(count)
                     .cloned();
                 if let Some(max) = max {
                     self.out

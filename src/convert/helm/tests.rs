@@ -2,7 +2,7 @@
 //! result is values this chart's `values.schema.json` accepts and that read back as written.
 
 use serde_json::Value as Json;
-use yaml_serde::Value;
+use yaml_serde::{Mapping, Value};
 
 use super::*;
 
@@ -790,4 +790,119 @@ fn helm_merge_and_diff() {
     assert_eq!(d, Some(yaml("{c: 3, f: 4, g: null}")));
     assert_eq!(diff(Some(&yaml("1")), Some(&yaml("1"))), None);
     assert_eq!(diff(None, Some(&yaml("1"))), Some(Value::Null));
+}
+
+// ---- any input -----------------------------------------------------------------------------
+
+mod any_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Where values go: every top-level value of the adapter chart and some nested ones.
+    fn paths() -> Vec<Vec<&'static str>> {
+        let mut out: Vec<Vec<&str>> = KNOWN_KEYS.iter().map(|k| vec![*k]).collect();
+        for nested in [
+            &["prometheus", "url"][..],
+            &["prometheus", "port"],
+            &["prometheus", "path"],
+            &["image", "pullPolicy"],
+            &["image", "pullSecrets"],
+            &["image", "repository"],
+            &["service", "type"],
+            &["service", "port"],
+            &["service", "annotations"],
+            &["serviceAccount", "name"],
+            &["serviceAccount", "create"],
+            &["serviceAccount", "annotations"],
+            &["podDisruptionBudget", "enabled"],
+            &["podDisruptionBudget", "minAvailable"],
+            &["podDisruptionBudget", "maxUnavailable"],
+            &["certManager", "enabled"],
+            &["certManager", "certDuration"],
+            &["tls", "enable"],
+            &["hostNetwork", "enabled"],
+            &["rbac", "create"],
+            &["securityContext", "runAsUser"],
+            &["resources", "limits"],
+            &["rules", "default"],
+        ] {
+            out.push(nested.to_vec());
+        }
+        out
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| Value::Number(n.into())),
+            (-1e6f64..1e6).prop_map(|f| Value::Number(f.into())),
+            "[ -~]{0,12}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "http://p:9090",
+                "GET",
+                "POST",
+                "1m",
+                "50%",
+                "ClusterFirst",
+                "NodePort",
+                "--v=9",
+                "--prometheus-header",
+                "--secure-port",
+                "{{ .Release.Namespace }}",
+                "IfNotPresent",
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        scalar().prop_recursive(2, 8, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                prop::collection::vec(("[a-z]{1,6}", inner), 0..4).prop_map(|kv| {
+                    Value::Mapping(
+                        kv.into_iter()
+                            .map(|(k, v)| (Value::String(k), v))
+                            .collect::<Mapping>(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Whatever the values hold, the result is an error that names the problem, or values
+        /// the chart's schema accepts (and that read back as written: checked inside).
+        #[test]
+        fn any_values_give_valid_values_or_an_error(
+            entries in prop::collection::vec((0..1000usize, value()), 0..10)
+        ) {
+            let paths = paths();
+            let mut doc = Value::Mapping(Mapping::new());
+            for (i, v) in entries {
+                let path = &paths[i % paths.len()];
+                let mut cur = &mut doc;
+                for (n, key) in path.iter().enumerate() {
+                    if !matches!(cur, Value::Mapping(_)) {
+                        *cur = Value::Mapping(Mapping::new());
+                    }
+                    let Value::Mapping(m) = cur else { unreachable!() };
+                    let k = Value::String((*key).to_string());
+                    if n + 1 == path.len() {
+                        m.insert(k, v.clone());
+                        break;
+                    }
+                    cur = m.entry(k).or_insert(Value::Mapping(Mapping::new()));
+                }
+            }
+            let text = yaml_serde::to_string(&doc).expect("YAML");
+            match convert_values(&text, "values.yaml", None, None) {
+                Ok(c) => check_schema(&c),
+                Err(e) => prop_assert!(!e.0.contains("internal error"), "{e}\n{text}"),
+            }
+        }
+    }
 }
