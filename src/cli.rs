@@ -48,10 +48,11 @@ pub enum Command {
         /// write values for deploy/chart/kube-metrics-bridge (YAML) instead of a rules file.
         #[arg(long, value_name = "FILE")]
         helm_values: Option<PathBuf>,
-        /// Write the rules file here instead of stdout.
+        /// Write the rules file (with --helm-values: the values) here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
-        /// `[prometheus] url` to write (prometheus-adapter's --prometheus-url); else a placeholder.
+        /// `[prometheus] url` to write (prometheus-adapter's --prometheus-url; with
+        /// --helm-values, over what the values say); else a placeholder.
         #[arg(long)]
         prometheus_url: Option<String>,
     },
