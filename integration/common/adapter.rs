@@ -44,6 +44,12 @@ pub fn convert_adapter_config(
 /// A CA and a serving certificate for 127.0.0.1 signed by it, written to `dir`:
 /// `(ca.crt, tls.crt, tls.key)`. Both servers serve it, so one client trusts both.
 pub fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    serving_pair_for(dir, &[])
+}
+
+/// [`serving_pair`] whose certificate also names `extra` (a Service's DNS name, for a server
+/// kube-apiserver's aggregator calls).
+pub fn serving_pair_for(dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::default();
@@ -54,8 +60,9 @@ pub fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("serving key");
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("serving certificate parameters");
+    let mut names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    names.extend(extra.iter().map(|n| n.to_string()));
+    let mut params = CertificateParams::new(names).expect("serving certificate parameters");
     params
         .distinguished_name
         .push(DnType::CommonName, "kmb-side-by-side-server");

@@ -1,0 +1,621 @@
+//! docs/migration.md's "Cut-over, step by step", followed on the test control plane as a
+//! prometheus-adapter Helm user would: the adapter (v0.12.0, from its chart's values) owns the
+//! APIServices and real HPAs scale on its metrics; then
+//!
+//! 1. inventory through the aggregator,
+//! 2. `convert --helm-values` on the adapter chart's values, `check` on the rules it wrote,
+//! 3. this chart installed from the converted values without APIServices (applied for real;
+//!    the bridge runs on the host with the chart's certificate and rules, as a pod would),
+//! 4. `compare` between the two: no differences,
+//! 5. the APIServices switched: install.sh's server-side apply over the adapter's refused
+//!    without `--force-conflicts` and accepted with it (dry run), then the Helm path: the
+//!    adapter's deleted and this chart's created at once, HPAs holding their replicas,
+//! 6. the HPAs watched: `ScalingActive=True`, their replicas held,
+//! 7. the adapter removed,
+//!
+//! with a watcher checking every second from step 2 on that no HPA changes its mind.
+//! The rule-by-rule path with `[[upstreams]]` is integration/upstreams.rs.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::adapter::{
+    adapter_args, adapter_bin, log_tail, serving_args, serving_pair_for, spawn_logged,
+};
+use common::bridge::Bridge;
+use common::controlplane::{ControlPlane, Options};
+use common::{free_port, hpa, wait_until, Exporter, Prometheus};
+use serde_json::Value;
+
+const NS: &str = "shop";
+const APISERVICES: [&str; 3] = [
+    "v1beta1.custom.metrics.k8s.io",
+    "v1beta2.custom.metrics.k8s.io",
+    "v1beta1.external.metrics.k8s.io",
+];
+
+/// The prometheus-community chart's rules as a user writes them in its values.
+const ADAPTER_RULES: &str = r#"  default: false
+  custom:
+  - seriesQuery: 'svc_inflight{namespace!="",service!=""}'
+    resources:
+      overrides:
+        namespace: {resource: namespace}
+        service: {resource: service}
+    metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+  external:
+  - seriesQuery: 'queue_messages_ready{namespace!=""}'
+    resources:
+      overrides:
+        namespace: {resource: namespace}
+    metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
+"#;
+
+/// What the adapter's chart renders into its ConfigMap from those rules (`config.yaml`).
+const ADAPTER_CONFIG: &str = r#"rules:
+- seriesQuery: 'svc_inflight{namespace!="",service!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+      service: {resource: service}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+externalRules:
+- seriesQuery: 'queue_messages_ready{namespace!=""}'
+  resources:
+    overrides:
+      namespace: {resource: namespace}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
+"#;
+
+const OBJECT_PATH: &str =
+    "/apis/custom.metrics.k8s.io/v1beta1/namespaces/shop/services/web/svc_inflight";
+const EXTERNAL_PATH: &str =
+    "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_messages_ready?labelSelector=queue%3Dorders";
+
+fn bridge_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
+}
+
+fn run(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("running a command of the guide");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `helm template` of this chart as `deploy/render.sh helm` does, with `args`.
+fn render(args: &[&str]) -> String {
+    let out = Command::new("bash")
+        .args(["deploy/render.sh", "helm", "--"])
+        .args(args)
+        .output()
+        .expect("render");
+    assert!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize as _;
+    yaml_serde::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Objects as one `v1` List kubectl applies (JSON documents cannot be separated by `---`).
+fn as_list(docs: &[&Value]) -> String {
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
+}
+
+/// What an HPA's controller thinks, every second: problems are `ScalingActive` not True or
+/// a desired replica count other than the one it settled on.
+struct Watcher {
+    stop: Arc<AtomicBool>,
+    /// Off while the guide says HPAs may briefly see no metrics: then only their replicas
+    /// must hold.
+    strict: Arc<AtomicBool>,
+    step: Arc<Mutex<&'static str>>,
+    problems: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(cp: &ControlPlane, hpas: Vec<(&'static str, u64)>) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let strict = Arc::new(AtomicBool::new(true));
+        let step = Arc::new(Mutex::new("2: convert"));
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        let (client, server) = (cp.admin_client().clone(), cp.server_url().to_string());
+        let (s, st, pr, strict_now) =
+            (stop.clone(), step.clone(), problems.clone(), strict.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                for (name, want) in &hpas {
+                    let url = format!(
+                        "{server}/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
+                    );
+                    let Ok(r) = client.get(url).send().await else {
+                        continue;
+                    };
+                    let obj: Value = r.json().await.unwrap_or(Value::Null);
+                    let (status, reason) = hpa::condition(&obj, "ScalingActive");
+                    let desired = obj["status"]["desiredReplicas"].as_u64();
+                    let inactive = status != "True" && strict_now.load(Ordering::SeqCst);
+                    if inactive || desired != Some(*want) {
+                        let now = *st.lock().expect("step");
+                        pr.lock().expect("problems").push(format!(
+                            "[step {now}] HPA {name}: ScalingActive={status} ({reason}), desired {desired:?}, wanted {want}"
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Watcher {
+            stop,
+            strict,
+            step,
+            problems,
+            task,
+        }
+    }
+
+    fn strict(&self, strict: bool) {
+        self.strict.store(strict, Ordering::SeqCst);
+    }
+
+    fn step(&self, step: &'static str) {
+        *self.step.lock().expect("step") = step;
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let problems = self.problems.lock().expect("problems").clone();
+        problems
+    }
+}
+
+/// Who answered an object metric: prometheus-adapter's framework writes a core object's
+/// `describedObject.apiVersion` as `/v1`, the bridge as `v1`.
+fn object_answered_by(list: &Value) -> &'static str {
+    match list["items"][0]["describedObject"]["apiVersion"].as_str() {
+        Some("/v1") => "adapter",
+        Some("v1") => "bridge",
+        _ => "nobody",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migration_guide_cut_over_works_as_written() {
+    let adapter_bin = adapter_bin().await;
+    let exporter = Exporter::start_empty().await;
+    exporter
+        .set_gauge(
+            "svc_inflight",
+            &[("namespace", NS), ("service", "web")],
+            2.0,
+        )
+        .await;
+    exporter
+        .set_gauge(
+            "queue_messages_ready",
+            &[("namespace", NS), ("queue", "orders")],
+            3.0,
+        )
+        .await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    for series in ["svc_inflight", "queue_messages_ready"] {
+        prometheus
+            .wait_for_series(series, Duration::from_secs(60))
+            .await;
+    }
+    let cp = ControlPlane::start_with(Options::default()).await;
+    let dir = tempfile::Builder::new()
+        .prefix("kmb-guide-")
+        .tempdir()
+        .expect("tempdir");
+    let root = dir.path();
+
+    // Before: prometheus-adapter from its chart, owning the APIServices (as plain manifests
+    // would create them: client-side apply), and HPAs on an Object and an External metric.
+    let adapter_values = root.join("adapter-values.yaml");
+    let prometheus_port = prometheus
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    std::fs::write(
+        &adapter_values,
+        format!(
+            "prometheus:\n  url: http://127.0.0.1\n  port: {prometheus_port}\n  path: \"\"\n\
+             metricsRelistInterval: 5s\nreplicas: 2\nrules:\n{ADAPTER_RULES}"
+        ),
+    )
+    .expect("adapter values");
+    let adapter_config = root.join("adapter-config.yaml");
+    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
+    let tls = serving_pair_for(root, &["prometheus-adapter.monitoring.svc"]);
+    let adapter_port = free_port();
+    let adapter_log = root.join("prometheus-adapter.log");
+    let mut args = serving_args(&tls, adapter_port);
+    args.extend(adapter_args(
+        root,
+        &cp.client_kubeconfig("prometheus-adapter", &["system:masters"]),
+        &prometheus.url(),
+        &adapter_config,
+    ));
+    args.push("--metrics-relist-interval=5s".into());
+    let mut adapter = spawn_logged(&adapter_bin, &args, &[], &adapter_log);
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(&tls.0).expect("serving CA"));
+    let mut adapter_objects = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: monitoring}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: prometheus-adapter, namespace: monitoring}}\n\
+         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {adapter_port}}}]}}\n"
+    );
+    for name in APISERVICES {
+        let (version, group) = name.split_once('.').expect("version.group");
+        adapter_objects.push_str(&format!(
+            "---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: {name}}}\n\
+             spec: {{group: {group}, version: {version}, groupPriorityMinimum: 100, versionPriority: 100,\n  \
+             caBundle: {ca}, service: {{name: prometheus-adapter, namespace: monitoring, port: {adapter_port}}}}}\n"
+        ));
+    }
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(&adapter_objects),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {NS}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+    ))
+    .await;
+    cp.wait_apiservices_available().await;
+    for (name, metric) in [
+        (
+            "web",
+            "  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      \
+             metric: {name: svc_inflight}\n      target: {type: AverageValue, averageValue: \"1\"}\n",
+        ),
+        (
+            "worker",
+            "  - type: External\n    external:\n      metric: {name: queue_messages_ready, selector: {matchLabels: {queue: orders}}}\n      \
+             target: {type: AverageValue, averageValue: \"1\"}\n",
+        ),
+    ] {
+        cp.apply(&format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\n\
+             spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    \
+             metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.invalid/app:1}}]}}\n---\n\
+             apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}, namespace: {NS}}}\n\
+             spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n  minReplicas: 1\n  maxReplicas: 6\n  \
+             metrics:\n{metric}"
+        ))
+        .await;
+    }
+    for (name, want) in [("web", 2), ("worker", 3)] {
+        hpa::wait_replicas(
+            &cp,
+            NS,
+            name,
+            want,
+            Duration::from_secs(5),
+            Duration::from_secs(120),
+            || async {},
+        )
+        .await;
+    }
+    let (code, before) = cp.get(OBJECT_PATH).await;
+    assert_eq!(
+        (code, object_answered_by(&before)),
+        (200, "adapter"),
+        "{before}\n{}",
+        log_tail(&adapter_log, 20)
+    );
+
+    // 1. Inventory: what the adapter serves, through the API server.
+    let (_, inventory) = cp.get("/apis/custom.metrics.k8s.io/v1beta1").await;
+    let names: Vec<&str> = inventory["resources"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"services/svc_inflight"), "{inventory}");
+
+    let watcher = Watcher::start(&cp, vec![("web", 2), ("worker", 3)]);
+
+    // 2. Convert the adapter chart's values, and check the rules they carry.
+    let bridge_values = root.join("bridge-values.yaml");
+    let (code, text) = run(Command::new(bridge_bin())
+        .arg("convert")
+        .arg("--helm-values")
+        .arg(&adapter_values)
+        .arg("-o")
+        .arg(&bridge_values));
+    assert_eq!(code, 0, "convert --helm-values: {text}");
+    let values: Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&bridge_values).expect("values"))
+            .expect("converted values are YAML");
+    assert_eq!(
+        values["prometheus"]["url"],
+        format!("http://127.0.0.1:{prometheus_port}"),
+        "{values}"
+    );
+    assert_eq!(values["replicaCount"], 2, "{values}");
+    let rules_only = root.join("rules-only.toml");
+    std::fs::write(&rules_only, values["rules"].as_str().expect("rules value")).expect("rules");
+    let (code, text) = run(Command::new(bridge_bin()).arg("check").arg(&rules_only));
+    assert_eq!(code, 0, "check: {text}");
+
+    // 3. Install the bridge without APIServices (the guide's helm install, applied for real).
+    watcher.step("3: install without APIServices");
+    let values_arg = bridge_values.display().to_string();
+    let install = [
+        "-f",
+        &values_arg,
+        "--set",
+        "image.repository=localhost/kube-metrics-bridge",
+        "--set",
+        "apiServices.custom=false",
+        "--set",
+        "apiServices.external=false",
+        "--set",
+        "apiServices.resource=false",
+    ];
+    let yaml = render(&install);
+    let docs = documents(&yaml);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "APIService"),
+        "installed without APIServices"
+    );
+    // `helm install -n custom-metrics --create-namespace`.
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: custom-metrics}\n")
+        .await;
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "--server-side", "-f", "-"],
+            Some(&yaml),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let find = |kind: &str, name: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    // No kubelet here: the bridge runs on the host as the chart's ServiceAccount, with the
+    // chart's certificate and rules, behind its Service (turned into an ExternalName to here).
+    let secret = find("Secret", "kube-metrics-bridge-tls");
+    let mut files = Vec::new();
+    for key in ["tls.crt", "tls.key", "ca.crt"] {
+        let path = root.join(format!("bridge-{key}"));
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().unwrap_or_default())
+            .expect("base64");
+        std::fs::write(&path, pem).expect("writing");
+        files.push(path);
+    }
+    let rules = find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
+        .as_str()
+        .expect("rules.toml")
+        .replace("discovery_interval = \"5s\"", "discovery_interval = \"2s\"");
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    let (crt, key) = (
+        files[0].display().to_string(),
+        files[1].display().to_string(),
+    );
+    let bridge = Bridge::start_for_cluster(
+        &rules,
+        &bridge_kubeconfig,
+        "kube-metrics-bridge.custom-metrics.svc",
+        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
+    )
+    .await;
+    cp.kubectl_ok(&[
+        "-n",
+        "custom-metrics",
+        "delete",
+        "service",
+        "kube-metrics-bridge",
+    ])
+    .await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
+         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {}}}]}}\n",
+        bridge.port
+    ))
+    .await;
+    // The adapter still answers through the API server.
+    let (code, still) = cp.get(OBJECT_PATH).await;
+    assert_eq!(
+        (code, object_answered_by(&still)),
+        (200, "adapter"),
+        "{still}"
+    );
+
+    // 4. Compare the two, directly, as the cluster admin.
+    watcher.step("4: compare");
+    let pki = cp.dir().join("pki");
+    let compare = |extra: &[&str]| {
+        let mut cmd = Command::new(bridge_bin());
+        cmd.arg("compare")
+            .args(["--old-url", &format!("https://127.0.0.1:{adapter_port}")])
+            .args(["--new-url", &format!("https://127.0.0.1:{}", bridge.port)])
+            .arg("--old-ca-file")
+            .arg(&tls.0)
+            .arg("--new-ca-file")
+            .arg(&files[2])
+            .arg("--new-tls-server-name")
+            .arg("kube-metrics-bridge.custom-metrics.svc")
+            .arg("--client-cert-file")
+            .arg(pki.join("admin.crt"))
+            .arg("--client-key-file")
+            .arg(pki.join("admin.key"))
+            .args(["-n", NS])
+            .args(extra);
+        run(&mut cmd)
+    };
+    // Until the bridge's first discovery and the adapter's relist both saw the series.
+    let mut last = String::new();
+    let same = common::poll(Duration::from_secs(60), || {
+        let (code, text) = compare(&[]);
+        last = text.clone();
+        async move { (code == 0).then_some(text) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("compare never agreed:\n{last}"));
+    assert!(same.contains("no differences"), "{same}");
+
+    // 5. Switch the APIServices. For plain manifests the guide says deploy/install.sh needs
+    // --force-conflicts over the adapter's (its field manager does not own them): checked
+    // with a server-side dry run under install.sh's field manager.
+    watcher.step("5: switch the APIServices");
+    // `helm upgrade` keeps the installed certificate (the chart looks its Secret up); `helm
+    // template` cannot, so the caBundle is the installed Secret's CA. The Service port is
+    // where the bridge listens (its Service here is an ExternalName to the host).
+    let port = format!("service.port={}", bridge.port);
+    let mut enabled = install[..4].to_vec();
+    enabled.extend([
+        "--set",
+        &port,
+        "--set",
+        "apiServices.custom=true",
+        "--set",
+        "apiServices.external=true",
+    ]);
+    let mut ours = documents(&render(&enabled));
+    for d in ours.iter_mut().filter(|d| d["kind"] == "APIService") {
+        d["spec"]["caBundle"] = secret["data"]["ca.crt"].clone();
+    }
+    let apiservices: Vec<&Value> = ours.iter().filter(|d| d["kind"] == "APIService").collect();
+    assert_eq!(apiservices.len(), 3, "the chart's APIServices");
+    let list = as_list(&apiservices);
+    let install_sh = [
+        "apply",
+        "--server-side",
+        "--field-manager=kube-metrics-bridge-install",
+        "--dry-run=server",
+        "-f",
+        "-",
+    ];
+    let refused = cp
+        .kubectl_as(cp.admin_kubeconfig(), &install_sh, Some(&list))
+        .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("conflict"),
+        "without --force-conflicts: {stderr}"
+    );
+    let forced = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &[&install_sh[..], &["--force-conflicts"]].concat(),
+            Some(&list),
+        )
+        .await;
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    // With this chart the guide deletes the adapter's APIServices and runs `helm upgrade`
+    // with them enabled at once; HPAs may see a few seconds without metrics and must hold
+    // their replicas.
+    watcher.strict(false);
+    let mut delete = vec!["delete", "apiservice"];
+    delete.extend(APISERVICES);
+    cp.kubectl_ok(&delete).await;
+    let out = cp
+        .kubectl_as(cp.admin_kubeconfig(), &["create", "-f", "-"], Some(&list))
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cp.wait_apiservices_available().await;
+    let served = wait_until(
+        "the bridge answering through the API server",
+        Duration::from_secs(60),
+        || async {
+            let (code, list) = cp.get(OBJECT_PATH).await;
+            (code == 200 && object_answered_by(&list) == "bridge").then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(served["items"][0]["value"], "2", "{served}");
+
+    // 6. Watch the HPAs: active again within a sync period or two, then several sync periods
+    // (2 s here) on the bridge alone.
+    watcher.step("6: watch the HPAs");
+    for name in ["web", "worker"] {
+        cp.wait_for(
+            &format!("HPA {name} active on the bridge"),
+            Duration::from_secs(60),
+            || async { (hpa::scaling_active(&cp, NS, name).await.0 == "True").then_some(()) },
+        )
+        .await;
+    }
+    watcher.strict(true);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (code, external) = cp.get(EXTERNAL_PATH).await;
+    assert_eq!(code, 200, "{external}");
+    assert_eq!(external["items"][0]["value"], "3", "{external}");
+
+    // 7. Clean up: the adapter goes; nothing depends on it any more.
+    watcher.step("7: adapter removed");
+    adapter.kill().await.expect("stopping prometheus-adapter");
+    cp.kubectl_ok(&[
+        "-n",
+        "monitoring",
+        "delete",
+        "service",
+        "prometheus-adapter",
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let problems = watcher.finish().await;
+    assert!(
+        problems.is_empty(),
+        "HPAs changed their mind during the cut-over: {problems:#?}\nbridge log:\n{}",
+        bridge.log()
+    );
+    for (name, want) in [("web", 2), ("worker", 3)] {
+        assert_eq!(hpa::replicas(&cp, NS, name).await, want, "{name}");
+        assert_eq!(hpa::scaling_active(&cp, NS, name).await.0, "True", "{name}");
+    }
+}
