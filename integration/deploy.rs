@@ -1168,7 +1168,6 @@ exec "$@""#;
 /// (No kubelet runs here, so the pod itself cannot.)
 #[tokio::test]
 async fn chart_helm_test_hook_runs_doctor_in_cluster() {
-    use base64::Engine as _;
     let exporter = Exporter::start().await;
     let prometheus = Prometheus::start(&[exporter.target()]).await;
     prometheus
@@ -1193,16 +1192,11 @@ async fn chart_helm_test_hook_runs_doctor_in_cluster() {
 
     // The bridge, as the chart's ServiceAccount, with the chart's certificate and rules.
     let dir = tempfile::tempdir().expect("tempdir");
-    let secret = find(&docs, "Secret", "kube-metrics-bridge-tls");
-    let mut files = Vec::new();
-    for key in ["tls.crt", "tls.key"] {
-        let path = dir.path().join(key);
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(secret["data"][key].as_str().unwrap_or_default())
-            .expect("base64");
-        std::fs::write(&path, pem).expect("writing");
-        files.push(path.display().to_string());
-    }
+    let files: Vec<String> =
+        common::chart::tls_files(find(&docs, "Secret", "kube-metrics-bridge-tls"), dir.path())
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
     let rules = find(&docs, "ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
         .as_str()
         .expect("rules.toml")
@@ -1226,20 +1220,7 @@ async fn chart_helm_test_hook_runs_doctor_in_cluster() {
         ],
     )
     .await;
-    cp.kubectl_ok(&[
-        "-n",
-        "custom-metrics",
-        "delete",
-        "service",
-        "kube-metrics-bridge",
-    ])
-    .await;
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
-         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {}}}]}}\n",
-        bridge.port
-    ))
-    .await;
+    common::chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
     let patch = format!(r#"{{"spec":{{"service":{{"port":{}}}}}}}"#, bridge.port);
     for name in ControlPlane::BRIDGE_APISERVICES {
         cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])

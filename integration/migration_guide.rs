@@ -20,8 +20,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,7 +28,7 @@ use common::adapter::{
 };
 use common::bridge::Bridge;
 use common::controlplane::{ControlPlane, Options};
-use common::{free_port, hpa, wait_until, Exporter, Prometheus};
+use common::{chart, free_port, hpa, wait_until, Exporter, Prometheus};
 use serde_json::Value;
 
 const NS: &str = "shop";
@@ -120,75 +118,6 @@ fn as_list(docs: &[&Value]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
 }
 
-/// What an HPA's controller thinks, every second: problems are `ScalingActive` not True or
-/// a desired replica count other than the one it settled on.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    /// Off while the guide says HPAs may briefly see no metrics: then only their replicas
-    /// must hold.
-    strict: Arc<AtomicBool>,
-    step: Arc<Mutex<&'static str>>,
-    problems: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watcher {
-    fn start(cp: &ControlPlane, hpas: Vec<(&'static str, u64)>) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let strict = Arc::new(AtomicBool::new(true));
-        let step = Arc::new(Mutex::new("2: convert"));
-        let problems = Arc::new(Mutex::new(Vec::new()));
-        let (client, server) = (cp.admin_client().clone(), cp.server_url().to_string());
-        let (s, st, pr, strict_now) =
-            (stop.clone(), step.clone(), problems.clone(), strict.clone());
-        let task = tokio::spawn(async move {
-            while !s.load(Ordering::SeqCst) {
-                for (name, want) in &hpas {
-                    let url = format!(
-                        "{server}/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
-                    );
-                    let Ok(r) = client.get(url).send().await else {
-                        continue;
-                    };
-                    let obj: Value = r.json().await.unwrap_or(Value::Null);
-                    let (status, reason) = hpa::condition(&obj, "ScalingActive");
-                    let desired = obj["status"]["desiredReplicas"].as_u64();
-                    let inactive = status != "True" && strict_now.load(Ordering::SeqCst);
-                    if inactive || desired != Some(*want) {
-                        let now = *st.lock().expect("step");
-                        pr.lock().expect("problems").push(format!(
-                            "[step {now}] HPA {name}: ScalingActive={status} ({reason}), desired {desired:?}, wanted {want}"
-                        ));
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Watcher {
-            stop,
-            strict,
-            step,
-            problems,
-            task,
-        }
-    }
-
-    fn strict(&self, strict: bool) {
-        self.strict.store(strict, Ordering::SeqCst);
-    }
-
-    fn step(&self, step: &'static str) {
-        *self.step.lock().expect("step") = step;
-    }
-
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let problems = self.problems.lock().expect("problems").clone();
-        problems
-    }
-}
-
 /// Who answered an object metric: prometheus-adapter's framework writes a core object's
 /// `describedObject.apiVersion` as `/v1`, the bridge as `v1`.
 fn object_answered_by(list: &Value) -> &'static str {
@@ -261,6 +190,28 @@ async fn the_migration_guide_cut_over_works_as_written() {
     ));
     args.push("--metrics-relist-interval=5s".into());
     let mut adapter = spawn_logged(&adapter_bin, &args, &[], &adapter_log);
+    let pki = cp.dir().join("pki");
+    let to_adapter = common::bridge::tls_client_with(
+        &tls.0,
+        false,
+        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
+    );
+    let ready = common::poll(Duration::from_secs(90), || async {
+        let r = to_adapter
+            .get(format!(
+                "https://127.0.0.1:{adapter_port}/apis/custom.metrics.k8s.io/v1beta1"
+            ))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "prometheus-adapter does not answer:\n{}",
+        log_tail(&adapter_log, 30)
+    );
     let ca = base64::engine::general_purpose::STANDARD
         .encode(std::fs::read(&tls.0).expect("serving CA"));
     let mut adapter_objects = format!(
@@ -295,24 +246,16 @@ async fn the_migration_guide_cut_over_works_as_written() {
     .await;
     cp.wait_apiservices_available().await;
     for (name, metric) in [
-        (
-            "web",
-            "  - type: Object\n    object:\n      describedObject: {apiVersion: v1, kind: Service, name: web}\n      \
-             metric: {name: svc_inflight}\n      target: {type: AverageValue, averageValue: \"1\"}\n",
-        ),
+        ("web", hpa::object_metric("Service", "web", "svc_inflight")),
         (
             "worker",
-            "  - type: External\n    external:\n      metric: {name: queue_messages_ready, selector: {matchLabels: {queue: orders}}}\n      \
-             target: {type: AverageValue, averageValue: \"1\"}\n",
+            hpa::external_metric("queue_messages_ready", "orders"),
         ),
     ] {
         cp.apply(&format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {NS}}}\n\
-             spec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    \
-             metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: registry.invalid/app:1}}]}}\n---\n\
-             apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: {name}, namespace: {NS}}}\n\
-             spec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}\n  minReplicas: 1\n  maxReplicas: 6\n  \
-             metrics:\n{metric}"
+            "{}{}",
+            hpa::deployment(NS, name, 1),
+            hpa::autoscaler(NS, name, 1, 6, &metric)
         ))
         .await;
     }
@@ -344,7 +287,13 @@ async fn the_migration_guide_cut_over_works_as_written() {
         .unwrap_or_default();
     assert!(names.contains(&"services/svc_inflight"), "{inventory}");
 
-    let watcher = Watcher::start(&cp, vec![("web", 2), ("worker", 3)]);
+    let watcher = hpa::Watcher::start(
+        &cp,
+        NS,
+        vec![("web".into(), 2), ("worker".into(), 3)],
+        Vec::new(),
+    );
+    watcher.phase("2: convert");
 
     // 2. Convert the adapter chart's values, and check the rules they carry.
     let bridge_values = root.join("bridge-values.yaml");
@@ -370,7 +319,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     assert_eq!(code, 0, "check: {text}");
 
     // 3. Install the bridge without APIServices (the guide's helm install, applied for real).
-    watcher.step("3: install without APIServices");
+    watcher.phase("3: install without APIServices");
     let values_arg = bridge_values.display().to_string();
     let install = [
         "-f",
@@ -414,15 +363,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     // No kubelet here: the bridge runs on the host as the chart's ServiceAccount, with the
     // chart's certificate and rules, behind its Service (turned into an ExternalName to here).
     let secret = find("Secret", "kube-metrics-bridge-tls");
-    let mut files = Vec::new();
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        let path = root.join(format!("bridge-{key}"));
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(secret["data"][key].as_str().unwrap_or_default())
-            .expect("base64");
-        std::fs::write(&path, pem).expect("writing");
-        files.push(path);
-    }
+    let files = chart::tls_files(&secret, root);
     let rules = find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
         .as_str()
         .expect("rules.toml")
@@ -445,20 +386,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
         &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
     )
     .await;
-    cp.kubectl_ok(&[
-        "-n",
-        "custom-metrics",
-        "delete",
-        "service",
-        "kube-metrics-bridge",
-    ])
-    .await;
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{name: kube-metrics-bridge, namespace: custom-metrics}}\n\
-         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {}}}]}}\n",
-        bridge.port
-    ))
-    .await;
+    chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
     // The adapter still answers through the API server.
     let (code, still) = cp.get(OBJECT_PATH).await;
     assert_eq!(
@@ -468,8 +396,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     );
 
     // 4. Compare the two, directly, as the cluster admin.
-    watcher.step("4: compare");
-    let pki = cp.dir().join("pki");
+    watcher.phase("4: compare");
     let compare = |extra: &[&str]| {
         let mut cmd = Command::new(bridge_bin());
         cmd.arg("compare")
@@ -503,7 +430,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     // 5. Switch the APIServices. For plain manifests the guide says deploy/install.sh needs
     // --force-conflicts over the adapter's (its field manager does not own them): checked
     // with a server-side dry run under install.sh's field manager.
-    watcher.step("5: switch the APIServices");
+    watcher.phase("5: switch the APIServices");
     // `helm upgrade` keeps the installed certificate (the chart looks its Secret up); `helm
     // template` cannot, so the caBundle is the installed Secret's CA. The Service port is
     // where the bridge listens (its Service here is an ExternalName to the host).
@@ -581,7 +508,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
 
     // 6. Watch the HPAs: active again within a sync period or two, then several sync periods
     // (2 s here) on the bridge alone.
-    watcher.step("6: watch the HPAs");
+    watcher.phase("6: watch the HPAs");
     for name in ["web", "worker"] {
         cp.wait_for(
             &format!("HPA {name} active on the bridge"),
@@ -597,7 +524,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     assert_eq!(external["items"][0]["value"], "3", "{external}");
 
     // 7. Clean up: the adapter goes; nothing depends on it any more.
-    watcher.step("7: adapter removed");
+    watcher.phase("7: adapter removed");
     adapter.kill().await.expect("stopping prometheus-adapter");
     cp.kubectl_ok(&[
         "-n",

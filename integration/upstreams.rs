@@ -11,8 +11,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::adapter::{
@@ -65,27 +63,17 @@ struct Metric {
 }
 
 fn metrics() -> Vec<Metric> {
-    let object = |name: &'static str, service: &str, value: f64| {
-        Metric {
+    let object = |name: &'static str, service: &str, value: f64| Metric {
         name,
         value,
         path: format!("{CUSTOM}/namespaces/{NS}/services/{service}/{name}"),
-        hpa_metric: format!(
-            "  - type: Object\n    object:\n      describedObject: {{apiVersion: v1, kind: Service, name: {service}}}\n      \
-             metric: {{name: {name}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n"
-        ),
-    }
+        hpa_metric: hpa::object_metric("Service", service, name),
     };
-    let external = |name: &'static str, value: f64| {
-        Metric {
+    let external = |name: &'static str, value: f64| Metric {
         name,
         value,
         path: format!("{EXTERNAL}/namespaces/{NS}/{name}?labelSelector=queue%3Djobs"),
-        hpa_metric: format!(
-            "  - type: External\n    external:\n      metric: {{name: {name}, selector: {{matchLabels: {{queue: jobs}}}}}}\n      \
-             target: {{type: AverageValue, averageValue: \"1\"}}\n"
-        ),
-    }
+        hpa_metric: hpa::external_metric(name, "jobs"),
     };
     vec![
         object("alpha_load", "web-alpha", 2.0),
@@ -98,31 +86,9 @@ fn metrics() -> Vec<Metric> {
 fn deployment_and_hpa(m: &Metric) -> String {
     let name = m.name.replace('_', "-");
     format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: registry.invalid/app:1}}]
----
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}
-  minReplicas: 1
-  maxReplicas: 8
-  behavior:
-    scaleUp: {{stabilizationWindowSeconds: 0}}
-    scaleDown: {{stabilizationWindowSeconds: 0}}
-  metrics:
-{}"#,
-        m.hpa_metric
+        "{}{}",
+        hpa::deployment(NS, &name, 1),
+        hpa::autoscaler(NS, &name, 1, 8, &m.hpa_metric)
     )
 }
 
@@ -182,80 +148,6 @@ async fn listed(cp: &ControlPlane, group_version: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Checks every second, until stopped, that each HPA in `watched` has `ScalingActive=True`
-/// and wants its replicas, and that each metric path answers 200 through the aggregator.
-/// What it saw wrong, with the phase it was in.
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    phase: Arc<Mutex<&'static str>>,
-    problems: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watcher {
-    fn start(cp: &ControlPlane, watched: Vec<(String, u64, String)>) -> Watcher {
-        let stop = Arc::new(AtomicBool::new(false));
-        let phase = Arc::new(Mutex::new("1: all rules on prometheus-adapter"));
-        let problems = Arc::new(Mutex::new(Vec::new()));
-        let (client, server) = (cp.admin_client().clone(), cp.server_url().to_string());
-        let (s, p, pr) = (stop.clone(), phase.clone(), problems.clone());
-        let task = tokio::spawn(async move {
-            let get = |path: String| {
-                let (client, url) = (client.clone(), format!("{server}{path}"));
-                async move {
-                    match client.get(url).send().await {
-                        Ok(r) => {
-                            let code = r.status().as_u16();
-                            (code, r.json::<Value>().await.unwrap_or(Value::Null))
-                        }
-                        Err(e) => (0, Value::String(e.to_string())),
-                    }
-                }
-            };
-            while !s.load(Ordering::SeqCst) {
-                for (name, want, path) in &watched {
-                    let now = *p.lock().expect("phase");
-                    let (code, body) = get(path.clone()).await;
-                    if code != 200 {
-                        pr.lock()
-                            .expect("problems")
-                            .push(format!("[{now}] {path}: HTTP {code}: {}", body["message"]));
-                    }
-                    let (_, obj) = get(format!(
-                        "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
-                    ))
-                    .await;
-                    let (status, reason) = hpa::condition(&obj, "ScalingActive");
-                    let desired = obj["status"]["desiredReplicas"].as_u64();
-                    if status != "True" || desired != Some(*want) {
-                        pr.lock().expect("problems").push(format!(
-                            "[{now}] HPA {name}: ScalingActive={status} ({reason}), desired {desired:?}, wanted {want}"
-                        ));
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
-        Watcher {
-            stop,
-            phase,
-            problems,
-            task,
-        }
-    }
-
-    fn phase(&self, phase: &'static str) {
-        *self.phase.lock().expect("phase") = phase;
-    }
-
-    async fn finish(self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let problems = self.problems.lock().expect("problems").clone();
-        problems
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,12 +365,15 @@ async fn migration_from_prometheus_adapter_behind_the_bridge() {
         )
         .await;
     }
-    let watch = |ms: &[Metric]| -> Vec<(String, u64, String)> {
-        ms.iter()
-            .map(|m| (m.name.replace('_', "-"), m.value as u64, m.path.clone()))
-            .collect()
+    let watch = |ms: &[Metric]| {
+        let hpas = ms
+            .iter()
+            .map(|m| (m.name.replace('_', "-"), m.value as u64))
+            .collect();
+        hpa::Watcher::start(&cp, NS, hpas, ms.iter().map(|m| m.path.clone()).collect())
     };
-    let watcher = Watcher::start(&cp, watch(&all[..3]));
+    let watcher = watch(&all[..3]);
+    watcher.phase("1: all rules on prometheus-adapter");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     // Phase 2: half moved. beta moves to the bridge (the adapter still has it too: the
@@ -543,7 +438,7 @@ async fn migration_from_prometheus_adapter_behind_the_bridge() {
     let watcher = {
         let problems = watcher.finish().await;
         assert!(problems.is_empty(), "phase 1-2: {problems:#?}");
-        let w = Watcher::start(&cp, watch(&all));
+        let w = watch(&all);
         w.phase("2: beta and delta on the bridge");
         w
     };

@@ -156,3 +156,165 @@ pub async fn wait_replicas<F, Fut>(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// A Deployment `namespace/name` of `replicas` pods labelled `app: name` (no kubelet runs
+/// them; the HPA only needs the scale subresource).
+pub fn deployment(namespace: &str, name: &str, replicas: u32) -> String {
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: app, image: registry.invalid/app:1}}]
+"#
+    )
+}
+
+/// An HPA `namespace/name` on Deployment `name`, `min..=max` replicas, no stabilization (each
+/// decision shows at the next sync), with `metrics` (YAML list items indented two spaces).
+pub fn autoscaler(namespace: &str, name: &str, min: u32, max: u32, metrics: &str) -> String {
+    format!(
+        r#"---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}
+  minReplicas: {min}
+  maxReplicas: {max}
+  behavior:
+    scaleUp: {{stabilizationWindowSeconds: 0}}
+    scaleDown: {{stabilizationWindowSeconds: 0}}
+  metrics:
+{metrics}"#
+    )
+}
+
+/// An Object metric of a core `kind` named `name`, one replica per `1` of its value.
+pub fn object_metric(kind: &str, name: &str, metric: &str) -> String {
+    format!(
+        "  - type: Object\n    object:\n      describedObject: {{apiVersion: v1, kind: {kind}, name: {name}}}\n      \
+         metric: {{name: {metric}}}\n      target: {{type: AverageValue, averageValue: \"1\"}}\n"
+    )
+}
+
+/// An External metric selected by `queue=<queue>`, one replica per `1` of its value.
+pub fn external_metric(metric: &str, queue: &str) -> String {
+    format!(
+        "  - type: External\n    external:\n      metric: {{name: {metric}, selector: {{matchLabels: {{queue: {queue}}}}}}}\n      \
+         target: {{type: AverageValue, averageValue: \"1\"}}\n"
+    )
+}
+
+/// Checks every second, until finished, that each watched HPA keeps wanting its replicas and
+/// (while strict) has `ScalingActive=True`, and that each watched path answers 200 through
+/// the aggregator; what it saw wrong is kept with the phase it happened in. For migrations:
+/// "no HPA ever lost its metric".
+pub struct Watcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    strict: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    phase: std::sync::Arc<std::sync::Mutex<String>>,
+    problems: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    /// `hpas`: (name, replicas it must keep wanting) in `namespace`; `paths`: GETs that must
+    /// answer 200.
+    pub fn start(
+        cp: &ControlPlane,
+        namespace: &str,
+        hpas: Vec<(String, u64)>,
+        paths: Vec<String>,
+    ) -> Watcher {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let strict = Arc::new(AtomicBool::new(true));
+        let phase = Arc::new(Mutex::new(String::from("start")));
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        let (client, server) = (cp.admin_client().clone(), cp.server_url().to_string());
+        let namespace = namespace.to_string();
+        let (s, st, ph, pr) = (
+            stop.clone(),
+            strict.clone(),
+            phase.clone(),
+            problems.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let get = |path: String| {
+                let (client, url) = (client.clone(), format!("{server}{path}"));
+                async move {
+                    match client.get(url).send().await {
+                        Ok(r) => {
+                            let code = r.status().as_u16();
+                            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+                        }
+                        Err(e) => (0, Value::String(e.to_string())),
+                    }
+                }
+            };
+            let note = |what: String| {
+                let now = ph.lock().map(|p| p.clone()).unwrap_or_default();
+                if let Ok(mut p) = pr.lock() {
+                    p.push(format!("[{now}] {what}"));
+                }
+            };
+            while !s.load(Ordering::SeqCst) {
+                for path in &paths {
+                    let (code, body) = get(path.clone()).await;
+                    if code != 200 {
+                        note(format!("{path}: HTTP {code}: {}", body["message"]));
+                    }
+                }
+                for (name, want) in &hpas {
+                    let (_, obj) = get(format!(
+                        "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}"
+                    ))
+                    .await;
+                    let (status, reason) = condition(&obj, "ScalingActive");
+                    let desired = obj["status"]["desiredReplicas"].as_u64();
+                    let inactive = status != "True" && st.load(Ordering::SeqCst);
+                    if inactive || desired != Some(*want) {
+                        note(format!("HPA {name}: ScalingActive={status} ({reason}), desired {desired:?}, wanted {want}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Watcher {
+            stop,
+            strict,
+            phase,
+            problems,
+            task,
+        }
+    }
+
+    /// Names what happens from now on, for the problems seen.
+    pub fn phase(&self, phase: &str) {
+        if let Ok(mut p) = self.phase.lock() {
+            *p = phase.to_string();
+        }
+    }
+
+    /// Off while HPAs may briefly see no metrics (then only their replicas must hold).
+    pub fn strict(&self, strict: bool) {
+        self.strict
+            .store(strict, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops watching; what was wrong, if anything.
+    pub async fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.task.await;
+        let problems = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        problems
+    }
+}

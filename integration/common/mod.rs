@@ -894,6 +894,7 @@ fn find_prometheus() -> PathBuf {
 }
 pub mod adapter;
 pub mod bridge;
+pub mod chart;
 pub mod controlplane;
 pub mod fake_prometheus;
 pub mod hpa;
