@@ -48,23 +48,6 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
     )
 }
 
-fn deployment(name: &str) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: registry.invalid/app:1}}]
-"#
-    )
-}
-
 fn hpa(name: &str, metric: &str) -> String {
     format!(
         r#"---
@@ -197,9 +180,9 @@ async fn aggregated_api_and_real_hpas() {
     // Workloads: pods come from kube-controller-manager; the test plays kubelet.
     cp.apply(
         &[
-            deployment("pods-web"),
-            deployment("object-web"),
-            deployment("external-web"),
+            hpa::deployment(NS, "pods-web", 1),
+            hpa::deployment(NS, "object-web", 1),
+            hpa::deployment(NS, "external-web", 1),
         ]
         .concat(),
     )
@@ -805,8 +788,8 @@ metrics_query = 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (queue)'
     };
     cp.apply(
         &[
-            deployment("stale-web"),
-            deployment("strict-web"),
+            hpa::deployment(NS, "stale-web", 1),
+            hpa::deployment(NS, "strict-web", 1),
             hpa("stale-web", &external("queue_depth_stale")),
             hpa("strict-web", &external("queue_depth_strict")),
         ]

@@ -71,23 +71,6 @@ on_missing = "zero"
     )
 }
 
-fn deployment(name: &str, replicas: u32) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-  template:
-    metadata: {{labels: {{app: {name}}}}}
-    spec:
-      containers: [{{name: app, image: registry.invalid/worker:1}}]
-"#
-    )
-}
-
 /// An HPA with `minReplicas: 0` on Deployment `name`; no stabilization, so each decision
 /// shows at the next sync.
 fn zero_hpa(name: &str, metrics: &[String]) -> String {
@@ -199,18 +182,18 @@ async fn hpas_scale_to_zero_and_back_on_external_and_object_metrics() {
     // when HPAScaleToZero is off).
     cp.apply(
         &[
-            deployment("orders-worker", 1),
+            hpa::deployment(NS, "orders-worker", 1),
             zero_hpa(
                 "orders-worker",
                 &[queue_metric("queue_messages_ready"), service_metric()],
             ),
-            deployment("strict-worker", 1),
+            hpa::deployment(NS, "strict-worker", 1),
             zero_hpa(
                 "strict-worker",
                 &[queue_metric("queue_messages_ready_strict")],
             ),
             // Put at zero by hand (or by KEDA before the move): the HPA must leave it there.
-            deployment("paused-worker", 0),
+            hpa::deployment(NS, "paused-worker", 0),
             zero_hpa("paused-worker", &[queue_metric("queue_messages_ready")]),
         ]
         .concat(),
