@@ -14,7 +14,8 @@
 //! 7. the adapter removed,
 //!
 //! with a watcher checking every second from step 2 on that no HPA changes its mind.
-//! The rule-by-rule path with `[[upstreams]]` is integration/upstreams.rs.
+//! The rule-by-rule path with `[[upstreams]]` is integration/upstreams.rs. The guide's
+//! "Cutting over `metrics.k8s.io`" is the second test here.
 
 mod common;
 
@@ -545,4 +546,371 @@ async fn the_migration_guide_cut_over_works_as_written() {
         assert_eq!(hpa::replicas(&cp, NS, name).await, want, "{name}");
         assert_eq!(hpa::scaling_active(&cp, NS, name).await.0, "True", "{name}");
     }
+}
+
+/// prometheus-adapter's resource rules (the chart's `rules.resource`), node keys by `node`.
+const RESOURCE_RULES: &str = r#"  resource:
+    cpu:
+      containerQuery: sum(rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>, container!=""}[30s])) by (<<.GroupBy>>)
+      nodeQuery: sum(rate(node_cpu_usage_seconds_total{<<.LabelMatchers>>}[30s])) by (<<.GroupBy>>)
+      resources:
+        overrides:
+          node: {resource: node}
+          namespace: {resource: namespace}
+          pod: {resource: pod}
+      containerLabel: container
+    memory:
+      containerQuery: sum(container_memory_working_set_bytes{<<.LabelMatchers>>, container!=""}) by (<<.GroupBy>>)
+      nodeQuery: sum(node_memory_working_set_bytes{<<.LabelMatchers>>}) by (<<.GroupBy>>)
+      resources:
+        overrides:
+          node: {resource: node}
+          namespace: {resource: namespace}
+          pod: {resource: pod}
+      containerLabel: container
+    window: 30s
+"#;
+
+/// Waits until APIService `name` is Available.
+async fn wait_available(cp: &ControlPlane, name: &str) {
+    cp.wait_for(
+        &format!("APIService {name} Available"),
+        Duration::from_secs(90),
+        || async {
+            let (_, svc) = cp
+                .get(&format!(
+                    "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                ))
+                .await;
+            let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Available" && c["status"] == "True")
+            });
+            available.then_some(())
+        },
+    )
+    .await;
+}
+
+/// `doctor`'s report against the control plane, for the chart's release.
+fn doctor(cp: &ControlPlane, rules: &Path) -> String {
+    let (_, report) = run(Command::new(bridge_bin())
+        .arg("doctor")
+        .arg("--kubeconfig")
+        .arg(cp.admin_kubeconfig())
+        .arg("--config")
+        .arg(rules));
+    report
+}
+
+/// docs/migration.md's "Cutting over `metrics.k8s.io`", followed for prometheus-adapter with
+/// `rules.resource`: the bridge deployed with `[resource_rules]` and `apiServices.resource`
+/// false, its answers checked directly against what the adapter serves through the API
+/// server, `doctor` naming the owners, the adapter's APIService taken away and the chart's two
+/// (v1beta1 and v1) given to the bridge, then `kubectl top` reading the bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
+    let adapter_bin = adapter_bin().await;
+    let exporter = Exporter::start_empty().await;
+    let labels = [("namespace", NS), ("pod", "web-0"), ("container", "app")];
+    exporter
+        .set_counter("container_cpu_usage_seconds_total", &labels, 0.25)
+        .await;
+    exporter
+        .set_gauge(
+            "container_memory_working_set_bytes",
+            &labels,
+            100.0 * 1024.0 * 1024.0,
+        )
+        .await;
+    exporter
+        .set_counter("node_cpu_usage_seconds_total", &[("node", "node-a")], 1.5)
+        .await;
+    exporter
+        .set_gauge(
+            "node_memory_working_set_bytes",
+            &[("node", "node-a")],
+            2048.0 * 1024.0 * 1024.0,
+        )
+        .await;
+    let prometheus = Prometheus::start(&[exporter.target()]).await;
+    let cp = ControlPlane::start_with(Options {
+        skip_controller_manager: true,
+        ..Options::default()
+    })
+    .await;
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {{name: monitoring}}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {NS}}}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {{name: node-a}}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {{name: web-0, namespace: {NS}}}\n\
+         spec: {{automountServiceAccountToken: false, nodeName: node-a, containers: [{{name: app, image: registry.invalid/app:1}}]}}\n"
+    ))
+    .await;
+    cp.set_pod_running(NS, "web-0").await;
+    let dir = tempfile::Builder::new()
+        .prefix("kmb-guide-top-")
+        .tempdir()
+        .expect("tempdir");
+    let root = dir.path();
+
+    // Before: prometheus-adapter (rules.resource only, as the guide expects by this point)
+    // owns v1beta1.metrics.k8s.io; `kubectl top` reads it.
+    let prometheus_port = prometheus
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let adapter_values = root.join("adapter-values.yaml");
+    std::fs::write(
+        &adapter_values,
+        format!(
+            "prometheus:\n  url: http://127.0.0.1\n  port: {prometheus_port}\n  path: \"\"\n\
+             rules:\n  default: false\n{RESOURCE_RULES}"
+        ),
+    )
+    .expect("adapter values");
+    let adapter_config = root.join("adapter-config.yaml");
+    // What the adapter's chart renders into its config.yaml from rules.resource.
+    let config: String = RESOURCE_RULES
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    let config = format!("resourceRules:\n{config}");
+    std::fs::write(&adapter_config, config).expect("adapter config");
+    let tls = serving_pair_for(root, &["prometheus-adapter.monitoring.svc"]);
+    let adapter_port = free_port();
+    let adapter_log = root.join("prometheus-adapter.log");
+    let mut args = serving_args(&tls, adapter_port);
+    args.extend(adapter_args(
+        root,
+        &cp.client_kubeconfig("prometheus-adapter", &["system:masters"]),
+        &prometheus.url(),
+        &adapter_config,
+    ));
+    let mut adapter = spawn_logged(&adapter_bin, &args, &[], &adapter_log);
+    let pki = cp.dir().join("pki");
+    let to_adapter = common::bridge::tls_client_with(
+        &tls.0,
+        false,
+        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
+    );
+    let ready = common::poll(Duration::from_secs(90), || async {
+        let r = to_adapter
+            .get(format!(
+                "https://127.0.0.1:{adapter_port}/apis/metrics.k8s.io/v1beta1"
+            ))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "prometheus-adapter does not answer:\n{}",
+        log_tail(&adapter_log, 30)
+    );
+    let ca = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(&tls.0).expect("serving CA"));
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: prometheus-adapter, namespace: monitoring}}\n\
+                 spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {adapter_port}}}]}}\n---\n\
+                 apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: v1beta1.metrics.k8s.io}}\n\
+                 spec: {{group: metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100,\n  \
+                 caBundle: {ca}, service: {{name: prometheus-adapter, namespace: monitoring, port: {adapter_port}}}}}\n"
+            )),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_available(&cp, "v1beta1.metrics.k8s.io").await;
+    let pods = "/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods";
+    cp.wait_for(
+        "the adapter's pod metrics",
+        Duration::from_secs(120),
+        || async {
+            let (code, list) = cp.get(pods).await;
+            (code == 200 && list["items"][0]["metadata"]["name"] == "web-0").then_some(())
+        },
+    )
+    .await;
+
+    // 1. The bridge with [resource_rules] and apiServices.resource false (the converted
+    // values set it true: the guide overrides it), its answers checked directly.
+    let bridge_values = root.join("bridge-values.yaml");
+    let (code, text) = run(Command::new(bridge_bin())
+        .arg("convert")
+        .arg("--helm-values")
+        .arg(&adapter_values)
+        .arg("-o")
+        .arg(&bridge_values));
+    assert_eq!(code, 0, "convert --helm-values: {text}");
+    let values: Value =
+        yaml_serde::from_str(&std::fs::read_to_string(&bridge_values).expect("values"))
+            .expect("YAML");
+    assert_eq!(values["apiServices"]["resource"], true, "{values}");
+    let values_arg = bridge_values.display().to_string();
+    let install = [
+        "-f",
+        &values_arg,
+        "--set",
+        "image.repository=localhost/kube-metrics-bridge",
+        "--set",
+        "apiServices.resource=false",
+    ];
+    let yaml = render(&install);
+    let docs = documents(&yaml);
+    assert!(!docs.iter().any(|d| d["kind"] == "APIService"), "{yaml}");
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: custom-metrics}\n")
+        .await;
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "--server-side", "-f", "-"],
+            Some(&yaml),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let find = |kind: &str, name: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let secret = find("Secret", "kube-metrics-bridge-tls");
+    let files = chart::tls_files(&secret, root);
+    let rules_text = find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
+        .as_str()
+        .expect("rules.toml")
+        .to_string();
+    assert!(rules_text.contains("[resource_rules]"), "{rules_text}");
+    let rules_file = root.join("rules.toml");
+    std::fs::write(&rules_file, &rules_text).expect("rules");
+    let (code, text) = run(Command::new(bridge_bin())
+        .args(["explain", "--config"])
+        .arg(&rules_file)
+        .arg("/apis/metrics.k8s.io/v1beta1/pods"));
+    assert_eq!(code, 0, "explain: {text}");
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    let (crt, key) = (
+        files[0].display().to_string(),
+        files[1].display().to_string(),
+    );
+    let bridge = Bridge::start_for_cluster(
+        &rules_text,
+        &bridge_kubeconfig,
+        "kube-metrics-bridge.custom-metrics.svc",
+        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
+    )
+    .await;
+    chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    // The chart's certificate names the Service: resolve it to the host, as a port-forward
+    // with --tls-server-name would.
+    let service = "kube-metrics-bridge.custom-metrics.svc";
+    let direct = common::bridge::tls_client_builder(
+        &files[2],
+        false,
+        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
+    )
+    .resolve(service, ([127, 0, 0, 1], bridge.port).into())
+    .build()
+    .expect("client");
+    let url = format!("https://{service}:{}{pods}", bridge.port);
+    let ours: Value = wait_until(
+        "the bridge's pod metrics",
+        Duration::from_secs(60),
+        || async {
+            let r = direct.get(&url).send().await.ok()?;
+            let list: Value = r.json().await.ok()?;
+            (list["items"][0]["metadata"]["name"] == "web-0").then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(ours["items"][0]["containers"][0]["name"], "app", "{ours}");
+
+    // 2. doctor names the owners: v1beta1 the adapter, v1 nobody.
+    let report = doctor(&cp, &rules_file);
+    assert!(
+        report.contains("warn  APIService v1beta1.metrics.k8s.io: owned by Service monitoring/prometheus-adapter"),
+        "{report}"
+    );
+    assert!(
+        report.contains("ok    APIService v1.metrics.k8s.io is not registered"),
+        "{report}"
+    );
+
+    // 3. The adapter's APIService away (its release uninstalled), then the chart's two.
+    adapter.kill().await.expect("stopping prometheus-adapter");
+    cp.kubectl_ok(&["delete", "apiservice", "v1beta1.metrics.k8s.io"])
+        .await;
+    let port = format!("service.port={}", bridge.port);
+    let mut upgrade = install[..4].to_vec();
+    upgrade.extend(["--set", &port, "--set", "apiServices.resource=true"]);
+    let mut ours = documents(&render(&upgrade));
+    for d in ours.iter_mut().filter(|d| d["kind"] == "APIService") {
+        d["spec"]["caBundle"] = secret["data"]["ca.crt"].clone();
+    }
+    let apiservices: Vec<&Value> = ours.iter().filter(|d| d["kind"] == "APIService").collect();
+    let names: Vec<&str> = apiservices
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["v1.metrics.k8s.io", "v1beta1.metrics.k8s.io"]);
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["create", "-f", "-"],
+            Some(&as_list(&apiservices)),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in names {
+        wait_available(&cp, name).await;
+    }
+
+    // 4. kubectl top (v1, now served) and the HPAs' v1beta1 both read the bridge.
+    let top = cp.kubectl_ok(&["top", "pod", "-n", NS]).await;
+    assert!(top.contains("web-0"), "{top}");
+    let top = cp.kubectl_ok(&["top", "node"]).await;
+    assert!(top.contains("node-a"), "{top}");
+    let (code, list) = cp.get(pods).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "web-0", "{list}");
+    let report = doctor(&cp, &rules_file);
+    for name in ["v1beta1", "v1"] {
+        let line =
+            format!("ok    APIService {name}.metrics.k8s.io is served by the bridge and Available");
+        assert!(report.contains(&line), "{line} missing:\n{report}");
+    }
+    assert!(
+        !report.contains("kubectl top and HPAs read different servers"),
+        "{report}"
+    );
 }
