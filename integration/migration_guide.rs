@@ -19,7 +19,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -77,6 +77,9 @@ const OBJECT_PATH: &str =
 const EXTERNAL_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_messages_ready?labelSelector=queue%3Dorders";
 
+/// The chart's Service, as the APIServices and its certificate name it.
+const SERVICE: &str = "kube-metrics-bridge.custom-metrics.svc";
+
 fn bridge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
 }
@@ -119,6 +122,177 @@ fn as_list(docs: &[&Value]) -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs}).to_string()
 }
 
+/// prometheus-adapter as its chart runs it with `config`: its own serving certificate (for
+/// its Service `monitoring/prometheus-adapter`), cluster access as an admin, `extra` flags;
+/// answering `probe` before this returns (else its log is shown).
+struct Adapter {
+    child: tokio::process::Child,
+    /// The CA of its serving certificate.
+    ca: PathBuf,
+    port: u16,
+}
+
+async fn start_adapter(
+    cp: &ControlPlane,
+    root: &Path,
+    prometheus: &Prometheus,
+    config: &str,
+    extra: &[&str],
+    probe: &str,
+) -> Adapter {
+    let bin = adapter_bin().await;
+    let config_path = root.join("adapter-config.yaml");
+    std::fs::write(&config_path, config).expect("adapter config");
+    let tls = serving_pair_for(root, &["prometheus-adapter.monitoring.svc"]);
+    let port = free_port();
+    let log = root.join("prometheus-adapter.log");
+    let mut args = serving_args(&tls, port);
+    args.extend(adapter_args(
+        root,
+        &cp.client_kubeconfig("prometheus-adapter", &["system:masters"]),
+        &prometheus.url(),
+        &config_path,
+    ));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let child = spawn_logged(&bin, &args, &[], &log);
+    let pki = cp.dir().join("pki");
+    let client = common::bridge::tls_client_with(
+        &tls.0,
+        false,
+        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
+    );
+    let ready = common::poll(Duration::from_secs(90), || async {
+        let r = client
+            .get(format!("https://127.0.0.1:{port}{probe}"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "prometheus-adapter does not answer:\n{}",
+        log_tail(&log, 30)
+    );
+    Adapter {
+        child,
+        ca: tls.0,
+        port,
+    }
+}
+
+/// `convert --helm-values` on the adapter chart's values: this chart's values file and what
+/// it holds.
+fn convert_helm_values(adapter_values: &Path, root: &Path) -> (PathBuf, Value) {
+    let out = root.join("bridge-values.yaml");
+    let (code, text) = run(Command::new(bridge_bin())
+        .arg("convert")
+        .arg("--helm-values")
+        .arg(adapter_values)
+        .arg("-o")
+        .arg(&out));
+    assert_eq!(code, 0, "convert --helm-values: {text}");
+    let values = yaml_serde::from_str(&std::fs::read_to_string(&out).expect("values"))
+        .expect("converted values are YAML");
+    (out, values)
+}
+
+/// The chart installed (`helm install -n custom-metrics --create-namespace`, applied for
+/// real) and, as no kubelet runs here, the bridge on the host as its pod would run: the
+/// chart's ServiceAccount, certificate and rules (`rules` edits them), behind its Service.
+struct Installed {
+    /// The chart's TLS Secret.
+    secret: Value,
+    /// tls.crt, tls.key, ca.crt of that Secret.
+    files: Vec<PathBuf>,
+    rules: String,
+    bridge: Bridge,
+}
+
+async fn install_chart(
+    cp: &ControlPlane,
+    root: &Path,
+    args: &[&str],
+    rules: impl Fn(&str) -> String,
+) -> Installed {
+    let yaml = render(args);
+    let docs = documents(&yaml);
+    assert!(
+        !docs.iter().any(|d| d["kind"] == "APIService"),
+        "installed without APIServices"
+    );
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: custom-metrics}\n")
+        .await;
+    let out = cp
+        .kubectl_as(
+            cp.admin_kubeconfig(),
+            &["apply", "--server-side", "-f", "-"],
+            Some(&yaml),
+        )
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let find = |kind: &str, name: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let secret = find("Secret", "kube-metrics-bridge-tls");
+    let files = chart::tls_files(&secret, root);
+    let rules = rules(
+        find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
+            .as_str()
+            .expect("rules.toml"),
+    );
+    let bridge_kubeconfig = cp.client_kubeconfig(
+        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
+        &[
+            "system:serviceaccounts",
+            "system:serviceaccounts:custom-metrics",
+        ],
+    );
+    let (crt, key) = (
+        files[0].display().to_string(),
+        files[1].display().to_string(),
+    );
+    let bridge = Bridge::start_for_cluster(
+        &rules,
+        &bridge_kubeconfig,
+        SERVICE,
+        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
+    )
+    .await;
+    chart::service_to_host(cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    Installed {
+        secret,
+        files,
+        rules,
+        bridge,
+    }
+}
+
+/// The chart's APIServices as `helm upgrade` with `args` gives them: their caBundle the
+/// installed certificate's CA (the chart looks its Secret up; `helm template` cannot), and
+/// the Service port the bridge's (its Service here is an ExternalName to the host).
+fn chart_apiservices(args: &[&str], installed: &Installed) -> Vec<Value> {
+    let port = format!("service.port={}", installed.bridge.port);
+    let mut all = args.to_vec();
+    all.extend(["--set", &port]);
+    documents(&render(&all))
+        .into_iter()
+        .filter(|d| d["kind"] == "APIService")
+        .map(|mut d| {
+            d["spec"]["caBundle"] = installed.secret["data"]["ca.crt"].clone();
+            d
+        })
+        .collect()
+}
+
 /// Who answered an object metric: prometheus-adapter's framework writes a core object's
 /// `describedObject.apiVersion` as `/v1`, the bridge as `v1`.
 fn object_answered_by(list: &Value) -> &'static str {
@@ -131,7 +305,6 @@ fn object_answered_by(list: &Value) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_migration_guide_cut_over_works_as_written() {
-    let adapter_bin = adapter_bin().await;
     let exporter = Exporter::start_empty().await;
     exporter
         .set_gauge(
@@ -177,44 +350,21 @@ async fn the_migration_guide_cut_over_works_as_written() {
         ),
     )
     .expect("adapter values");
-    let adapter_config = root.join("adapter-config.yaml");
-    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
-    let tls = serving_pair_for(root, &["prometheus-adapter.monitoring.svc"]);
-    let adapter_port = free_port();
-    let adapter_log = root.join("prometheus-adapter.log");
-    let mut args = serving_args(&tls, adapter_port);
-    args.extend(adapter_args(
+    let Adapter {
+        child: mut adapter,
+        ca: adapter_ca,
+        port: adapter_port,
+    } = start_adapter(
+        &cp,
         root,
-        &cp.client_kubeconfig("prometheus-adapter", &["system:masters"]),
-        &prometheus.url(),
-        &adapter_config,
-    ));
-    args.push("--metrics-relist-interval=5s".into());
-    let mut adapter = spawn_logged(&adapter_bin, &args, &[], &adapter_log);
-    let pki = cp.dir().join("pki");
-    let to_adapter = common::bridge::tls_client_with(
-        &tls.0,
-        false,
-        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
-    );
-    let ready = common::poll(Duration::from_secs(90), || async {
-        let r = to_adapter
-            .get(format!(
-                "https://127.0.0.1:{adapter_port}/apis/custom.metrics.k8s.io/v1beta1"
-            ))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
+        &prometheus,
+        ADAPTER_CONFIG,
+        &["--metrics-relist-interval=5s"],
+        "/apis/custom.metrics.k8s.io/v1beta1",
+    )
     .await;
-    assert!(
-        ready.is_some(),
-        "prometheus-adapter does not answer:\n{}",
-        log_tail(&adapter_log, 30)
-    );
     let ca = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(&tls.0).expect("serving CA"));
+        .encode(std::fs::read(&adapter_ca).expect("serving CA"));
     let mut adapter_objects = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: monitoring}}\n---\n\
          apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n---\n\
@@ -277,7 +427,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
         (code, object_answered_by(&before)),
         (200, "adapter"),
         "{before}\n{}",
-        log_tail(&adapter_log, 20)
+        log_tail(&root.join("prometheus-adapter.log"), 20)
     );
 
     // 1. Inventory: what the adapter serves, through the API server.
@@ -297,17 +447,7 @@ async fn the_migration_guide_cut_over_works_as_written() {
     watcher.phase("2: convert");
 
     // 2. Convert the adapter chart's values, and check the rules they carry.
-    let bridge_values = root.join("bridge-values.yaml");
-    let (code, text) = run(Command::new(bridge_bin())
-        .arg("convert")
-        .arg("--helm-values")
-        .arg(&adapter_values)
-        .arg("-o")
-        .arg(&bridge_values));
-    assert_eq!(code, 0, "convert --helm-values: {text}");
-    let values: Value =
-        yaml_serde::from_str(&std::fs::read_to_string(&bridge_values).expect("values"))
-            .expect("converted values are YAML");
+    let (bridge_values, values) = convert_helm_values(&adapter_values, root);
     assert_eq!(
         values["prometheus"]["url"],
         format!("http://127.0.0.1:{prometheus_port}"),
@@ -334,60 +474,11 @@ async fn the_migration_guide_cut_over_works_as_written() {
         "--set",
         "apiServices.resource=false",
     ];
-    let yaml = render(&install);
-    let docs = documents(&yaml);
-    assert!(
-        !docs.iter().any(|d| d["kind"] == "APIService"),
-        "installed without APIServices"
-    );
-    // `helm install -n custom-metrics --create-namespace`.
-    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: custom-metrics}\n")
-        .await;
-    let out = cp
-        .kubectl_as(
-            cp.admin_kubeconfig(),
-            &["apply", "--server-side", "-f", "-"],
-            Some(&yaml),
-        )
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let find = |kind: &str, name: &str| -> Value {
-        docs.iter()
-            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {kind} {name}"))
-    };
-    // No kubelet here: the bridge runs on the host as the chart's ServiceAccount, with the
-    // chart's certificate and rules, behind its Service (turned into an ExternalName to here).
-    let secret = find("Secret", "kube-metrics-bridge-tls");
-    let files = chart::tls_files(&secret, root);
-    let rules = find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
-        .as_str()
-        .expect("rules.toml")
-        .replace("discovery_interval = \"5s\"", "discovery_interval = \"2s\"");
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
-    let (crt, key) = (
-        files[0].display().to_string(),
-        files[1].display().to_string(),
-    );
-    let bridge = Bridge::start_for_cluster(
-        &rules,
-        &bridge_kubeconfig,
-        "kube-metrics-bridge.custom-metrics.svc",
-        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
-    )
+    let installed = install_chart(&cp, root, &install, |rules| {
+        rules.replace("discovery_interval = \"5s\"", "discovery_interval = \"2s\"")
+    })
     .await;
-    chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    let (bridge, files) = (&installed.bridge, &installed.files);
     // The adapter still answers through the API server.
     let (code, still) = cp.get(OBJECT_PATH).await;
     assert_eq!(
@@ -398,13 +489,14 @@ async fn the_migration_guide_cut_over_works_as_written() {
 
     // 4. Compare the two, directly, as the cluster admin.
     watcher.phase("4: compare");
+    let pki = cp.dir().join("pki");
     let compare = |extra: &[&str]| {
         let mut cmd = Command::new(bridge_bin());
         cmd.arg("compare")
             .args(["--old-url", &format!("https://127.0.0.1:{adapter_port}")])
             .args(["--new-url", &format!("https://127.0.0.1:{}", bridge.port)])
             .arg("--old-ca-file")
-            .arg(&tls.0)
+            .arg(&adapter_ca)
             .arg("--new-ca-file")
             .arg(&files[2])
             .arg("--new-tls-server-name")
@@ -432,24 +524,15 @@ async fn the_migration_guide_cut_over_works_as_written() {
     // --force-conflicts over the adapter's (its field manager does not own them): checked
     // with a server-side dry run under install.sh's field manager.
     watcher.phase("5: switch the APIServices");
-    // `helm upgrade` keeps the installed certificate (the chart looks its Secret up); `helm
-    // template` cannot, so the caBundle is the installed Secret's CA. The Service port is
-    // where the bridge listens (its Service here is an ExternalName to the host).
-    let port = format!("service.port={}", bridge.port);
     let mut enabled = install[..4].to_vec();
     enabled.extend([
-        "--set",
-        &port,
         "--set",
         "apiServices.custom=true",
         "--set",
         "apiServices.external=true",
     ]);
-    let mut ours = documents(&render(&enabled));
-    for d in ours.iter_mut().filter(|d| d["kind"] == "APIService") {
-        d["spec"]["caBundle"] = secret["data"]["ca.crt"].clone();
-    }
-    let apiservices: Vec<&Value> = ours.iter().filter(|d| d["kind"] == "APIService").collect();
+    let ours = chart_apiservices(&enabled, &installed);
+    let apiservices: Vec<&Value> = ours.iter().collect();
     assert_eq!(apiservices.len(), 3, "the chart's APIServices");
     let list = as_list(&apiservices);
     let install_sh = [
@@ -571,27 +654,6 @@ const RESOURCE_RULES: &str = r#"  resource:
     window: 30s
 "#;
 
-/// Waits until APIService `name` is Available.
-async fn wait_available(cp: &ControlPlane, name: &str) {
-    cp.wait_for(
-        &format!("APIService {name} Available"),
-        Duration::from_secs(90),
-        || async {
-            let (_, svc) = cp
-                .get(&format!(
-                    "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                ))
-                .await;
-            let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter()
-                    .any(|c| c["type"] == "Available" && c["status"] == "True")
-            });
-            available.then_some(())
-        },
-    )
-    .await;
-}
-
 /// `doctor`'s report against the control plane, for the chart's release.
 fn doctor(cp: &ControlPlane, rules: &Path) -> String {
     let (_, report) = run(Command::new(bridge_bin())
@@ -610,7 +672,6 @@ fn doctor(cp: &ControlPlane, rules: &Path) -> String {
 /// (v1beta1 and v1) given to the bridge, then `kubectl top` reading the bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
-    let adapter_bin = adapter_bin().await;
     let exporter = Exporter::start_empty().await;
     let labels = [("namespace", NS), ("pod", "web-0"), ("container", "app")];
     exporter
@@ -672,50 +733,27 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
         ),
     )
     .expect("adapter values");
-    let adapter_config = root.join("adapter-config.yaml");
     // What the adapter's chart renders into its config.yaml from rules.resource.
     let config: String = RESOURCE_RULES
         .lines()
         .skip(1)
         .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
         .collect();
-    let config = format!("resourceRules:\n{config}");
-    std::fs::write(&adapter_config, config).expect("adapter config");
-    let tls = serving_pair_for(root, &["prometheus-adapter.monitoring.svc"]);
-    let adapter_port = free_port();
-    let adapter_log = root.join("prometheus-adapter.log");
-    let mut args = serving_args(&tls, adapter_port);
-    args.extend(adapter_args(
+    let Adapter {
+        child: mut adapter,
+        ca: adapter_ca,
+        port: adapter_port,
+    } = start_adapter(
+        &cp,
         root,
-        &cp.client_kubeconfig("prometheus-adapter", &["system:masters"]),
-        &prometheus.url(),
-        &adapter_config,
-    ));
-    let mut adapter = spawn_logged(&adapter_bin, &args, &[], &adapter_log);
-    let pki = cp.dir().join("pki");
-    let to_adapter = common::bridge::tls_client_with(
-        &tls.0,
-        false,
-        Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
-    );
-    let ready = common::poll(Duration::from_secs(90), || async {
-        let r = to_adapter
-            .get(format!(
-                "https://127.0.0.1:{adapter_port}/apis/metrics.k8s.io/v1beta1"
-            ))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
+        &prometheus,
+        &format!("resourceRules:\n{config}"),
+        &[],
+        "/apis/metrics.k8s.io/v1beta1",
+    )
     .await;
-    assert!(
-        ready.is_some(),
-        "prometheus-adapter does not answer:\n{}",
-        log_tail(&adapter_log, 30)
-    );
     let ca = base64::engine::general_purpose::STANDARD
-        .encode(std::fs::read(&tls.0).expect("serving CA"));
+        .encode(std::fs::read(&adapter_ca).expect("serving CA"));
     let out = cp
         .kubectl_as(
             cp.admin_kubeconfig(),
@@ -734,7 +772,7 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_available(&cp, "v1beta1.metrics.k8s.io").await;
+    cp.wait_apiservice_available("v1beta1.metrics.k8s.io").await;
     let pods = "/apis/metrics.k8s.io/v1beta1/namespaces/shop/pods";
     cp.wait_for(
         "the adapter's pod metrics",
@@ -748,17 +786,7 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
 
     // 1. The bridge with [resource_rules] and apiServices.resource false (the converted
     // values set it true: the guide overrides it), its answers checked directly.
-    let bridge_values = root.join("bridge-values.yaml");
-    let (code, text) = run(Command::new(bridge_bin())
-        .arg("convert")
-        .arg("--helm-values")
-        .arg(&adapter_values)
-        .arg("-o")
-        .arg(&bridge_values));
-    assert_eq!(code, 0, "convert --helm-values: {text}");
-    let values: Value =
-        yaml_serde::from_str(&std::fs::read_to_string(&bridge_values).expect("values"))
-            .expect("YAML");
+    let (bridge_values, values) = convert_helm_values(&adapter_values, root);
     assert_eq!(values["apiServices"]["resource"], true, "{values}");
     let values_arg = bridge_values.display().to_string();
     let install = [
@@ -769,74 +797,28 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
         "--set",
         "apiServices.resource=false",
     ];
-    let yaml = render(&install);
-    let docs = documents(&yaml);
-    assert!(!docs.iter().any(|d| d["kind"] == "APIService"), "{yaml}");
-    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: custom-metrics}\n")
-        .await;
-    let out = cp
-        .kubectl_as(
-            cp.admin_kubeconfig(),
-            &["apply", "--server-side", "-f", "-"],
-            Some(&yaml),
-        )
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let find = |kind: &str, name: &str| -> Value {
-        docs.iter()
-            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {kind} {name}"))
-    };
-    let secret = find("Secret", "kube-metrics-bridge-tls");
-    let files = chart::tls_files(&secret, root);
-    let rules_text = find("ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
-        .as_str()
-        .expect("rules.toml")
-        .to_string();
+    let installed = install_chart(&cp, root, &install, str::to_string).await;
+    let (bridge, files, rules_text) = (&installed.bridge, &installed.files, &installed.rules);
     assert!(rules_text.contains("[resource_rules]"), "{rules_text}");
     let rules_file = root.join("rules.toml");
-    std::fs::write(&rules_file, &rules_text).expect("rules");
+    std::fs::write(&rules_file, rules_text).expect("rules");
     let (code, text) = run(Command::new(bridge_bin())
         .args(["explain", "--config"])
         .arg(&rules_file)
         .arg("/apis/metrics.k8s.io/v1beta1/pods"));
     assert_eq!(code, 0, "explain: {text}");
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
-    let (crt, key) = (
-        files[0].display().to_string(),
-        files[1].display().to_string(),
-    );
-    let bridge = Bridge::start_for_cluster(
-        &rules_text,
-        &bridge_kubeconfig,
-        "kube-metrics-bridge.custom-metrics.svc",
-        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
-    )
-    .await;
-    chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    let pki = cp.dir().join("pki");
     // The chart's certificate names the Service: resolve it to the host, as a port-forward
     // with --tls-server-name would.
-    let service = "kube-metrics-bridge.custom-metrics.svc";
     let direct = common::bridge::tls_client_builder(
         &files[2],
         false,
         Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
     )
-    .resolve(service, ([127, 0, 0, 1], bridge.port).into())
+    .resolve(SERVICE, ([127, 0, 0, 1], bridge.port).into())
     .build()
     .expect("client");
-    let url = format!("https://{service}:{}{pods}", bridge.port);
+    let url = format!("https://{SERVICE}:{}{pods}", bridge.port);
     let ours: Value = wait_until(
         "the bridge's pod metrics",
         Duration::from_secs(60),
@@ -864,14 +846,10 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
     adapter.kill().await.expect("stopping prometheus-adapter");
     cp.kubectl_ok(&["delete", "apiservice", "v1beta1.metrics.k8s.io"])
         .await;
-    let port = format!("service.port={}", bridge.port);
     let mut upgrade = install[..4].to_vec();
-    upgrade.extend(["--set", &port, "--set", "apiServices.resource=true"]);
-    let mut ours = documents(&render(&upgrade));
-    for d in ours.iter_mut().filter(|d| d["kind"] == "APIService") {
-        d["spec"]["caBundle"] = secret["data"]["ca.crt"].clone();
-    }
-    let apiservices: Vec<&Value> = ours.iter().filter(|d| d["kind"] == "APIService").collect();
+    upgrade.extend(["--set", "apiServices.resource=true"]);
+    let ours = chart_apiservices(&upgrade, &installed);
+    let apiservices: Vec<&Value> = ours.iter().collect();
     let names: Vec<&str> = apiservices
         .iter()
         .filter_map(|d| d["metadata"]["name"].as_str())
@@ -892,7 +870,7 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
         String::from_utf8_lossy(&out.stderr)
     );
     for name in names {
-        wait_available(&cp, name).await;
+        cp.wait_apiservice_available(name).await;
     }
 
     // 4. kubectl top (v1, now served) and the HPAs' v1beta1 both read the bridge.

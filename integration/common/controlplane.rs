@@ -555,24 +555,29 @@ impl ControlPlane {
     /// Waits until each of the bridge's APIServices reports `Available`.
     pub async fn wait_apiservices_available(&self) {
         for name in ControlPlane::BRIDGE_APISERVICES {
-            self.wait_for(
-                &format!("APIService {name} Available"),
-                Duration::from_secs(90),
-                || async {
-                    let svc = self
-                        .get_json(&format!(
-                            "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
-                        ))
-                        .await;
-                    let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Available" && c["status"] == "True")
-                    });
-                    available.then_some(())
-                },
-            )
-            .await;
+            self.wait_apiservice_available(name).await;
         }
+    }
+
+    /// Waits (90 s at most) until APIService `name` has `Available=True`.
+    pub async fn wait_apiservice_available(&self, name: &str) {
+        self.wait_for(
+            &format!("APIService {name} Available"),
+            Duration::from_secs(90),
+            || async {
+                let svc = self
+                    .get_json(&format!(
+                        "/apis/apiregistration.k8s.io/v1/apiservices/{name}"
+                    ))
+                    .await;
+                let available = svc["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Available" && c["status"] == "True")
+                });
+                available.then_some(())
+            },
+        )
+        .await;
     }
 
     /// Polls `f` like [`wait_until`]; on timeout the panic is preceded by the

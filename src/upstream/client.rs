@@ -236,7 +236,13 @@ impl Upstream {
         for &api in &self.apis {
             let identity = User::new(DISCOVERY_USER, vec![AUTHENTICATED.to_string()]);
             let fetched = self
-                .send(&format!("/{}", api.path()), "", &identity, None)
+                .send_method(
+                    &Method::GET,
+                    &format!("/{}", api.path()),
+                    "",
+                    &identity,
+                    None,
+                )
                 .await
                 .and_then(|(status, _, body)| {
                     if status.is_success() {
@@ -273,17 +279,6 @@ impl Upstream {
 
     /// Sends one GET (or HEAD) to the upstream as `user`; the status, Content-Type and
     /// body (at most `max_response_bytes`), or why not.
-    async fn send(
-        &self,
-        path: &str,
-        query: &str,
-        user: &User,
-        accept: Option<&http::HeaderValue>,
-    ) -> Result<(StatusCode, Option<http::HeaderValue>, Bytes), String> {
-        self.send_method(&Method::GET, path, query, user, accept)
-            .await
-    }
-
     async fn send_method(
         &self,
         method: &Method,
