@@ -1722,6 +1722,8 @@ async fn develop_sh_rebuilds_and_restarts_on_change() {
             "rules",
             "hack",
             "integration",
+            // convert --helm-values embeds the chart's values.yaml.
+            "deploy",
         ])
         .arg(&src)
         .status()

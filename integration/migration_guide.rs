@@ -874,10 +874,30 @@ async fn the_metrics_k8s_io_cut_over_moves_last_on_its_own() {
     }
 
     // 4. kubectl top (v1, now served) and the HPAs' v1beta1 both read the bridge.
-    let top = cp.kubectl_ok(&["top", "pod", "-n", NS]).await;
-    assert!(top.contains("web-0"), "{top}");
-    let top = cp.kubectl_ok(&["top", "node"]).await;
-    assert!(top.contains("node-a"), "{top}");
+    // kube-apiserver lists a new aggregated group in its discovery a moment after the
+    // APIService turns Available, and kubectl caches discovery: ask with a fresh cache until
+    // it sees the group.
+    for (what, want) in [
+        (&["top", "pod", "-n", NS][..], "web-0"),
+        (&["top", "node"][..], "node-a"),
+    ] {
+        let out = cp
+            .wait_for(
+                &format!("kubectl {what:?}"),
+                Duration::from_secs(60),
+                || async {
+                    let cache = tempfile::tempdir().ok()?;
+                    let cache = format!("--cache-dir={}", cache.path().display());
+                    let args: Vec<&str> = what.iter().copied().chain([cache.as_str()]).collect();
+                    let out = cp.kubectl(&args).await;
+                    out.status
+                        .success()
+                        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+                },
+            )
+            .await;
+        assert!(out.contains(want), "{out}");
+    }
     let (code, list) = cp.get(pods).await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["items"][0]["metadata"]["name"], "web-0", "{list}");
