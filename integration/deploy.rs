@@ -1192,35 +1192,13 @@ async fn chart_helm_test_hook_runs_doctor_in_cluster() {
 
     // The bridge, as the chart's ServiceAccount, with the chart's certificate and rules.
     let dir = tempfile::tempdir().expect("tempdir");
-    let files: Vec<String> =
-        common::chart::tls_files(find(&docs, "Secret", "kube-metrics-bridge-tls"), dir.path())
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
+    let files =
+        common::chart::tls_files(find(&docs, "Secret", "kube-metrics-bridge-tls"), dir.path());
     let rules = find(&docs, "ConfigMap", "kube-metrics-bridge-rules")["data"]["rules.toml"]
         .as_str()
         .expect("rules.toml")
         .to_string();
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
-    let bridge = common::bridge::Bridge::start_for_cluster(
-        &rules,
-        &bridge_kubeconfig,
-        "kube-metrics-bridge.custom-metrics.svc",
-        &[
-            "--tls-cert-file",
-            &files[0],
-            "--tls-private-key-file",
-            &files[1],
-        ],
-    )
-    .await;
-    common::chart::service_to_host(&cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    let bridge = common::chart::start_bridge(&cp, &rules, &files).await;
     let patch = format!(r#"{{"spec":{{"service":{{"port":{}}}}}}}"#, bridge.port);
     for name in ControlPlane::BRIDGE_APISERVICES {
         cp.kubectl_ok(&["patch", "apiservice", name, "--type", "merge", "-p", &patch])

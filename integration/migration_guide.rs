@@ -78,7 +78,7 @@ const EXTERNAL_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_messages_ready?labelSelector=queue%3Dorders";
 
 /// The chart's Service, as the APIServices and its certificate name it.
-const SERVICE: &str = "kube-metrics-bridge.custom-metrics.svc";
+const SERVICE: &str = common::hpa::SERVICE_DNS;
 
 fn bridge_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_kube-metrics-bridge"))
@@ -249,25 +249,7 @@ async fn install_chart(
             .as_str()
             .expect("rules.toml"),
     );
-    let bridge_kubeconfig = cp.client_kubeconfig(
-        "system:serviceaccount:custom-metrics:kube-metrics-bridge",
-        &[
-            "system:serviceaccounts",
-            "system:serviceaccounts:custom-metrics",
-        ],
-    );
-    let (crt, key) = (
-        files[0].display().to_string(),
-        files[1].display().to_string(),
-    );
-    let bridge = Bridge::start_for_cluster(
-        &rules,
-        &bridge_kubeconfig,
-        SERVICE,
-        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
-    )
-    .await;
-    chart::service_to_host(cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    let bridge = chart::start_bridge(cp, &rules, &files).await;
     Installed {
         secret,
         files,

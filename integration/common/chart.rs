@@ -35,3 +35,25 @@ pub async fn service_to_host(cp: &ControlPlane, namespace: &str, name: &str, por
     ))
     .await;
 }
+
+/// The bridge on the host as the chart's pod would run: the chart's ServiceAccount, the
+/// certificate of [`tls_files`] and `rules`, behind the chart's Service (pointed here).
+pub async fn start_bridge(
+    cp: &ControlPlane,
+    rules: &str,
+    files: &[PathBuf],
+) -> super::bridge::Bridge {
+    let (crt, key) = (
+        files[0].display().to_string(),
+        files[1].display().to_string(),
+    );
+    let bridge = super::bridge::Bridge::start_for_cluster(
+        rules,
+        &super::hpa::bridge_kubeconfig(cp),
+        super::hpa::SERVICE_DNS,
+        &["--tls-cert-file", &crt, "--tls-private-key-file", &key],
+    )
+    .await;
+    service_to_host(cp, "custom-metrics", "kube-metrics-bridge", bridge.port).await;
+    bridge
+}
