@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::adapter::{
-    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair,
+    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
     spawn_logged,
 };
 use common::bridge::tls_client_with;
@@ -53,9 +53,23 @@ use serde_json::{json, Value};
 use tokio::process::Child;
 
 const NS: &str = "bench";
-const OTHER_NS: &str = "bench-other";
+/// The other namespaces are `bench-other-<k>`: cluster size that no `pods/*` request asks
+/// for, but `kubectl top pod -A`, discovery and every watch cache see.
+const OTHER_NS_PREFIX: &str = "bench-other";
 const METRIC: &str = "http_requests_per_second";
 const RESOURCE_BASE: &str = "/apis/metrics.k8s.io/v1beta1";
+/// The Service the bench's APIServices name (an ExternalName to 127.0.0.1; every server's
+/// serving certificate names it).
+const AGGREGATED_NAMESPACE: &str = "kmb-bench";
+const AGGREGATED_SERVICE: &str = "bench-server";
+const AGGREGATED_SERVICE_DNS: &str = "bench-server.kmb-bench.svc";
+/// The identity kube-controller-manager's HPA controller calls the metrics APIs with
+/// (`--use-service-account-credentials`); the bootstrap RBAC lets it read them.
+const HPA_CONTROLLER_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+const HPA_CONTROLLER_GROUPS: [&str; 2] = [
+    "system:serviceaccounts",
+    "system:serviceaccounts:kube-system",
+];
 /// What the HPA controller's client-go sends.
 const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
 /// The label selector scenario picks one shard of four.
@@ -75,6 +89,18 @@ const ADAPTER_CONFIG: &str = r#"rules:
     matches: "^(.*)_total$"
     as: "${1}_per_second"
   metricsQuery: 'sum(rate(<<.Series>>{<<.LabelMatchers>>}[15s])) by (<<.GroupBy>>)'
+- seriesQuery: 'connections_active{namespace!="",pod!=""}'
+  resources:
+    overrides:
+      namespace: {resource: "namespace"}
+      pod: {resource: "pod"}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+externalRules:
+- seriesQuery: 'queue_messages_ready{namespace!="",queue!=""}'
+  resources:
+    overrides:
+      namespace: {resource: "namespace"}
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (queue)'
 resourceRules:
   cpu:
     containerQuery: sum(rate(container_cpu_usage_seconds_total{<<.LabelMatchers>>, container!=""}[15s])) by (<<.GroupBy>>)
@@ -113,7 +139,10 @@ fn main() {
 #[derive(Debug, Clone)]
 struct Settings {
     pods: usize,
+    /// Pods outside `bench`, spread over `namespaces - 1` other namespaces.
     other_pods: usize,
+    namespaces: usize,
+    routes: Vec<Route>,
     duration: Duration,
     warmup: Duration,
     concurrency: Vec<usize>,
@@ -138,9 +167,35 @@ impl Settings {
         let secs = |name: &str, default: f64| Duration::from_secs_f64(num(name, default));
         let pods: usize = num("KMB_BENCH_PODS", 200);
         assert!(pods >= 4, "KMB_BENCH_PODS must be at least 4");
+        let namespaces: usize = num("KMB_BENCH_NAMESPACES", 2);
+        assert!(namespaces >= 1, "KMB_BENCH_NAMESPACES must be at least 1");
+        let cluster_pods: usize = num(
+            "KMB_BENCH_CLUSTER_PODS",
+            if namespaces > 1 {
+                pods + pods / 4
+            } else {
+                pods
+            },
+        );
+        assert!(
+            cluster_pods >= pods && (namespaces > 1 || cluster_pods == pods),
+            "KMB_BENCH_CLUSTER_PODS={cluster_pods} must be at least KMB_BENCH_PODS={pods}, \
+             and equal to it with one namespace"
+        );
         Settings {
             pods,
-            other_pods: pods / 4,
+            other_pods: cluster_pods - pods,
+            namespaces,
+            routes: var("KMB_BENCH_ROUTES").map_or(vec![Route::Direct], |v| {
+                v.split(',')
+                    .map(|k| {
+                        Route::ALL
+                            .into_iter()
+                            .find(|r| r.key() == k.trim())
+                            .unwrap_or_else(|| panic!("KMB_BENCH_ROUTES: no route {k:?}"))
+                    })
+                    .collect()
+            }),
             duration: secs("KMB_BENCH_DURATION", 3.0),
             warmup: secs("KMB_BENCH_WARMUP", 1.0),
             concurrency: var("KMB_BENCH_CONCURRENCY")
@@ -169,6 +224,52 @@ impl Settings {
             }),
         }
     }
+}
+
+/// How a request reaches the server under test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Route {
+    /// Straight to the server, as a `system:masters` client certificate: no
+    /// SubjectAccessReview.
+    Direct,
+    /// Through kube-apiserver's aggregator as the HPA controller's identity
+    /// (`system:serviceaccount:kube-system:horizontal-pod-autoscaler`, not `system:masters`):
+    /// the server authenticates the aggregator's front-proxy certificate and asks
+    /// kube-apiserver a SubjectAccessReview for the user (each caches the answers).
+    Aggregated,
+}
+
+impl Route {
+    const ALL: [Route; 2] = [Route::Direct, Route::Aggregated];
+
+    fn key(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Aggregated => "aggregated",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Aggregated => "through kube-apiserver's aggregator as the HPA controller",
+        }
+    }
+}
+
+/// The pods outside `bench`: (namespace, name, index), `api-<j>` round-robin over the other
+/// namespaces.
+fn other_pods(settings: &Settings) -> Vec<(String, String, usize)> {
+    let spaces = settings.namespaces.saturating_sub(1).max(1);
+    (0..settings.other_pods)
+        .map(|j| {
+            (
+                format!("{OTHER_NS_PREFIX}-{}", j % spaces),
+                format!("api-{j}"),
+                j,
+            )
+        })
+        .collect()
 }
 
 /// The request kinds, as an HPA (client-go writes `*` as `%2A`) or kubectl sends them.
@@ -214,7 +315,8 @@ impl Scenario {
         matches!(self, Scenario::TopPodsAll | Scenario::HpaResource)
     }
 
-    fn describe(self, pods: usize) -> String {
+    fn describe(self, settings: &Settings) -> String {
+        let pods = settings.pods;
         match self {
             Scenario::All => format!("pods/* ({pods} pods)"),
             Scenario::Selector => format!(
@@ -224,7 +326,7 @@ impl Scenario {
             Scenario::Named => format!("pods/<name> (1 pod, cycling through {pods})"),
             Scenario::TopPodsAll => format!(
                 "metrics.k8s.io pods, all namespaces, JSON ({} pods)",
-                pods + pods / 4
+                pods + settings.other_pods
             ),
             Scenario::HpaResource => {
                 format!("metrics.k8s.io pods?labelSelector=app=web in {NS}, protobuf ({pods} pods)")
@@ -284,6 +386,8 @@ struct Server {
     port: u16,
     /// The Kubernetes user it acts as (its kubeconfig's certificate CN); audit-log key.
     kube_user: String,
+    /// The CA of its serving certificate (its own: see [`Route::Aggregated`]).
+    ca_pem: Vec<u8>,
     log: PathBuf,
     startup: Duration,
 }
@@ -390,7 +494,7 @@ struct Load {
 /// each finishes the request it has in flight.
 async fn load(
     client: &reqwest::Client,
-    server: &Server,
+    base: &str,
     scenario: Scenario,
     pods: usize,
     concurrency: usize,
@@ -410,7 +514,7 @@ async fn load(
             answered.clone(),
             shared.clone(),
         );
-        let base = server.url("");
+        let base = base.to_owned();
         workers.push(tokio::spawn(async move {
             let mut mine = Load::default();
             while Instant::now() < deadline {
@@ -565,7 +669,11 @@ struct Rig {
     prometheus: Prometheus,
     apiserver_pid: u32,
     audit: AuditLog,
+    /// Calls the servers directly (a `system:masters` client certificate).
     client: reqwest::Client,
+    /// Calls kube-apiserver as the HPA controller's ServiceAccount.
+    aggregated_client: reqwest::Client,
+    apiserver_url: String,
     settings: Settings,
 }
 
@@ -574,14 +682,19 @@ impl Rig {
     async fn phase(
         &mut self,
         server: &mut Server,
+        route: Route,
         scenario: Scenario,
         concurrency: usize,
     ) -> Phase {
         let pods = self.settings.pods;
+        let (client, base) = match route {
+            Route::Direct => (&self.client, server.url("")),
+            Route::Aggregated => (&self.aggregated_client, self.apiserver_url.clone()),
+        };
         if !self.settings.warmup.is_zero() {
             load(
-                &self.client,
-                server,
+                client,
+                &base,
                 scenario,
                 pods,
                 concurrency,
@@ -600,8 +713,8 @@ impl Rig {
         );
         self.audit.take();
         let run = load(
-            &self.client,
-            server,
+            client,
+            &base,
             scenario,
             pods,
             concurrency,
@@ -652,6 +765,79 @@ impl Rig {
     }
 }
 
+/// The APIServices the bench registers: every API both servers serve.
+const APISERVICES: [(&str, &str); 4] = [
+    ("custom.metrics.k8s.io", "v1beta1"),
+    ("custom.metrics.k8s.io", "v1beta2"),
+    ("external.metrics.k8s.io", "v1beta1"),
+    ("metrics.k8s.io", "v1beta1"),
+];
+
+/// Points the bench's APIServices at `server` (its port, its own serving CA) and waits until
+/// the aggregator reaches it: a request through kube-apiserver answered 200 and a
+/// SubjectAccessReview by `server`'s user in the audit log (only the server answering the HPA
+/// controller's requests asks about them). Panics after a minute.
+async fn route_to(cp: &ControlPlane, rig: &mut Rig, server: &Server) {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&server.ca_pem);
+    let port = server.port;
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {AGGREGATED_NAMESPACE}}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: {AGGREGATED_SERVICE}, namespace: {AGGREGATED_NAMESPACE}}}\n\
+         spec: {{type: ExternalName, externalName: 127.0.0.1, ports: [{{name: https, port: {port}}}]}}\n"
+    );
+    for (group, version) in APISERVICES {
+        let _ = write!(
+            yaml,
+            "---\napiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {{name: {version}.{group}}}\n\
+             spec: {{group: {group}, version: {version}, groupPriorityMinimum: 100, versionPriority: 100, \
+             service: {{name: {AGGREGATED_SERVICE}, namespace: {AGGREGATED_NAMESPACE}, port: {port}}}, caBundle: {ca}}}\n"
+        );
+    }
+    cp.apply(&yaml).await;
+    for (group, version) in APISERVICES {
+        cp.wait_apiservice_available(&format!("{version}.{group}"))
+            .await;
+    }
+    rig.audit.take();
+    let path = Scenario::All.path(0, rig.settings.pods);
+    let url = format!("{}{path}", rig.apiserver_url);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reviews = 0;
+    loop {
+        let last;
+        let ok = match rig.aggregated_client.get(&url).send().await {
+            Ok(r) => {
+                last = format!("HTTP {}", r.status());
+                r.status().is_success()
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        };
+        // The audit backend writes as requests complete.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reviews += rig
+            .audit
+            .take()
+            .get(&server.kube_user)
+            .and_then(|m| m.get("create subjectaccessreviews").copied())
+            .unwrap_or(0);
+        if ok && reviews > 0 {
+            eprintln!("compare: the aggregator routes to {}", server.name);
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the aggregator did not reach {} within 60 s (last answer: {last}, its \
+             SubjectAccessReviews: {reviews}); its log ends:\n{}",
+            server.name,
+            server.log_tail()
+        );
+    }
+}
+
 /// Sends `request`; panics unless it is answered 2xx.
 async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
     let r = request
@@ -669,7 +855,11 @@ async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
 /// Creates the namespaces and Pods through the API, a few at a time.
 async fn create_pods(cp: &ControlPlane, settings: &Settings) {
     let client = cp.admin_client();
-    for ns in [NS, OTHER_NS] {
+    let others = other_pods(settings);
+    let namespaces: BTreeSet<String> = std::iter::once(NS.to_owned())
+        .chain(others.iter().map(|(ns, _, _)| ns.clone()))
+        .collect();
+    for ns in &namespaces {
         let url = format!("{}/api/v1/namespaces", cp.server_url());
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         let r = client
@@ -698,7 +888,7 @@ async fn create_pods(cp: &ControlPlane, settings: &Settings) {
     let mut pods: Vec<(String, String, usize)> = (0..settings.pods)
         .map(|i| (NS.to_owned(), pod_name(i), i))
         .collect();
-    pods.extend((0..settings.other_pods).map(|i| (OTHER_NS.to_owned(), format!("api-{i}"), i)));
+    pods.extend(others);
     let create = |(ns, name, i): (String, String, usize)| async move {
         let url = format!("{}/api/v1/namespaces/{ns}/pods", cp.server_url());
         let body = json!({
@@ -760,12 +950,16 @@ async fn get_json(client: &reqwest::Client, server: &Server, path: &str) -> (u16
 
 /// Waits until `server` answers `pods/*` with every pod, and `kubectl top pod -A` with every
 /// pod of both namespaces; adds the time to its startup.
-async fn wait_serving(client: &reqwest::Client, server: &mut Server, pods: usize) {
+async fn wait_serving(client: &reqwest::Client, server: &mut Server, settings: &Settings) {
     let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(90);
+    let deadline = t0 + Duration::from_secs(300);
+    let pods = settings.pods;
     let checks = [
         (Scenario::All.path(0, pods), pods),
-        (Scenario::TopPodsAll.path(0, pods), pods + pods / 4),
+        (
+            Scenario::TopPodsAll.path(0, pods),
+            pods + settings.other_pods,
+        ),
     ];
     for (path, want) in checks {
         loop {
@@ -786,7 +980,7 @@ async fn wait_serving(client: &reqwest::Client, server: &mut Server, pods: usize
             }
             assert!(
                 Instant::now() < deadline,
-                "{} did not answer {path} with {want} pods within 90 s; its log ends:\n{}",
+                "{} did not answer {path} with {want} pods within 300 s; its log ends:\n{}",
                 server.name,
                 server.log_tail()
             );
@@ -830,9 +1024,10 @@ fn usage_of(list: &Value) -> BTreeMap<String, (f64, f64)> {
 async fn resource_agreement(
     client: &reqwest::Client,
     servers: &[Server],
-    pods: usize,
+    settings: &Settings,
     failures: &mut Vec<String>,
 ) -> Vec<String> {
+    let pods = settings.pods;
     let mut report = Vec::new();
     for scenario in [Scenario::TopPodsAll, Scenario::HpaResource] {
         let path = scenario.path(0, pods);
@@ -840,7 +1035,11 @@ async fn resource_agreement(
             .map(|i| (format!("{NS}/{}", pod_name(i)), i))
             .collect();
         if scenario == Scenario::TopPodsAll {
-            want.extend((0..pods / 4).map(|i| (format!("{OTHER_NS}/api-{i}"), i)));
+            want.extend(
+                other_pods(settings)
+                    .into_iter()
+                    .map(|(ns, name, i)| (format!("{ns}/{name}"), i)),
+            );
         }
         for server in servers {
             let (status, body) = get_json(client, server, &path).await;
@@ -912,7 +1111,12 @@ async fn answer_sizes(
 /// the expected ones, and every value must be the pod's true rate within 1% (prometheus-adapter
 /// truncates to milli-units; the counters are linear, so `rate()` over a covered window is
 /// exact up to float noise).
-async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) -> Vec<String> {
+async fn agreement(
+    client: &reqwest::Client,
+    servers: &[Server],
+    settings: &Settings,
+) -> Vec<String> {
+    let pods = settings.pods;
     let mut report = Vec::new();
     let mut failures = Vec::new();
     let mut worst = 0f64;
@@ -972,7 +1176,7 @@ async fn agreement(client: &reqwest::Client, servers: &[Server], pods: usize) ->
             ));
         }
     }
-    report.extend(resource_agreement(client, servers, pods, &mut failures).await);
+    report.extend(resource_agreement(client, servers, settings, &mut failures).await);
     println!("\n== agreement: the same requests to every server, JSON answers compared");
     for line in &report {
         println!("  {line}");
@@ -1139,29 +1343,58 @@ async fn run(settings: Settings) -> Vec<String> {
         .expect("tempdir");
     let root = dir.path();
 
-    // Series: a counter per pod, in two namespaces.
+    // Series: two metrics per pod (a counter the requests ask for, and a gauge both servers
+    // discover and serve), and cAdvisor's series of each pod's one container, for the
+    // resource scenarios. A few at a time: 40,000 series at 10,000 pods.
     let exporter = Exporter::start_empty().await;
-    // And cAdvisor's series of each pod's one container, for the resource scenarios.
-    let pods = (0..settings.pods)
-        .map(|i| (NS, pod_name(i), i))
-        .chain((0..settings.other_pods).map(|i| (OTHER_NS, format!("api-{i}"), i)));
-    for (ns, pod, i) in pods {
-        let labels = [("namespace", ns), ("pod", pod.as_str())];
-        exporter
+    let t_series = Instant::now();
+    let pods: Vec<(String, String, usize)> = (0..settings.pods)
+        .map(|i| (NS.to_owned(), pod_name(i), i))
+        .chain(other_pods(&settings))
+        .collect();
+    let exporter_ref = &exporter;
+    let set_series = |(ns, pod, i): (String, String, usize)| async move {
+        let labels = [("namespace", ns.as_str()), ("pod", pod.as_str())];
+        exporter_ref
             .set_counter("http_requests_total", &labels, pod_rate(i))
             .await;
+        exporter_ref
+            .set_gauge("connections_active", &labels, (i % 16 + 1) as f64)
+            .await;
         let labels = [
-            ("namespace", ns),
+            ("namespace", ns.as_str()),
             ("pod", pod.as_str()),
             ("container", "app"),
         ];
-        exporter
+        exporter_ref
             .set_counter("container_cpu_usage_seconds_total", &labels, pod_cores(i))
             .await;
-        exporter
+        exporter_ref
             .set_gauge("container_memory_working_set_bytes", &labels, pod_memory(i))
             .await;
+    };
+    {
+        use futures::StreamExt as _;
+        futures::stream::iter(pods)
+            .map(set_series)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
     }
+    // An external metric, so both servers serve external.metrics.k8s.io (prometheus-adapter
+    // answers 404 for the group without one, and the aggregator marks it unavailable).
+    exporter
+        .set_gauge(
+            "queue_messages_ready",
+            &[("namespace", NS), ("queue", "work")],
+            42.0,
+        )
+        .await;
+    eprintln!(
+        "compare: {} series in the exporter ({:.1?})",
+        4 * (settings.pods + settings.other_pods) + 1,
+        t_series.elapsed()
+    );
     let prometheus = Prometheus::start(&[exporter.target()]).await;
 
     // The cluster, auditing what the servers' users ask of it.
@@ -1203,10 +1436,25 @@ async fn run(settings: Settings) -> Vec<String> {
         convert_adapter_config(&bridge_bin, &adapter_config, &prometheus.url()),
     )
     .expect("rules.toml");
-    let tls = serving_pair(root);
+    // A serving CA of its own for each server: the aggregator, given one server's CA, can
+    // only reach that server. The direct client trusts them all.
+    let serving: Vec<(PathBuf, PathBuf, PathBuf)> = variants
+        .iter()
+        .map(|v| {
+            let dir = root.join(v.name);
+            std::fs::create_dir_all(&dir).expect("server dir");
+            serving_pair_for(&dir, &[AGGREGATED_SERVICE_DNS])
+        })
+        .collect();
+    let ca_bundle = root.join("serving-cas.crt");
+    let bundle: Vec<u8> = serving
+        .iter()
+        .flat_map(|t| std::fs::read(&t.0).expect("serving CA"))
+        .collect();
+    std::fs::write(&ca_bundle, bundle).expect("CA bundle");
     let pki = cp.dir().join("pki");
     let client = tls_client_with(
-        &tls.0,
+        &ca_bundle,
         settings.http2,
         Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
     );
@@ -1236,11 +1484,11 @@ async fn run(settings: Settings) -> Vec<String> {
 
     // One at a time, so no start-up competes with another for the CPUs.
     let mut servers = Vec::new();
-    for variant in &variants {
+    for (variant, tls) in variants.iter().zip(&serving) {
         let kubeconfig = cp.client_kubeconfig(variant.user, &["system:masters"]);
         let port = free_port();
         let log = root.join(format!("{}.log", variant.name));
-        let mut args = serving_args(&tls, port);
+        let mut args = serving_args(tls, port);
         let t = Instant::now();
         let child = if variant.adapter {
             args.extend(adapter_args(
@@ -1269,14 +1517,21 @@ async fn run(settings: Settings) -> Vec<String> {
             child,
             port,
             kube_user: variant.user.to_owned(),
+            ca_pem: std::fs::read(&tls.0).expect("serving CA"),
             log,
             startup: t.elapsed(),
         };
-        wait_serving(&client, &mut server, settings.pods).await;
+        wait_serving(&client, &mut server, &settings).await;
         servers.push(server);
     }
-    let mut failures = agreement(&client, &servers, settings.pods).await;
+    let mut failures = agreement(&client, &servers, &settings).await;
 
+    let hpa_identity = cp.client_certificate(HPA_CONTROLLER_USER, &HPA_CONTROLLER_GROUPS);
+    let aggregated_client = tls_client_with(
+        &cp.ca_pem_path(),
+        settings.http2,
+        Some((&hpa_identity.0, &hpa_identity.1)),
+    );
     let mut rig = Rig {
         prometheus,
         apiserver_pid,
@@ -1285,6 +1540,8 @@ async fn run(settings: Settings) -> Vec<String> {
             offset: 0,
         },
         client,
+        aggregated_client,
+        apiserver_url: cp.server_url().to_owned(),
         settings: settings.clone(),
     };
     // Start-up: memory and what each did on its own until now.
@@ -1334,34 +1591,64 @@ async fn run(settings: Settings) -> Vec<String> {
     report.push_str(&t);
 
     let mut results = Vec::new();
-    for &scenario in &settings.scenarios {
-        for &c in &settings.concurrency {
-            let mut phases = Vec::new();
-            for server in servers.iter_mut() {
-                let phase = rig.phase(server, scenario, c).await;
-                if phase.errors > 0 {
-                    failures.push(format!(
-                        "{} {} concurrency {c}: {} errors of {} requests, e.g. {:?}",
-                        server.name,
-                        scenario.key(),
-                        phase.errors,
-                        phase.requests,
-                        phase.error_samples
-                    ));
-                }
-                phases.push(phase);
+    for &route in &settings.routes {
+        let cells: Vec<(Scenario, usize)> = settings
+            .scenarios
+            .iter()
+            .flat_map(|&s| settings.concurrency.iter().map(move |&c| (s, c)))
+            .collect();
+        let mut measured: Vec<Vec<Option<Phase>>> = vec![vec![None; servers.len()]; cells.len()];
+        // Direct: every server in turn for each phase, so a drift of the machine touches all
+        // alike. Aggregated: server by server, as the APIServices name one at a time.
+        let n = servers.len();
+        let order: Vec<(usize, usize)> = match route {
+            Route::Direct => (0..cells.len())
+                .flat_map(|k| (0..n).map(move |s| (k, s)))
+                .collect(),
+            Route::Aggregated => (0..n)
+                .flat_map(|s| (0..cells.len()).map(move |k| (k, s)))
+                .collect(),
+        };
+        let mut routed_to = None;
+        for (k, si) in order {
+            let (scenario, c) = cells[k];
+            if route == Route::Aggregated && routed_to != Some(si) {
+                route_to(&cp, &mut rig, &servers[si]).await;
+                routed_to = Some(si);
             }
+            let server = &mut servers[si];
+            let phase = rig.phase(server, route, scenario, c).await;
+            if phase.errors > 0 {
+                failures.push(format!(
+                    "{} {} {} concurrency {c}: {} errors of {} requests, e.g. {:?}",
+                    server.name,
+                    route.key(),
+                    scenario.key(),
+                    phase.errors,
+                    phase.requests,
+                    phase.error_samples
+                ));
+            }
+            measured[k][si] = Some(phase);
+        }
+        for (k, &(scenario, c)) in cells.iter().enumerate() {
+            let phases: Vec<Phase> = measured[k].iter().flatten().cloned().collect();
             let title = format!(
-                "{}, concurrency {c}, {} s",
-                scenario.describe(settings.pods),
+                "{}{}, concurrency {c}, {} s",
+                match route {
+                    Route::Direct => String::new(),
+                    Route::Aggregated => format!("{}: ", route.describe()),
+                },
+                scenario.describe(&settings),
                 fmt_num(settings.duration.as_secs_f64())
             );
             let t = table(&title, &headers, &phase_rows(&phases));
             print!("{t}");
             report.push_str(&t);
             results.push(json!({
+                "route": route.key(),
                 "scenario": scenario.key(),
-                "description": scenario.describe(settings.pods),
+                "description": scenario.describe(&settings),
                 "concurrency": c,
                 "servers": servers
                     .iter()
@@ -1383,7 +1670,12 @@ async fn run(settings: Settings) -> Vec<String> {
         let mut line = format!(
             "{:<46}",
             format!(
-                "{} c={}",
+                "{}{} c={}",
+                if r["route"] == "aggregated" {
+                    "aggregated "
+                } else {
+                    ""
+                },
                 r["scenario"].as_str().unwrap_or(""),
                 r["concurrency"]
             )
@@ -1420,7 +1712,10 @@ async fn run(settings: Settings) -> Vec<String> {
     let timestamp = humantime::format_rfc3339_seconds(started).to_string();
     let out_dir = common::target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).expect("creating the bench output dir");
-    let out = out_dir.join(format!("compare-{}.json", timestamp.replace(':', "-")));
+    let out = std::env::var_os("KMB_BENCH_OUT").map_or_else(
+        || out_dir.join(format!("compare-{}.json", timestamp.replace(':', "-"))),
+        PathBuf::from,
+    );
     let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let document = json!({
         "started": timestamp,
@@ -1430,6 +1725,9 @@ async fn run(settings: Settings) -> Vec<String> {
         "settings": {
             "pods": settings.pods,
             "other_namespace_pods": settings.other_pods,
+            "namespaces": settings.namespaces,
+            "cluster_pods": settings.pods + settings.other_pods,
+            "routes": settings.routes.iter().map(|r| r.key()).collect::<Vec<_>>(),
             "phase_seconds": settings.duration.as_secs_f64(),
             "warmup_seconds": settings.warmup.as_secs_f64(),
             "concurrency": settings.concurrency,

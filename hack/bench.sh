@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: hack/bench.sh [compare|discovery] [cargo bench args...]
+# Usage: hack/bench.sh [compare|discovery|scale|smoke] [arguments for the bench binary...]
 #
 # compare (the default): benchmarks kube-metrics-bridge against prometheus-adapter v0.12.0 in the same run: the same
 # Prometheus, the same control plane, the same pods, rule and request mix (benches/compare.rs;
@@ -24,6 +24,20 @@
 # holds the million series in about 2 GiB.
 #   KMB_BENCH_SERIES=100000,1000000  matching series at each step
 #   KMB_BENCH_METRICS=50             distinct metric names among them
+#
+# scale: compare at several cluster sizes, one control plane and Prometheus per size, both
+# routes (direct and through kube-apiserver's aggregator as the HPA controller), the two
+# servers as shipped; then the plot (docs/bench/scale.png) and per-size tables from the JSON.
+#   KMB_BENCH_SIZES=1000:10,10000:100   total pods:namespaces at each step (`bench` holds
+#                                       pods/namespaces of them; requests ask for that one)
+#   KMB_BENCH_PLOT=docs/bench/scale.png where the plot goes ("" for none)
+#   and compare's knobs (KMB_BENCH_DURATION, KMB_BENCH_CONCURRENCY, ...), applied at each size.
+#
+# compare's knobs for the cluster's shape (scale sets them per size):
+#   KMB_BENCH_NAMESPACES=2        namespaces: `bench` and `bench-other-<k>`
+#   KMB_BENCH_CLUSTER_PODS=       pods in all namespaces (default KMB_BENCH_PODS * 1.25)
+#   KMB_BENCH_ROUTES=direct       comma-separated: direct, aggregated
+#   KMB_BENCH_OUT=                where the JSON goes (default $CARGO_TARGET_DIR/bench/compare-<time>.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -36,7 +50,56 @@ ensure_adapter
 
 bench=compare
 case "${1:-}" in
-  compare|discovery) bench=$1; shift ;;
+  compare|discovery|scale|smoke) bench=$1; shift ;;
 esac
+
+# run_bench NAME ARGS...: `cargo bench --bench NAME` (release); with KMB_BENCH_PROFILE=test the
+# test profile's build of it (what `cargo test --all-targets` built already) with `--bench`.
+run_bench() {
+  local name=$1; shift
+  if [ "${KMB_BENCH_PROFILE:-bench}" = test ]; then
+    cargo test --locked --bench "$name" -- --bench "$@"
+  else
+    cargo bench --locked --bench "$name" -- "$@"
+  fi
+}
+
+# smoke: every benchmark once at a tiny size, in the test profile, so the harness cannot rot
+# (hack/test-all.sh runs it; the figures mean nothing).
+if [ "$bench" = smoke ]; then
+  smoke_dir=$(mktemp -d)
+  trap 'rm -rf "$smoke_dir"' EXIT
+  export KMB_BENCH_PROFILE=test KMB_BENCH_DURATION=0.5 KMB_BENCH_WARMUP=0.2 KMB_BENCH_CONCURRENCY=2
+  KMB_BENCH_SIZES=24:3,48:3 KMB_BENCH_PLOT="$smoke_dir/scale.png" KMB_BENCH_SCALE_DIR="$smoke_dir" \
+    bash "$0" scale
+  test -s "$smoke_dir/scale.png"
+  exit 0
+fi
+
+if [ "$bench" = scale ]; then
+  stamp=$(date -u +%Y-%m-%dT%H-%M-%SZ)
+  out_dir=${KMB_BENCH_SCALE_DIR:-$CARGO_TARGET_DIR/bench/scale-$stamp}
+  mkdir -p "$out_dir"
+  jsons=()
+  sizes=${KMB_BENCH_SIZES:-1000:10,10000:100}
+  for size in ${sizes//,/ }; do
+    total=${size%%:*} namespaces=${size#*:}
+    [ "$namespaces" != "$size" ] || namespaces=1
+    json="$out_dir/compare-$total-pods.json"
+    echo "== scale: $total pods in $namespaces namespaces"
+    KMB_BENCH_PODS=$(( total / namespaces )) KMB_BENCH_CLUSTER_PODS=$total \
+      KMB_BENCH_NAMESPACES=$namespaces KMB_BENCH_OUT=$json \
+      KMB_BENCH_VARIANTS=${KMB_BENCH_VARIANTS:-0} KMB_BENCH_ROUTES=${KMB_BENCH_ROUTES:-direct,aggregated} \
+      run_bench compare "$@"
+    jsons+=("$json")
+  done
+  plot=${KMB_BENCH_PLOT-docs/bench/scale.png}
+  if [ -n "$plot" ]; then
+    apt_install_missing fc-list:fonts-dejavu-core
+    run_bench plot "$plot" "${jsons[@]}"
+  fi
+  echo "== scale: figures in $out_dir"
+  exit 0
+fi
 echo "== cargo bench --bench $bench"
-cargo bench --locked --bench "$bench" "$@"
+run_bench "$bench" "$@"

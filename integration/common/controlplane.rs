@@ -403,6 +403,21 @@ impl ControlPlane {
     /// rcgen cannot write more Organization attributes) signed by the cluster
     /// CA, and returns a kubeconfig using it.
     pub fn client_kubeconfig(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let (crt, key_path) = self.client_certificate(user, groups);
+        let stem = crt
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.write_kubeconfig(
+            &stem,
+            &crt.display().to_string(),
+            &key_path.display().to_string(),
+        )
+    }
+
+    /// Mints a client certificate for `user` in `groups` as [`ControlPlane::client_kubeconfig`]
+    /// does; returns the (certificate, key) PEM files, for clients that are not kubectl.
+    pub fn client_certificate(&self, user: &str, groups: &[&str]) -> (PathBuf, PathBuf) {
         let n = self.minted.fetch_add(1, Ordering::Relaxed);
         let stem: String = user
             .chars()
@@ -414,11 +429,7 @@ impl ControlPlane {
         let key_path = self.pki_path(&format!("{stem}.key"));
         write(&crt, &cert);
         write(&key_path, &key);
-        self.write_kubeconfig(
-            &stem,
-            &crt.display().to_string(),
-            &key_path.display().to_string(),
-        )
+        (crt, key_path)
     }
 
     /// Runs kubectl with the admin kubeconfig; never panics on kubectl's exit status.
