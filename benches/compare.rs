@@ -31,6 +31,8 @@
 
 #[path = "../integration/common/mod.rs"]
 mod common;
+#[path = "shared/floor.rs"]
+mod floor;
 #[path = "shared/report.rs"]
 mod report;
 
@@ -45,7 +47,7 @@ use common::adapter::{
     adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
     spawn_logged,
 };
-use common::bridge::tls_client_with;
+use common::bridge::tls_client_builder;
 use common::controlplane::{ControlPlane, Options};
 use common::{free_port, Exporter, Prometheus};
 use report::{fmt_num, fmt_ratio, machine, proc_sample, ProcSample};
@@ -128,6 +130,8 @@ resourceRules:
 const WINDOW_SECS: u64 = 15;
 
 fn main() {
+    // The floor server is this binary run again (benches/shared/floor.rs).
+    floor::run_if_requested();
     report::bench_main(
         "compare: a benchmark; run it with `cargo bench --bench compare` or hack/bench.sh",
         "a server errored or answered wrong",
@@ -143,6 +147,8 @@ struct Settings {
     other_pods: usize,
     namespaces: usize,
     routes: Vec<Route>,
+    /// Also measure the floor: a minimal server answering the bridge's own bytes.
+    floor: bool,
     duration: Duration,
     warmup: Duration,
     concurrency: Vec<usize>,
@@ -186,6 +192,7 @@ impl Settings {
             pods,
             other_pods: cluster_pods - pods,
             namespaces,
+            floor: var("KMB_BENCH_FLOOR").is_none_or(|v| v != "0"),
             routes: var("KMB_BENCH_ROUTES").map_or(vec![Route::Direct], |v| {
                 v.split(',')
                     .map(|k| {
@@ -379,10 +386,16 @@ fn pod_memory(i: usize) -> f64 {
     ((64 + (i % 16) * 8) * 1024 * 1024) as f64
 }
 
+/// A server's process: one of the servers under test, or the floor.
+enum Process {
+    Child(Child),
+    Floor(floor::Floor),
+}
+
 /// One of the servers under test, as a child process.
 struct Server {
     name: &'static str,
-    child: Child,
+    process: Process,
     port: u16,
     /// The Kubernetes user it acts as (its kubeconfig's certificate CN); audit-log key.
     kube_user: String,
@@ -394,7 +407,14 @@ struct Server {
 
 impl Server {
     fn pid(&self) -> u32 {
-        self.child.id().expect("server is running")
+        match &self.process {
+            Process::Child(child) => child.id().expect("server is running"),
+            Process::Floor(floor) => floor.pid(),
+        }
+    }
+
+    fn is_floor(&self) -> bool {
+        matches!(self.process, Process::Floor(_))
     }
 
     fn url(&self, path: &str) -> String {
@@ -406,7 +426,11 @@ impl Server {
     }
 
     fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        let exited = match &mut self.process {
+            Process::Child(child) => child.try_wait().ok().flatten(),
+            Process::Floor(floor) => floor.try_wait(),
+        };
+        if let Some(status) = exited {
             panic!(
                 "{} exited with {status}; its log ends:\n{}",
                 self.name,
@@ -838,6 +862,20 @@ async fn route_to(cp: &ControlPlane, rig: &mut Rig, server: &Server) {
     }
 }
 
+/// A client trusting `ca` with a client certificate; a request fails after a minute (what
+/// kube-apiserver allows a proxied request), not the harness' usual 15 s: at 10,000 pods
+/// prometheus-adapter takes longer than that for `kubectl top pod -A` under load.
+fn load_client(
+    ca: &std::path::Path,
+    http2: bool,
+    identity: Option<(&PathBuf, &PathBuf)>,
+) -> reqwest::Client {
+    tls_client_builder(ca, http2, identity.map(|(c, k)| (c.as_path(), k.as_path())))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("load client")
+}
+
 /// Sends `request`; panics unless it is answered 2xx.
 async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
     let r = request
@@ -1078,6 +1116,37 @@ async fn resource_agreement(
     report
 }
 
+/// The bridge's answers to every request the load phases send (each named pod's too), as the
+/// floor serves them.
+async fn floor_answers(
+    client: &reqwest::Client,
+    bridge: &Server,
+    settings: &Settings,
+) -> floor::Answers {
+    let mut answers = floor::Answers::new();
+    let base = bridge.url("");
+    for &scenario in &settings.scenarios {
+        let paths: Vec<String> = match scenario {
+            Scenario::Named => (0..settings.pods)
+                .map(|i| scenario.path(i, settings.pods))
+                .collect(),
+            _ => vec![scenario.path(0, settings.pods)],
+        };
+        for path in paths {
+            let answer = answers
+                .record(client, &base, &path, scenario.accept())
+                .await
+                .unwrap_or_else(|e| panic!("recording the bridge's answer for the floor: {e:#}"));
+            assert_eq!(
+                answer.status, 200,
+                "the bridge answered {path} with {}",
+                answer.status
+            );
+        }
+    }
+    answers
+}
+
 /// Bytes of one answer to `path` from each server, asked for JSON and for protobuf.
 async fn answer_sizes(
     client: &reqwest::Client,
@@ -1204,6 +1273,8 @@ fn header_line(width: usize, first: &str, headers: &[&str]) -> String {
         }
         if pair.len() == 2 {
             let _ = write!(line, " {:>7}", "ratio");
+        } else if headers.len() > 1 {
+            let _ = write!(line, " {:>12}", "bridge/floor");
         }
         line.push_str("  ");
     }
@@ -1223,8 +1294,15 @@ fn table(title: &str, headers: &[&str], rows: &[(&str, Vec<f64>)]) -> String {
             for v in pair {
                 let _ = write!(line, " {:>20}", fmt_num(*v));
             }
-            if let [adapter, bridge] = pair {
-                let _ = write!(line, " {:>7}", fmt_ratio(*bridge, *adapter));
+            match pair {
+                [adapter, bridge] => {
+                    let _ = write!(line, " {:>7}", fmt_ratio(*bridge, *adapter));
+                }
+                // The floor, last: the bridge (second column) against it.
+                [floor] if values.len() > 1 => {
+                    let _ = write!(line, " {:>12}", fmt_ratio(values[1], *floor));
+                }
+                _ => {}
             }
             line.push_str("  ");
         }
@@ -1346,7 +1424,8 @@ async fn run(settings: Settings) -> Vec<String> {
     // Series: two metrics per pod (a counter the requests ask for, and a gauge both servers
     // discover and serve), and cAdvisor's series of each pod's one container, for the
     // resource scenarios. A few at a time: 40,000 series at 10,000 pods.
-    let exporter = Exporter::start_empty().await;
+    let exporter =
+        Exporter::start_empty_holding(4 * (settings.pods + settings.other_pods) + 100).await;
     let t_series = Instant::now();
     let pods: Vec<(String, String, usize)> = (0..settings.pods)
         .map(|i| (NS.to_owned(), pod_name(i), i))
@@ -1446,14 +1525,20 @@ async fn run(settings: Settings) -> Vec<String> {
             serving_pair_for(&dir, &[AGGREGATED_SERVICE_DNS])
         })
         .collect();
+    let floor_serving = {
+        let dir = root.join("floor");
+        std::fs::create_dir_all(&dir).expect("floor dir");
+        serving_pair_for(&dir, &[])
+    };
     let ca_bundle = root.join("serving-cas.crt");
     let bundle: Vec<u8> = serving
         .iter()
+        .chain(std::iter::once(&floor_serving))
         .flat_map(|t| std::fs::read(&t.0).expect("serving CA"))
         .collect();
     std::fs::write(&ca_bundle, bundle).expect("CA bundle");
     let pki = cp.dir().join("pki");
-    let client = tls_client_with(
+    let client = load_client(
         &ca_bundle,
         settings.http2,
         Some((&pki.join("admin.crt"), &pki.join("admin.key"))),
@@ -1514,7 +1599,7 @@ async fn run(settings: Settings) -> Vec<String> {
         };
         let mut server = Server {
             name: variant.name,
-            child,
+            process: Process::Child(child),
             port,
             kube_user: variant.user.to_owned(),
             ca_pem: std::fs::read(&tls.0).expect("serving CA"),
@@ -1527,7 +1612,7 @@ async fn run(settings: Settings) -> Vec<String> {
     let mut failures = agreement(&client, &servers, &settings).await;
 
     let hpa_identity = cp.client_certificate(HPA_CONTROLLER_USER, &HPA_CONTROLLER_GROUPS);
-    let aggregated_client = tls_client_with(
+    let aggregated_client = load_client(
         &cp.ca_pem_path(),
         settings.http2,
         Some((&hpa_identity.0, &hpa_identity.1)),
@@ -1579,6 +1664,36 @@ async fn run(settings: Settings) -> Vec<String> {
     print!("{report}");
 
     let sizes = answer_sizes(&rig.client, &servers, &settings.scenarios, settings.pods).await;
+    let mut headers = headers;
+    if settings.floor {
+        let bridge = servers
+            .iter()
+            .find(|s| s.name == "kube-metrics-bridge")
+            .expect("the bridge runs");
+        let t = Instant::now();
+        let answers = floor_answers(&rig.client, bridge, &settings).await;
+        let tls = floor::FloorTls::new(
+            &floor_serving,
+            &cp.ca_pem_path(),
+            Some(&cp.front_proxy_ca_path()),
+        );
+        let floor = floor::start(&answers, &tls).await;
+        eprintln!(
+            "compare: the floor serves the bridge's {} answers ({:.1?})",
+            answers.len(),
+            t.elapsed()
+        );
+        servers.push(Server {
+            name: "floor",
+            port: floor.port,
+            kube_user: String::new(),
+            ca_pem: std::fs::read(&floor_serving.0).expect("floor CA"),
+            log: floor.log_path().to_owned(),
+            startup: Duration::ZERO,
+            process: Process::Floor(floor),
+        });
+        headers.push("floor (same bytes)");
+    }
     let t = table(
         "bytes of one answer, asked for JSON and for protobuf",
         &headers,
@@ -1600,13 +1715,18 @@ async fn run(settings: Settings) -> Vec<String> {
         let mut measured: Vec<Vec<Option<Phase>>> = vec![vec![None; servers.len()]; cells.len()];
         // Direct: every server in turn for each phase, so a drift of the machine touches all
         // alike. Aggregated: server by server, as the APIServices name one at a time.
-        let n = servers.len();
+        // The floor answers directly only (the aggregator's own cost is the same for all).
+        let on_route: Vec<usize> = (0..servers.len())
+            .filter(|&i| route == Route::Direct || !servers[i].is_floor())
+            .collect();
+        let route_headers: Vec<&str> = on_route.iter().map(|&i| headers[i]).collect();
         let order: Vec<(usize, usize)> = match route {
             Route::Direct => (0..cells.len())
-                .flat_map(|k| (0..n).map(move |s| (k, s)))
+                .flat_map(|k| on_route.iter().map(move |&s| (k, s)))
                 .collect(),
-            Route::Aggregated => (0..n)
-                .flat_map(|s| (0..cells.len()).map(move |k| (k, s)))
+            Route::Aggregated => on_route
+                .iter()
+                .flat_map(|&s| (0..cells.len()).map(move |k| (k, s)))
                 .collect(),
         };
         let mut routed_to = None;
@@ -1642,7 +1762,7 @@ async fn run(settings: Settings) -> Vec<String> {
                 scenario.describe(&settings),
                 fmt_num(settings.duration.as_secs_f64())
             );
-            let t = table(&title, &headers, &phase_rows(&phases));
+            let t = table(&title, &route_headers, &phase_rows(&phases));
             print!("{t}");
             report.push_str(&t);
             results.push(json!({
@@ -1650,10 +1770,11 @@ async fn run(settings: Settings) -> Vec<String> {
                 "scenario": scenario.key(),
                 "description": scenario.describe(&settings),
                 "concurrency": c,
-                "servers": servers
+                "servers": on_route
                     .iter()
+                    .map(|&i| servers[i].name.to_owned())
                     .zip(&phases)
-                    .map(|(s, p)| (s.name.to_owned(), p.to_json()))
+                    .map(|(name, p)| (name, p.to_json()))
                     .collect::<serde_json::Map<_, _>>(),
             }));
         }
@@ -1699,8 +1820,14 @@ async fn run(settings: Settings) -> Vec<String> {
                     format!("{} ({})", fmt_num(*rps), fmt_num(*q))
                 );
             }
-            if let [(a, _), (b, _)] = pair {
-                let _ = write!(line, " {:>7}", fmt_ratio(*b, *a));
+            match pair {
+                [(a, _), (b, _)] => {
+                    let _ = write!(line, " {:>7}", fmt_ratio(*b, *a));
+                }
+                [(floor, _)] if cells.len() > 1 => {
+                    let _ = write!(line, " {:>12}", fmt_ratio(cells[1].0, *floor));
+                }
+                _ => {}
             }
             line.push_str("  ");
         }

@@ -262,11 +262,27 @@ impl Exporter {
         Exporter::start_bin(env!("CARGO_BIN_EXE_demo-exporter"), true).await
     }
 
+    /// [`Exporter::start_empty`] taking up to `max_series` series (its default is 10,000).
+    pub async fn start_empty_holding(max_series: usize) -> Exporter {
+        Exporter::start_bin_with(
+            env!("CARGO_BIN_EXE_demo-exporter"),
+            true,
+            &[format!("--max-series={max_series}")],
+        )
+        .await
+    }
+
     /// Starts the exporter binary at `bin` on a kernel-chosen loopback port and
     /// learns the port from its `listening on http://ADDR` line.
     pub async fn start_bin(bin: impl AsRef<Path>, empty: bool) -> Exporter {
+        Exporter::start_bin_with(bin, empty, &[]).await
+    }
+
+    /// [`Exporter::start_bin`] with extra flags.
+    pub async fn start_bin_with(bin: impl AsRef<Path>, empty: bool, flags: &[String]) -> Exporter {
         let bin = bin.as_ref();
         let mut cmd = Command::new(bin);
+        cmd.args(flags);
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .env_remove("DEMO_EXPORTER_LISTEN")

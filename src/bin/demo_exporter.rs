@@ -46,7 +46,8 @@ use warp::{Filter, Rejection, Reply};
 
 /// Largest accepted control request; series are small.
 const MAX_BODY: u64 = 64 * 1024;
-/// Bounds memory if a test (or anyone) loops on PUT.
+/// Bounds memory if a test (or anyone) loops on PUT; `--max-series` raises it (the cluster-scale
+/// benchmark holds four series per pod).
 const MAX_SERIES: usize = 10_000;
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,9 @@ struct Args {
     /// Start with no series instead of the demo scenario.
     #[arg(long)]
     empty: bool,
+    /// Most series the control API may create.
+    #[arg(long, default_value_t = MAX_SERIES)]
+    max_series: usize,
 }
 
 type Labels = BTreeMap<String, String>;
@@ -157,9 +161,19 @@ type DemoEntry = (
     Sample,
 );
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Store {
     series: BTreeMap<SeriesKey, Sample>,
+    max_series: usize,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            series: BTreeMap::new(),
+            max_series: MAX_SERIES,
+        }
+    }
 }
 
 impl Store {
@@ -290,8 +304,8 @@ impl Store {
                 }
             }
         };
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            return Err(format!("too many series (limit {MAX_SERIES})"));
+        if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
+            return Err(format!("too many series (limit {})", self.max_series));
         }
         self.series.insert(key, sample);
         Ok(())
@@ -556,11 +570,12 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = if args.empty {
+    let mut store = if args.empty {
         Store::default()
     } else {
         Store::demo(Instant::now())
     };
+    store.max_series = args.max_series;
     let store = Arc::new(Mutex::new(store));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
