@@ -49,6 +49,20 @@ pub struct PeerInfo {
     /// roots of [`crate::tls::ClientAuth::Optional`]; empty when none was sent (or asked for,
     /// or on the plain port).
     pub client_certs: Arc<Vec<CertificateDer<'static>>>,
+    /// What that chain proved, checked once for the connection's requests (see
+    /// [`crate::auth::ChainMemo`]).
+    pub chain_memo: Arc<crate::auth::ChainMemo>,
+}
+
+impl PeerInfo {
+    /// A new connection from `remote_addr` that presented `client_certs`.
+    pub fn new(remote_addr: SocketAddr, client_certs: Vec<CertificateDer<'static>>) -> PeerInfo {
+        PeerInfo {
+            remote_addr,
+            client_certs: Arc::new(client_certs),
+            chain_memo: Arc::default(),
+        }
+    }
 }
 
 /// Limits of the accept loops. The defaults are the `serve` flags' defaults for the secure
@@ -240,10 +254,7 @@ where
                     .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default();
                 let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-                let peer = PeerInfo {
-                    remote_addr,
-                    client_certs: Arc::new(client_certs),
-                };
+                let peer = PeerInfo::new(remote_addr, client_certs);
                 let builder = shared.builders.for_alpn(alpn.as_deref());
                 serve_connection(tls, peer, filter, builder, &shared, stop, closing).await;
             }
@@ -287,10 +298,7 @@ where
         move |tcp, remote_addr, stop, closing| {
             let (filter, shared) = (filter.clone(), shared.clone());
             async move {
-                let peer = PeerInfo {
-                    remote_addr,
-                    client_certs: Arc::new(Vec::new()),
-                };
+                let peer = PeerInfo::new(remote_addr, Vec::new());
                 serve_connection(
                     tcp,
                     peer,

@@ -17,8 +17,8 @@
 //!
 //! Every user but the anonymous one gets `system:authenticated`.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
@@ -39,6 +39,71 @@ pub struct Unauthenticated {
 impl std::fmt::Display for Unauthenticated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reasons.join("; "))
+    }
+}
+
+/// How long a connection's checked certificate chain is believed before it is checked again
+/// (so a certificate that expires on a long-lived connection stops working within this).
+const CHAIN_RECHECK: Duration = Duration::from_secs(10);
+
+/// What one connection's certificate chain proved, kept for the connection's later requests.
+/// Checking a chain (a signature verification, x509 parsing, a SHA-256 of the leaf) costs more
+/// than everything else a cached answer needs (hack/bench's floor), and the chain cannot change
+/// within a TLS connection. Checked again when the CAs change (a new configuration) and every
+/// [`CHAIN_RECHECK`]. One per connection: never share it between chains.
+#[derive(Debug, Default)]
+pub struct ChainMemo {
+    verdict: Mutex<Option<Arc<ChainVerdict>>>,
+}
+
+impl ChainMemo {
+    fn verdict(
+        &self,
+        chain: &[CertificateDer<'static>],
+        config: &Arc<AuthConfig>,
+    ) -> Arc<ChainVerdict> {
+        if let Ok(memo) = self.verdict.lock() {
+            if let Some(v) = memo.as_ref() {
+                if Arc::ptr_eq(&v.config, config) && v.checked.elapsed() < CHAIN_RECHECK {
+                    return v.clone();
+                }
+            }
+        }
+        let fresh = Arc::new(ChainVerdict::check(chain, config));
+        if let Ok(mut memo) = self.verdict.lock() {
+            *memo = Some(fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// Steps 1 and 2's certificate checks of one chain under one configuration.
+#[derive(Debug)]
+struct ChainVerdict {
+    config: Arc<AuthConfig>,
+    checked: Instant,
+    /// Step 1: verified by the request-header CA with an allowed CN, or why not; `None`
+    /// without a request-header configuration.
+    front_proxy: Option<Result<(), String>>,
+    /// Step 2: the certificate's user (`None` without a CN), or why it did not verify; `None`
+    /// without a client CA.
+    client: Option<Result<Option<User>, String>>,
+}
+
+impl ChainVerdict {
+    fn check(chain: &[CertificateDer<'static>], config: &Arc<AuthConfig>) -> ChainVerdict {
+        ChainVerdict {
+            config: config.clone(),
+            checked: Instant::now(),
+            front_proxy: config
+                .request_header
+                .as_ref()
+                .map(|rh| front_proxy(chain, rh)),
+            client: config
+                .client_ca
+                .as_ref()
+                .map(|ca| ca.verify(chain).map(|()| certificate_user(chain))),
+        }
     }
 }
 
@@ -107,12 +172,25 @@ impl Authenticator {
         chain: &[CertificateDer<'static>],
         headers: &HeaderMap,
     ) -> Result<User, Unauthenticated> {
-        let config = self.config.load();
+        self.authenticate_on(chain, &ChainMemo::default(), headers)
+            .await
+    }
+
+    /// [`Authenticator::authenticate`] for a request on a connection whose chain checks are
+    /// kept in `memo` (the connection's own).
+    pub async fn authenticate_on(
+        &self,
+        chain: &[CertificateDer<'static>],
+        memo: &ChainMemo,
+        headers: &HeaderMap,
+    ) -> Result<User, Unauthenticated> {
+        let config = self.config.load_full();
         let mut failures = Vec::new();
 
         if !chain.is_empty() {
-            if let Some(rh) = &config.request_header {
-                match front_proxy(chain, rh) {
+            let verdict = memo.verdict(chain, &config);
+            if let (Some(rh), Some(front_proxy)) = (&config.request_header, &verdict.front_proxy) {
+                match front_proxy {
                     Ok(()) => {
                         if let Some(user) = headers::request_header_user(headers, rh) {
                             return Ok(user.with_authenticated_group());
@@ -121,15 +199,10 @@ impl Authenticator {
                     Err(e) => failures.push(format!("front proxy: {e}")),
                 }
             }
-            if let Some(ca) = &config.client_ca {
-                match ca.verify(chain) {
-                    Ok(()) => {
-                        if let Some(user) = certificate_user(chain) {
-                            return Ok(user.with_authenticated_group());
-                        }
-                    }
-                    Err(e) => failures.push(format!("client certificate: {e}")),
-                }
+            match &verdict.client {
+                Some(Ok(Some(user))) => return Ok(user.clone().with_authenticated_group()),
+                Some(Err(e)) => failures.push(format!("client certificate: {e}")),
+                Some(Ok(None)) | None => {}
             }
         }
 
@@ -546,5 +619,94 @@ mod tests {
         cfg.request_header = Some(rotated);
         f.auth.config.store(Arc::new(cfg));
         assert!(f.auth.authenticate(&chain, &proxy_headers()).await.is_err());
+    }
+
+    /// The verdict a connection's memo holds now.
+    fn held(memo: &ChainMemo) -> Arc<ChainVerdict> {
+        memo.verdict
+            .lock()
+            .expect("memo")
+            .clone()
+            .expect("a verdict")
+    }
+
+    #[tokio::test]
+    async fn a_connection_checks_its_chain_once_and_again_after_a_ca_rotation() {
+        let f = fixture(&["front-proxy-client"]);
+        let memo = ChainMemo::default();
+        let proxy = f.proxy_ca.client("front-proxy-client", &[]);
+        let first = f
+            .auth
+            .authenticate_on(&proxy, &memo, &proxy_headers())
+            .await
+            .expect("front proxy");
+        let checked = held(&memo);
+        // The next request on the connection is the same user (each its own headers) without
+        // checking the chain again.
+        let h = headers(&[("x-remote-user", "bob")]);
+        let second = f
+            .auth
+            .authenticate_on(&proxy, &memo, &h)
+            .await
+            .expect("front proxy again");
+        assert_eq!((first.name.as_str(), second.name.as_str()), ("jane", "bob"));
+        assert!(Arc::ptr_eq(&checked, &held(&memo)), "checked twice");
+        // The request-header CA rotates: the same connection's next request is checked
+        // against the new CA and refused.
+        let rotated = RequestHeaderConfig {
+            ca: certs::CaBundle::from_pem(&f.other_ca.pem).expect("ca"),
+            ..f.auth.config.load().request_header.clone().expect("rh")
+        };
+        let mut cfg = (**f.auth.config.load()).clone();
+        cfg.request_header = Some(rotated);
+        f.auth.config.store(Arc::new(cfg));
+        let err = f
+            .auth
+            .authenticate_on(&proxy, &memo, &proxy_headers())
+            .await
+            .expect_err("refused after the rotation");
+        assert!(err.to_string().contains("front proxy"), "{err}");
+        assert!(!Arc::ptr_eq(&checked, &held(&memo)));
+    }
+
+    #[tokio::test]
+    async fn a_memo_keeps_refusals_and_client_certificate_users_alike() {
+        let f = fixture(&["front-proxy-client"]);
+        let (memo, stranger_memo) = (ChainMemo::default(), ChainMemo::default());
+        let alice = f.client_ca.client("alice", &["dev"]);
+        for _ in 0..2 {
+            let user = f
+                .auth
+                .authenticate_on(&alice, &memo, &HeaderMap::new())
+                .await
+                .expect("client certificate");
+            assert_eq!(user.name, "alice");
+            assert_eq!(user.groups, ["dev", AUTHENTICATED]);
+        }
+        let stranger = f.other_ca.client("mallory", &[]);
+        for _ in 0..2 {
+            assert!(f
+                .auth
+                .authenticate_on(&stranger, &stranger_memo, &proxy_headers())
+                .await
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn a_verdict_is_checked_again_after_the_recheck_interval() {
+        let f = fixture(&[]);
+        let memo = ChainMemo::default();
+        let chain = f.client_ca.client("alice", &[]);
+        let config = f.auth.config.load_full();
+        let first = memo.verdict(&chain, &config);
+        assert!(Arc::ptr_eq(&first, &memo.verdict(&chain, &config)));
+        // Age the held verdict past the interval.
+        let aged = Arc::new(ChainVerdict {
+            checked: Instant::now() - CHAIN_RECHECK - Duration::from_millis(1),
+            ..ChainVerdict::check(&chain, &config)
+        });
+        *memo.verdict.lock().expect("memo") = Some(aged.clone());
+        assert!(!Arc::ptr_eq(&aged, &memo.verdict(&chain, &config)));
     }
 }

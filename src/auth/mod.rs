@@ -34,7 +34,7 @@ use crate::request::Route;
 use crate::server::PeerInfo;
 
 pub use attributes::{attributes_for, RequestAttributes, ResourceAttributes};
-pub use authenticator::{Authenticator, TokenOptions};
+pub use authenticator::{Authenticator, ChainMemo, TokenOptions};
 pub use authorizer::{AlwaysAllowPaths, Authorizer, AuthorizerOptions, Verdict};
 pub use config::AuthConfig;
 pub use reviews::{Decision, KubeReviews, ReviewError, Reviews};
@@ -110,7 +110,19 @@ impl Auth {
     ) -> Result<User, AuthError> {
         let chain = peer.map(|p| p.client_certs.as_slice()).unwrap_or(&[]);
         let remote = peer.map(|p| p.remote_addr);
-        let user = match self.authenticator.authenticate(chain, headers).await {
+        let fresh;
+        let memo = match peer {
+            Some(p) => &*p.chain_memo,
+            None => {
+                fresh = ChainMemo::default();
+                &fresh
+            }
+        };
+        let user = match self
+            .authenticator
+            .authenticate_on(chain, memo, headers)
+            .await
+        {
             Ok(user) => user,
             Err(why) => {
                 // Debug, not info: anyone can send bad credentials as fast as they like. The
@@ -206,10 +218,7 @@ mod tests {
     }
 
     fn peer(chain: Vec<rustls::pki_types::CertificateDer<'static>>) -> PeerInfo {
-        PeerInfo {
-            remote_addr: ([10, 0, 0, 1], 40000).into(),
-            client_certs: Arc::new(chain),
-        }
+        PeerInfo::new(([10, 0, 0, 1], 40000).into(), chain)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
