@@ -192,9 +192,11 @@ impl Bridge {
             .objects
             .as_ref()
             .map(|names| names.iter().map(String::as_str).collect());
-        let mut seen = HashSet::new();
-        let mut items = Vec::new();
-        for sample in result.samples() {
+        let samples = result.samples();
+        let mut seen = HashSet::with_capacity(samples.len());
+        let mut items = Vec::with_capacity(samples.len());
+        let api_version = plan.resource.api_version();
+        for sample in samples {
             let Some(name) = sample.labels.get(&plan.metric.resource_label) else {
                 continue;
             };
@@ -207,13 +209,27 @@ impl Bridge {
                 continue;
             };
             seen.insert(name.as_str());
-            items.push(self.item(req, &plan.resource, name, sample.timestamp, value));
+            items.push(self.item(
+                req,
+                &plan.resource,
+                &api_version,
+                name,
+                sample.timestamp,
+                value,
+            ));
         }
         if rule.on_missing == OnMissing::Zero {
             let now = unix_now();
             for name in plan.objects.iter().flatten() {
                 if !seen.contains(name.as_str()) {
-                    items.push(self.item(req, &plan.resource, name, now, "0".to_string()));
+                    items.push(self.item(
+                        req,
+                        &plan.resource,
+                        &api_version,
+                        name,
+                        now,
+                        "0".to_string(),
+                    ));
                 }
             }
         }
@@ -345,7 +361,7 @@ impl Bridge {
                         .inc();
                     tracing::warn!(rule = %rule.id, value = sample.value, "value beyond what the HPA can hold; clamped");
                 }
-                Some(q.as_str().to_string())
+                Some(q.into_string())
             }
             None => {
                 self.metrics
@@ -362,6 +378,7 @@ impl Bridge {
         &self,
         req: &CustomRequest,
         resource: &ResourceInfo,
+        api_version: &str,
         name: &str,
         timestamp: f64,
         value: String,
@@ -375,7 +392,7 @@ impl Bridge {
                     None
                 },
                 name: name.to_string(),
-                api_version: resource.api_version(),
+                api_version: api_version.to_owned(),
             },
             timestamp,
             value,

@@ -85,20 +85,32 @@ pub fn from_f64(v: f64) -> Option<Quantity> {
 /// one and only rounding of the float. `None` only if the formatter's output were not
 /// `[-]d.dddddddddddddde[-]x`, which it always is for finite values.
 fn round_to_15_digits(v: f64) -> Option<(bool, i128, i32)> {
-    let text = format!("{v:.14e}");
+    use std::io::Write as _;
+    // `-d.ddddddddddddddde-308` is 23 bytes: formatted on the stack, as this runs once per
+    // value of every answer.
+    let mut buf = [0u8; 32];
+    let len = {
+        let mut out = &mut buf[..];
+        write!(out, "{v:.14e}").ok()?;
+        32 - out.len()
+    };
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
     let (digits, exp) = text.split_once('e')?;
     let (negative, digits) = match digits.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, digits),
     };
     let (int, frac) = digits.split_once('.')?;
-    if int.len() != 1
-        || frac.len() != 14
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-    {
+    if int.len() != 1 || frac.len() != 14 {
         return None;
     }
-    let mantissa: i128 = format!("{int}{frac}").parse().ok()?;
+    let mut mantissa: i128 = 0;
+    for b in int.bytes().chain(frac.bytes()) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        mantissa = mantissa * 10 + i128::from(b - b'0');
+    }
     let exponent: i32 = exp.parse().ok()?;
     Some((negative, mantissa, exponent - 14))
 }
