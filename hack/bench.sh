@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: hack/bench.sh [compare|discovery|scale|smoke] [arguments for the bench binary...]
+# Usage: hack/bench.sh [compare|discovery|scale|hpas|smoke] [arguments for the bench binary...]
 #
 # compare (the default): benchmarks kube-metrics-bridge against prometheus-adapter v0.12.0 in the same run: the same
 # Prometheus, the same control plane, the same pods, rule and request mix (benches/compare.rs;
@@ -24,6 +24,14 @@
 # holds the million series in about 2 GiB.
 #   KMB_BENCH_SERIES=100000,1000000  matching series at each step
 #   KMB_BENCH_METRICS=50             distinct metric names among them
+#
+# hpas: real HPAs (benches/hpas.rs): at each count a third each of Pods, Object and External HPAs
+# run by kube-controller-manager (15 s sync period) through kube-apiserver's aggregator, with
+# prometheus-adapter and then the bridge as the APIServices' backend; per server its CPU and
+# memory, PromQL queries and kube-apiserver requests per HPA sync, and HPAs that lost
+# ScalingActive. Writes $CARGO_TARGET_DIR/bench/hpas-<time>.json. About 13.5 minutes warm.
+#   KMB_BENCH_HPAS=100,500        HPA counts (ascending; each adds HPAs to the previous ones)
+#   KMB_BENCH_HPA_SECONDS=180     seconds each server is measured at each count
 #
 # scale: compare at several cluster sizes, one control plane and Prometheus per size, both
 # routes (direct and through kube-apiserver's aggregator as the HPA controller), the two
@@ -50,7 +58,7 @@ ensure_adapter
 
 bench=compare
 case "${1:-}" in
-  compare|discovery|scale|smoke) bench=$1; shift ;;
+  compare|discovery|scale|hpas|smoke) bench=$1; shift ;;
 esac
 
 # run_bench NAME ARGS...: `cargo bench --bench NAME` (release); with KMB_BENCH_PROFILE=test the
@@ -73,6 +81,7 @@ if [ "$bench" = smoke ]; then
   KMB_BENCH_SIZES=24:3,48:3 KMB_BENCH_PLOT="$smoke_dir/scale.png" KMB_BENCH_SCALE_DIR="$smoke_dir" \
     bash "$0" scale
   test -s "$smoke_dir/scale.png"
+  KMB_BENCH_HPAS=6 KMB_BENCH_HPA_SECONDS=30 run_bench hpas
   exit 0
 fi
 
@@ -95,7 +104,9 @@ if [ "$bench" = scale ]; then
   done
   plot=${KMB_BENCH_PLOT-docs/bench/scale.png}
   if [ -n "$plot" ]; then
-    apt_install_missing fc-list:fonts-dejavu-core
+    # The plot's font (benches/shared/plot.rs; KMB_BENCH_FONT overrides it): a file, not a
+    # command, so the package is named as its own "command".
+    [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install_missing fonts-dejavu-core:fonts-dejavu-core
     run_bench plot "$plot" "${jsons[@]}"
   fi
   echo "== scale: figures in $out_dir"
