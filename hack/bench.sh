@@ -107,6 +107,7 @@ if [ "$bench" = scale ]; then
     # The plot's font (benches/shared/plot.rs; KMB_BENCH_FONT overrides it): a file, not a
     # command, so the package is named as its own "command".
     [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install_missing fonts-dejavu-core:fonts-dejavu-core
+    mkdir -p "$(dirname "$plot")"
     run_bench plot "$plot" "${jsons[@]}"
   fi
   echo "== scale: figures in $out_dir"
