@@ -30,6 +30,8 @@ fuzz_status=0
 bash hack/fuzz.sh "${KMB_FUZZ_SECONDS:-20}" || fuzz_status=$?
 echo "== cargo test"
 cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "${CARGO_TARGET_DIR}/last-test.log"
+echo "== benchmark smoke: every benchmark once at a tiny size, test profile (hack/bench.sh smoke; figures mean nothing)"
+bash hack/bench.sh smoke
 if [ "$fuzz_status" != 0 ]; then
   echo "fuzz smoke FAILED (its inputs and replay commands are printed above)" >&2
   exit "$fuzz_status"
