@@ -29,6 +29,8 @@
 //!
 //! Under `cargo test --all-targets` this binary runs without `--bench` and returns at once.
 
+#[path = "shared/audit.rs"]
+mod audit;
 #[path = "../integration/common/mod.rs"]
 mod common;
 #[path = "shared/floor.rs"]
@@ -43,6 +45,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use audit::AuditLog;
 use common::adapter::{
     adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
     spawn_logged,
@@ -283,6 +286,9 @@ fn other_pods(settings: &Settings) -> Vec<(String, String, usize)> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Scenario {
     All,
+    /// `All` asked for JSON (`kubectl get --raw`), against `All`'s protobuf: what each
+    /// encoding costs.
+    AllJson,
     Selector,
     Named,
     /// `kubectl top pod -A`: every pod's PodMetrics (metrics.k8s.io), in JSON.
@@ -292,8 +298,9 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::All,
+        Scenario::AllJson,
         Scenario::Selector,
         Scenario::Named,
         Scenario::TopPodsAll,
@@ -303,6 +310,7 @@ impl Scenario {
     fn key(self) -> &'static str {
         match self {
             Scenario::All => "pods-all",
+            Scenario::AllJson => "pods-all-json",
             Scenario::Selector => "pods-selector",
             Scenario::Named => "pod-named",
             Scenario::TopPodsAll => "top-pods-all",
@@ -313,7 +321,7 @@ impl Scenario {
     /// What the client asks for: kubectl reads JSON, the HPA controller protobuf first.
     fn accept(self) -> &'static str {
         match self {
-            Scenario::TopPodsAll => "application/json",
+            Scenario::TopPodsAll | Scenario::AllJson => "application/json",
             _ => HPA_ACCEPT,
         }
     }
@@ -326,6 +334,7 @@ impl Scenario {
         let pods = settings.pods;
         match self {
             Scenario::All => format!("pods/* ({pods} pods)"),
+            Scenario::AllJson => format!("pods/* ({pods} pods), JSON"),
             Scenario::Selector => format!(
                 "pods/*?labelSelector={SELECTOR} ({} pods)",
                 self.expected_items(pods)
@@ -345,7 +354,7 @@ impl Scenario {
     fn path(self, i: usize, pods: usize) -> String {
         let base = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/{NS}/pods");
         match self {
-            Scenario::All => format!("{base}/%2A/{METRIC}"),
+            Scenario::All | Scenario::AllJson => format!("{base}/%2A/{METRIC}"),
             Scenario::Selector => format!("{base}/%2A/{METRIC}?labelSelector=shard%3D1"),
             Scenario::Named => format!("{base}/{}/{METRIC}", pod_name(i % pods)),
             Scenario::TopPodsAll => format!("{RESOURCE_BASE}/pods"),
@@ -359,7 +368,9 @@ impl Scenario {
     /// namespace's `api-<i>` pods, which [`count_items`] does not count).
     fn expected_items(self, pods: usize) -> usize {
         match self {
-            Scenario::All | Scenario::TopPodsAll | Scenario::HpaResource => pods,
+            Scenario::All | Scenario::AllJson | Scenario::TopPodsAll | Scenario::HpaResource => {
+                pods
+            }
             // Pods with i % 4 == 1.
             Scenario::Selector => (pods + 2) / 4,
             Scenario::Named => 1,
@@ -437,55 +448,6 @@ impl Server {
                 self.log_tail()
             );
         }
-    }
-}
-
-/// Counts kube-apiserver audit events per user from where the last call stopped.
-struct AuditLog {
-    path: PathBuf,
-    offset: u64,
-}
-
-impl AuditLog {
-    /// Requests since the last call: per user, per `verb resource`.
-    fn take(&mut self) -> BTreeMap<String, BTreeMap<String, u64>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return out;
-        };
-        let _ = file.seek(SeekFrom::Start(self.offset));
-        let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
-        // Only whole lines; a partly written last line is read next time.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        self.offset += complete as u64;
-        for line in text[..complete].lines() {
-            let Ok(event) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            // A watch is counted when it starts (it may never end); anything else when it ends.
-            let watch = event["verb"] == "watch";
-            let stage = if watch {
-                "ResponseStarted"
-            } else {
-                "ResponseComplete"
-            };
-            if event["stage"] != stage {
-                continue;
-            }
-            let user = event["user"]["username"].as_str().unwrap_or("?").to_owned();
-            let what = format!(
-                "{} {}",
-                event["verb"].as_str().unwrap_or("?"),
-                event["objectRef"]["resource"]
-                    .as_str()
-                    .or(event["requestURI"].as_str())
-                    .unwrap_or("?")
-            );
-            *out.entry(user).or_default().entry(what).or_default() += 1;
-        }
-        out
     }
 }
 
@@ -1189,7 +1151,11 @@ async fn agreement(
     let mut report = Vec::new();
     let mut failures = Vec::new();
     let mut worst = 0f64;
-    for scenario in Scenario::ALL.into_iter().filter(|s| !s.is_resource()) {
+    // AllJson asks what All asks: its answer is compared there.
+    for scenario in Scenario::ALL
+        .into_iter()
+        .filter(|s| !s.is_resource() && *s != Scenario::AllJson)
+    {
         let probes: Vec<usize> = match scenario {
             Scenario::Named => vec![0, 1, pods / 2, pods - 1],
             _ => vec![0],
@@ -1201,7 +1167,10 @@ async fn agreement(
                     Scenario::Selector => p % 4 == 1,
                     Scenario::Named => *p == i % pods,
                     // Resource scenarios: resource_agreement.
-                    Scenario::All | Scenario::TopPodsAll | Scenario::HpaResource => true,
+                    Scenario::All
+                    | Scenario::AllJson
+                    | Scenario::TopPodsAll
+                    | Scenario::HpaResource => true,
                 })
                 .map(pod_name)
                 .collect();
@@ -1477,23 +1446,10 @@ async fn run(settings: Settings) -> Vec<String> {
     let prometheus = Prometheus::start(&[exporter.target()]).await;
 
     // The cluster, auditing what the servers' users ask of it.
-    let audit_policy = root.join("audit-policy.yaml");
-    let audit_path = root.join("audit.log");
     let users: Vec<&str> = variants.iter().map(|v| v.user).collect();
-    std::fs::write(
-        &audit_policy,
-        format!(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
-             rules:\n- level: Metadata\n  users: [{}]\n- level: None\n",
-            users.join(", ")
-        ),
-    )
-    .expect("audit policy");
+    let (audit_flags, audit_path) = audit::apiserver_flags(root, &users);
     let cp = ControlPlane::start_with(Options {
-        apiserver_args: vec![
-            format!("--audit-policy-file={}", audit_policy.display()),
-            format!("--audit-log-path={}", audit_path.display()),
-        ],
+        apiserver_args: audit_flags,
         skip_controller_manager: true,
         ..Options::default()
     })
@@ -1620,10 +1576,7 @@ async fn run(settings: Settings) -> Vec<String> {
     let mut rig = Rig {
         prometheus,
         apiserver_pid,
-        audit: AuditLog {
-            path: audit_path,
-            offset: 0,
-        },
+        audit: AuditLog::new(audit_path),
         client,
         aggregated_client,
         apiserver_url: cp.server_url().to_owned(),
@@ -1864,11 +1817,7 @@ async fn run(settings: Settings) -> Vec<String> {
             "scenarios": settings.scenarios.iter().map(|s| s.key()).collect::<Vec<_>>(),
             "rule": ADAPTER_CONFIG,
         },
-        "versions": {
-            "prometheus_adapter": std::fs::read_to_string(adapter_bin.with_file_name("BUILD-INFO"))
-                .unwrap_or_default(),
-            "kube_metrics_bridge": env!("CARGO_PKG_VERSION"),
-        },
+        "versions": report::versions(&adapter_bin),
         "servers": variants
             .iter()
             .zip(&servers)
@@ -1901,17 +1850,7 @@ async fn run(settings: Settings) -> Vec<String> {
         "failures": failures,
         "report": report + &summary,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&document).expect("JSON"))
-        .expect("writing the results");
-    println!(
-        "\nfigures written to {} ({:.0} s in all; load average at the start {}, now {})",
-        out.display(),
-        t0.elapsed().as_secs_f64(),
-        document["machine"]["loadavg_at_start"]
-            .as_str()
-            .unwrap_or("?"),
-        loadavg_end.trim()
-    );
+    report::write_figures(&out, &document, t0, &loadavg_end);
     drop(servers);
     drop(rig);
     drop(cp);

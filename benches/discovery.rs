@@ -580,25 +580,11 @@ async fn run(settings: Settings) -> Vec<String> {
             "relist": RELIST,
             "rule": ADAPTER_CONFIG,
         },
-        "versions": {
-            "prometheus_adapter": std::fs::read_to_string(adapter_bin.with_file_name("BUILD-INFO"))
-                .unwrap_or_default(),
-            "kube_metrics_bridge": env!("CARGO_PKG_VERSION"),
-        },
+        "versions": report::versions(&adapter_bin),
         "results": results,
         "failures": failures,
         "report": report,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&document).expect("JSON"))
-        .expect("writing the results");
-    println!(
-        "\nfigures written to {} ({:.0} s in all; load average at the start {}, now {})",
-        out.display(),
-        t0.elapsed().as_secs_f64(),
-        document["machine"]["loadavg_at_start"]
-            .as_str()
-            .unwrap_or("?"),
-        loadavg_end.trim()
-    );
+    report::write_figures(&out, &document, t0, &loadavg_end);
     failures
 }

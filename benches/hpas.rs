@@ -46,6 +46,8 @@
 //!
 //! Under `cargo test --all-targets` this binary runs without `--bench` and returns at once.
 
+#[path = "shared/audit.rs"]
+mod audit;
 #[path = "../integration/common/mod.rs"]
 mod common;
 #[path = "shared/report.rs"]
@@ -56,6 +58,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use audit::{Audit, AuditLog};
 use common::adapter::{
     adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
     spawn_logged,
@@ -611,57 +614,6 @@ fn problems(hpas: &[HpaState], design: &BTreeMap<String, u64>, fresh: bool) -> V
         }
     }
     out
-}
-
-/// Counts kube-apiserver audit events per user from where the last call stopped (as
-/// benches/compare.rs does: a watch counts when it starts, anything else when it ends).
-struct AuditLog {
-    path: PathBuf,
-    offset: u64,
-}
-
-/// Requests per user, per `verb resource`.
-type Audit = BTreeMap<String, BTreeMap<String, u64>>;
-
-impl AuditLog {
-    /// Requests since the last call.
-    fn take(&mut self) -> Audit {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut out = Audit::new();
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return out;
-        };
-        let _ = file.seek(SeekFrom::Start(self.offset));
-        let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
-        // Only whole lines; a partly written last line is read next time.
-        let complete = text.rfind('\n').map_or(0, |i| i + 1);
-        self.offset += complete as u64;
-        for line in text[..complete].lines() {
-            let Ok(event) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let stage = if event["verb"] == "watch" {
-                "ResponseStarted"
-            } else {
-                "ResponseComplete"
-            };
-            if event["stage"] != stage {
-                continue;
-            }
-            let user = event["user"]["username"].as_str().unwrap_or("?").to_owned();
-            let what = format!(
-                "{} {}",
-                event["verb"].as_str().unwrap_or("?"),
-                event["objectRef"]["resource"]
-                    .as_str()
-                    .or(event["requestURI"].as_str())
-                    .unwrap_or("?")
-            );
-            *out.entry(user).or_default().entry(what).or_default() += 1;
-        }
-        out
-    }
 }
 
 /// The two servers.
@@ -1236,21 +1188,9 @@ async fn run(settings: Settings) -> Vec<String> {
     let prometheus = Prometheus::start(&[exporter.target()]).await;
 
     // One control plane for the whole run, auditing both servers' users.
-    let audit_policy = root.join("audit-policy.yaml");
-    let audit_path = root.join("audit.log");
-    std::fs::write(
-        &audit_policy,
-        format!(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
-             rules:\n- level: Metadata\n  users: [\"{BRIDGE_USER}\", \"{ADAPTER_USER}\"]\n- level: None\n"
-        ),
-    )
-    .expect("audit policy");
+    let (audit_flags, audit_path) = audit::apiserver_flags(&root, &[BRIDGE_USER, ADAPTER_USER]);
     let cp = ControlPlane::start_with(Options {
-        apiserver_args: vec![
-            format!("--audit-policy-file={}", audit_policy.display()),
-            format!("--audit-log-path={}", audit_path.display()),
-        ],
+        apiserver_args: audit_flags,
         // The HPA controller's defaults (the harness runs it faster for the tests), and room
         // for its scale and metric reads at 500 HPAs per sync period.
         controller_manager_args: vec![
@@ -1311,10 +1251,7 @@ async fn run(settings: Settings) -> Vec<String> {
         plain: common::http_client(),
         kcm_metrics_url,
         pids,
-        audit: AuditLog {
-            path: audit_path,
-            offset: 0,
-        },
+        audit: AuditLog::new(audit_path),
     };
     // The controller manager's metrics must answer before anything is measured.
     let _ = rig.kcm_metrics().await;
@@ -1382,26 +1319,12 @@ async fn run(settings: Settings) -> Vec<String> {
             "adapter_args": ["--metrics-relist-interval=1m"],
             "kube_controller_manager_args": ["--kube-api-qps=100", "--kube-api-burst=200"],
         },
-        "versions": {
-            "prometheus_adapter": std::fs::read_to_string(adapter_bin.with_file_name("BUILD-INFO"))
-                .unwrap_or_default(),
-            "kube_metrics_bridge": env!("CARGO_PKG_VERSION"),
-        },
+        "versions": report::versions(&adapter_bin),
         "results": results,
         "failures": failures,
         "report": report,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&document).expect("JSON"))
-        .expect("writing the results");
-    println!(
-        "\nfigures written to {} ({:.0} s in all; load average at the start {}, now {})",
-        out.display(),
-        t0.elapsed().as_secs_f64(),
-        document["machine"]["loadavg_at_start"]
-            .as_str()
-            .unwrap_or("?"),
-        loadavg_end.trim()
-    );
+    report::write_figures(&out, &document, t0, &loadavg_end);
     drop(rig);
     drop(exporter);
     drop(dir);

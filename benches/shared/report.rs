@@ -111,6 +111,37 @@ pub fn machine() -> Value {
     })
 }
 
+/// Both servers' versions, for a run's JSON (prometheus-adapter's from the BUILD-INFO its
+/// build script writes beside the binary).
+pub fn versions(adapter_bin: &std::path::Path) -> Value {
+    json!({
+        "prometheus_adapter": std::fs::read_to_string(adapter_bin.with_file_name("BUILD-INFO"))
+            .unwrap_or_default(),
+        "kube_metrics_bridge": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Writes a run's JSON `document` to `out` and says where, with how long the run took and the
+/// load average at its start (`document.machine`) and at its end.
+pub fn write_figures(
+    out: &std::path::Path,
+    document: &Value,
+    started: std::time::Instant,
+    loadavg_end: &str,
+) {
+    std::fs::write(out, serde_json::to_string_pretty(document).expect("JSON"))
+        .expect("writing the results");
+    println!(
+        "\nfigures written to {} ({:.0} s in all; load average at the start {}, now {})",
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        document["machine"]["loadavg_at_start"]
+            .as_str()
+            .unwrap_or("?"),
+        loadavg_end.trim()
+    );
+}
+
 /// A figure with as many decimals as its size deserves; `-` for NaN.
 pub fn fmt_num(v: f64) -> String {
     if v.is_nan() {
