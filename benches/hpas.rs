@@ -66,7 +66,7 @@ use common::adapter::{
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
 use common::hpa::{self, SERVICE_DNS};
-use common::{free_port, Exporter, Prometheus};
+use common::{free_port, send_ok, Exporter, Prometheus};
 use futures::StreamExt as _;
 use report::{fmt_num, fmt_ratio, machine, proc_sample, ProcSample};
 use serde_json::{json, Value};
@@ -253,20 +253,6 @@ fn namespace(i: usize) -> String {
 /// YAML (one document, as the `hpa` helpers write them) as the JSON a POST takes.
 fn yaml_to_json(yaml: &str) -> Value {
     yaml_serde::from_str(yaml).unwrap_or_else(|e| panic!("YAML {yaml}: {e}"))
-}
-
-/// Sends `request`; panics unless it is answered 2xx.
-async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
-    let r = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
-    let status = r.status();
-    assert!(
-        status.is_success(),
-        "{what}: {status}: {}",
-        r.text().await.unwrap_or_default()
-    );
 }
 
 /// POSTs each `(collection path, object)` as the admin, a few at a time.

@@ -132,6 +132,20 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
+/// Sends `request`; panics unless it is answered 2xx (`what` names it in the message).
+pub async fn send_ok(request: reqwest::RequestBuilder, what: &str) {
+    let r = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "{what}: {status}: {}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 /// A free loopback port. Racy by nature (released before use); callers that
 /// can, like [`Prometheus::start`], retry on "address already in use".
 pub fn free_port() -> u16 {

@@ -601,6 +601,17 @@ mod tests {
         assert_eq!(no_tokens.authenticate(&[], &h).await, Ok(User::anonymous()));
     }
 
+    /// The request-header CA rotates to `other_ca`.
+    fn rotate_request_header_ca(f: &Fixture) {
+        let rotated = RequestHeaderConfig {
+            ca: certs::CaBundle::from_pem(&f.other_ca.pem).expect("ca"),
+            ..f.auth.config.load().request_header.clone().expect("rh")
+        };
+        let mut cfg = (**f.auth.config.load()).clone();
+        cfg.request_header = Some(rotated);
+        f.auth.config.store(Arc::new(cfg));
+    }
+
     #[tokio::test]
     async fn config_swaps_apply_to_the_next_request() {
         let f = fixture(&["front-proxy-client"]);
@@ -611,13 +622,7 @@ mod tests {
             .expect("before");
         // The request-header CA rotates to another CA: the old proxy certificate stops
         // being believed.
-        let rotated = RequestHeaderConfig {
-            ca: certs::CaBundle::from_pem(&f.other_ca.pem).expect("ca"),
-            ..f.auth.config.load().request_header.clone().expect("rh")
-        };
-        let mut cfg = (**f.auth.config.load()).clone();
-        cfg.request_header = Some(rotated);
-        f.auth.config.store(Arc::new(cfg));
+        rotate_request_header_ca(&f);
         assert!(f.auth.authenticate(&chain, &proxy_headers()).await.is_err());
     }
 
@@ -653,13 +658,7 @@ mod tests {
         assert!(Arc::ptr_eq(&checked, &held(&memo)), "checked twice");
         // The request-header CA rotates: the same connection's next request is checked
         // against the new CA and refused.
-        let rotated = RequestHeaderConfig {
-            ca: certs::CaBundle::from_pem(&f.other_ca.pem).expect("ca"),
-            ..f.auth.config.load().request_header.clone().expect("rh")
-        };
-        let mut cfg = (**f.auth.config.load()).clone();
-        cfg.request_header = Some(rotated);
-        f.auth.config.store(Arc::new(cfg));
+        rotate_request_header_ca(&f);
         let err = f
             .auth
             .authenticate_on(&proxy, &memo, &proxy_headers())
