@@ -138,15 +138,16 @@ const RETRY_AFTER_SECONDS: u32 = 1;
 const H2_WINDOW: u32 = 65_535;
 
 /// Connection builders: one for each ALPN outcome, so a client that negotiated a protocol
-/// gets exactly that one, and a client without ALPN gets auto-detection.
-struct Builders {
+/// gets exactly that one, and a client without ALPN gets auto-detection. Public so the
+/// benchmark's floor server (benches/shared/floor.rs) serves with exactly these settings.
+pub struct Builders {
     auto: Builder<TokioExecutor>,
     http1: Builder<TokioExecutor>,
     http2: Builder<TokioExecutor>,
 }
 
 impl Builders {
-    fn new(options: &ServerOptions) -> Arc<Builders> {
+    pub fn new(options: &ServerOptions) -> Arc<Builders> {
         let mut auto = Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
@@ -166,7 +167,8 @@ impl Builders {
         })
     }
 
-    fn for_alpn(&self, alpn: Option<&[u8]>) -> &Builder<TokioExecutor> {
+    /// The builder for what the TLS handshake negotiated.
+    pub fn for_alpn(&self, alpn: Option<&[u8]>) -> &Builder<TokioExecutor> {
         match alpn {
             Some(b"h2") => &self.http2,
             Some(b"http/1.1") => &self.http1,

@@ -16,8 +16,7 @@
 //!   versions, ALPN `h2` then `http/1.1`, client certificates requested but optional
 //!   (`WebPkiClientVerifier` with `allow_unauthenticated`), one that is sent must chain to
 //!   those roots; session resumption as rustls' defaults have it (the bridge sets none);
-//! - hyper-util's auto builder set up as `server::Builders` does it (private there, so
-//!   repeated here): HTTP/1.1 with the header read timeout, HTTP/2 with the maximum of
+//! - hyper-util's builders from the bridge's own `server::Builders`: HTTP/1.1 with the header read timeout, HTTP/2 with the maximum of
 //!   concurrent streams of `server::ServerOptions::default()` (the `serve` default, 250), 64 KiB
 //!   flow-control windows and the same keep-alive pings; the builder ALPN chose (HTTP/2 or
 //!   HTTP/1.1 only, auto-detection without ALPN); the handshake under the same deadline;
@@ -50,10 +49,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::TokioIo;
 use kube_metrics_bridge::auth::AuthConfig;
-use kube_metrics_bridge::server::ServerOptions;
+use kube_metrics_bridge::server::{Builders, ServerOptions};
 use kube_metrics_bridge::tls::{self, CertResolver, ClientAuth};
 use rustls_pki_types::pem::PemObject;
 use serde_json::{json, Value};
@@ -61,8 +59,6 @@ use tokio::process::{Child, ChildStdin};
 
 /// The argument that makes a bench binary serve as the floor.
 pub const ARG: &str = "--floor-server";
-/// HTTP/2 flow-control windows, as `server::H2_WINDOW` (private there).
-const H2_WINDOW: u32 = 65_535;
 /// How long [`start`] waits for the child to serve.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -455,7 +451,7 @@ async fn serve(spec_path: &Path) -> anyhow::Result<()> {
         }
     }
     let table = Arc::new(table);
-    let builders = Arc::new(Builders::new(&ServerOptions::default()));
+    let builders = Builders::new(&ServerOptions::default());
     let handshake_timeout = ServerOptions::default().handshake_timeout;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -478,11 +474,7 @@ async fn serve(spec_path: &Path) -> anyhow::Result<()> {
             else {
                 return;
             };
-            let builder = match tls.get_ref().1.alpn_protocol() {
-                Some(b"h2") => &builders.http2,
-                Some(b"http/1.1") => &builders.http1,
-                _ => &builders.auto,
-            };
+            let builder = builders.for_alpn(tls.get_ref().1.alpn_protocol());
             let service = hyper::service::service_fn(move |request| {
                 let response = answer(&table, &request);
                 async move { Ok::<_, Infallible>(response) }
@@ -521,34 +513,6 @@ fn answer<B>(table: &Table, request: &http::Request<B>) -> http::Response<OneFra
         None => *response.status_mut() = http::StatusCode::NOT_FOUND,
     }
     response
-}
-
-/// hyper-util's builders as `server::Builders` sets them up, one per ALPN outcome.
-struct Builders {
-    auto: Builder<TokioExecutor>,
-    http1: Builder<TokioExecutor>,
-    http2: Builder<TokioExecutor>,
-}
-
-impl Builders {
-    fn new(options: &ServerOptions) -> Builders {
-        let mut auto = Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(options.max_concurrent_streams)
-            .initial_stream_window_size(H2_WINDOW)
-            .initial_connection_window_size(H2_WINDOW)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20));
-        Builders {
-            http1: auto.clone().http1_only(),
-            http2: auto.clone().http2_only(),
-            auto,
-        }
-    }
 }
 
 /// A body of one frame of shared bytes (or none), with its exact length (`Content-Length`).
