@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use audit::AuditLog;
 use common::adapter::{
-    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
-    spawn_logged,
+    adapter_args, adapter_bin, log_tail, serving_args, serving_pair_for, spawn_logged,
+    write_both_configs,
 };
 use common::bridge::tls_client_builder;
 use common::controlplane::{ControlPlane, Options};
@@ -1461,14 +1461,8 @@ async fn run(settings: Settings) -> Vec<String> {
     create_pods(&cp, &settings).await;
 
     // Rules: prometheus-adapter's YAML, and the bridge's TOML converted from it.
-    let adapter_config = root.join("adapter.yaml");
-    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
-    let rules = root.join("rules.toml");
-    std::fs::write(
-        &rules,
-        convert_adapter_config(&bridge_bin, &adapter_config, &prometheus.url()),
-    )
-    .expect("rules.toml");
+    let (adapter_config, rules) =
+        write_both_configs(root, ADAPTER_CONFIG, &bridge_bin, &prometheus.url());
     // A serving CA of its own for each server: the aggregator, given one server's CA, can
     // only reach that server. The direct client trusts them all.
     let serving: Vec<(PathBuf, PathBuf, PathBuf)> = variants

@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::adapter::{
-    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair,
-    spawn_logged,
+    adapter_args, adapter_bin, log_tail, serving_args, serving_pair, spawn_logged,
+    write_both_configs,
 };
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
@@ -477,14 +477,8 @@ async fn run(settings: Settings) -> Vec<String> {
     })
     .await;
 
-    let adapter_config = root.join("adapter.yaml");
-    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
-    let rules = root.join("rules.toml");
-    std::fs::write(
-        &rules,
-        convert_adapter_config(&bridge_bin, &adapter_config, &prometheus.url()),
-    )
-    .expect("rules.toml");
+    let (adapter_config, rules) =
+        write_both_configs(root, ADAPTER_CONFIG, &bridge_bin, &prometheus.url());
     let tls = serving_pair(root);
     let pki = cp.dir().join("pki");
     let rig = Rig {

@@ -60,8 +60,8 @@ use std::time::{Duration, Instant};
 
 use audit::{Audit, AuditLog};
 use common::adapter::{
-    adapter_args, adapter_bin, convert_adapter_config, log_tail, serving_args, serving_pair_for,
-    spawn_logged,
+    adapter_args, adapter_bin, log_tail, serving_args, serving_pair_for, spawn_logged,
+    write_both_configs,
 };
 use common::bridge::tls_client_with;
 use common::controlplane::{ControlPlane, Options};
@@ -1205,14 +1205,8 @@ async fn run(settings: Settings) -> Vec<String> {
     cp.apply(ADAPTER_RBAC).await;
     create_namespaces(&cp).await;
 
-    let adapter_config = root.join("adapter.yaml");
-    std::fs::write(&adapter_config, ADAPTER_CONFIG).expect("adapter config");
-    let rules = root.join("rules.toml");
-    std::fs::write(
-        &rules,
-        convert_adapter_config(&bridge_bin, &adapter_config, &prometheus.url()),
-    )
-    .expect("rules.toml");
+    let (adapter_config, rules) =
+        write_both_configs(&root, ADAPTER_CONFIG, &bridge_bin, &prometheus.url());
     let tls = serving_pair_for(&root, &[SERVICE_DNS]);
     let pki = cp.dir().join("pki");
     let server_client = tls_client_with(

@@ -41,6 +41,25 @@ pub fn convert_adapter_config(
     String::from_utf8(out.stdout).expect("convert writes UTF-8")
 }
 
+/// Writes prometheus-adapter's config `yaml` to `dir/adapter.yaml` and the bridge's TOML
+/// converted from it to `dir/rules.toml`; returns both paths (adapter's, bridge's).
+pub fn write_both_configs(
+    dir: &Path,
+    yaml: &str,
+    bridge_bin: &Path,
+    prometheus_url: &str,
+) -> (PathBuf, PathBuf) {
+    let adapter_config = dir.join("adapter.yaml");
+    std::fs::write(&adapter_config, yaml).expect("adapter config");
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        convert_adapter_config(bridge_bin, &adapter_config, prometheus_url),
+    )
+    .expect("rules.toml");
+    (adapter_config, rules)
+}
+
 /// A CA and a serving certificate for 127.0.0.1 signed by it, written to `dir`:
 /// `(ca.crt, tls.crt, tls.key)`. Both servers serve it, so one client trusts both.
 pub fn serving_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
